@@ -1,0 +1,301 @@
+"""Applying and rolling back migrations, crash-safe.
+
+* A transactional migration is sent as one script: ``BEGIN``, session limits, its SQL, the record
+  row, ``COMMIT``. The effect and the record commit together or not at all; a killed process leaves
+  nothing, and its advisory lock dies with its connection.
+* A migration with statements that refuse a transaction block runs statement by statement. Plain
+  statements still commit together with their journal step; a non-transactional one is followed by
+  its journal step, and on resume after a crash it is first settled (a half-built index is dropped
+  and rebuilt, one already built is kept).
+* Every commit but the last of a run is asynchronous (``synchronous_commit = off``). Each one is still
+  atomic; the final synchronous commit flushes the log up to it, so a finished run is durable, and a
+  server crash mid-run loses only whole migrations, which the next run re-applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pgshift import history, sqltext
+from pgshift.blockers import BlockerWatch
+from pgshift.db import Database, SqlFailure
+from pgshift.errors import ChecksumMismatch, LockTimeout, MigrationError
+from pgshift.lock import migration_lock
+from pgshift.source import Migration
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Limits:
+    lock_timeout: float = 5.0
+    statement_timeout: float = 0.0
+    lock_wait: float = 30.0
+    lock_retries: int = 3
+    retry_backoff: float = 2.0
+
+
+@dataclass(frozen=True)
+class Applied:
+    id: str
+    duration_ms: int
+    transactional: bool
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    applied: list[Applied]
+    empty: list[str]  # pending files with no statement yet: never applied
+
+
+@dataclass(frozen=True)
+class Pending:
+    migration: Migration
+    record: history.Record | None  # a failed or interrupted earlier attempt
+
+
+def verify(migrations: list[Migration], records: dict[str, history.Record]) -> list[Pending]:
+    """Check every applied migration against its file; return what is left to apply, in order."""
+    files = {m.id: m for m in migrations}
+    for rec in records.values():
+        if rec.state != "applied":
+            continue
+        found = files.get(rec.id)
+        if found is None:
+            raise MigrationError(
+                f"{rec.id} is recorded as applied but migrations/{rec.id}.sql is missing; "
+                "restore the file from version control")
+        if found.checksum != rec.checksum:
+            raise ChecksumMismatch(
+                f"{found.path.name} was edited after it was applied on {rec.applied_at:%Y-%m-%d %H:%M}; "
+                f"restore it (git checkout -- {found.path.name}) and put the change in a new migration")
+    left: list[Pending] = []
+    for m in migrations:
+        record = records.get(m.id)
+        if record is None or record.state != "applied":
+            left.append(Pending(m, record))
+    return left
+
+
+def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: str | None = None,
+          progress: Progress | None = None) -> ApplyResult:
+    """Apply every pending migration (up to and including ``upto``) under the migration lock."""
+    say = progress or (lambda _msg: None)
+    with migration_lock(db, limits.lock_wait):
+        history.ensure(db)
+        pending = verify(migrations, history.records(db))
+        if upto is not None:
+            if upto not in {m.id for m in migrations}:
+                raise MigrationError(f"no migration {upto!r}; see inv status for the ids")
+            pending = [p for p in pending if p.migration.id <= upto]
+        runnable = [p for p in pending if not p.migration.empty]
+        done: list[Applied] = []
+        for index, item in enumerate(runnable):
+            say(f"applying {item.migration.id}")
+            last = index == len(runnable) - 1
+            done.append(_apply_one(db, item, limits, durable=last))
+            say(f"applied {item.migration.id} in {done[-1].duration_ms} ms")
+        return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
+
+
+def _settings_sql(limits: Limits, local: bool) -> str:
+    scope = "SET LOCAL" if local else "SET"
+    return (f"{scope} lock_timeout = '{int(limits.lock_timeout * 1000)}ms'; "
+            f"{scope} statement_timeout = '{int(limits.statement_timeout * 1000)}ms';")
+
+
+def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Applied:
+    migration = item.migration
+    transactional = migration.forced_transactional
+    if transactional is None:
+        transactional = not sqltext.may_need_parse(migration.sql) or all(
+            s.transactional for s in sqltext.statements(migration.sql, migration.path.name))
+    if not transactional:
+        return _apply_statements(db, item, limits)
+    try:
+        return _with_lock_retries(db, migration, limits, lambda: _apply_script(db, migration, limits, durable))
+    except SqlFailure as failure:
+        if failure.sqlstate == "25001" and migration.forced_transactional is None:
+            # The server says a statement cannot run in a transaction block, though the quick scan
+            # saw no sign of one (an odd string escape can hide it): trust the server, run it split.
+            return _apply_statements(db, item, limits)
+        _record_failure(db, migration, transactional=True, error=str(failure))
+        raise _explain(migration, failure, offset=None) from None
+
+
+def _apply_script(db: Database, migration: Migration, limits: Limits, durable: bool) -> int:
+    prefix = f"RESET ALL; BEGIN; {_settings_sql(limits, local=True)}"
+    if not durable:
+        prefix += " SET LOCAL synchronous_commit = off;"
+    prefix += "\n"
+    started = time.monotonic()
+    record = history.upsert_sql(db, id=migration.id, checksum=migration.checksum, state="applied",
+                                duration_ms=history.ELAPSED_MS, transactional=True)
+    try:
+        db.execute(f"{prefix}{migration.sql}\n;\n{record};\nCOMMIT;")
+    except SqlFailure as failure:
+        if failure.position is not None:
+            failure.position -= len(prefix)
+        raise
+    return int((time.monotonic() - started) * 1000)
+
+
+def _with_lock_retries(db: Database, migration: Migration, limits: Limits,
+                       attempt: Callable[[], int]) -> Applied:
+    """Run ``attempt``; on a lock timeout wait (doubling) and retry, watching who blocks us."""
+    watch: BlockerWatch | None = None
+    tries = 0
+    try:
+        while True:
+            tries += 1
+            try:
+                elapsed = attempt()
+                return Applied(migration.id, elapsed, transactional=True, attempts=tries)
+            except SqlFailure as failure:
+                if not failure.lock_timeout:
+                    raise
+                if tries > limits.lock_retries:
+                    who = watch.describe() if watch else "another session"
+                    raise LockTimeout(
+                        f"{migration.path.name}: could not get a table lock within "
+                        f"{limits.lock_timeout:g}s, {tries} attempts; blocked by {who}. Nothing of it was "
+                        "applied; end that session or retry when it is done") from None
+                if watch is None:
+                    watch = BlockerWatch(db.url, db.pid)
+                time.sleep(limits.retry_backoff * 2 ** (tries - 1))
+    finally:
+        if watch is not None:
+            watch.stop()
+
+
+def _digest(statement: sqltext.Statement) -> str:
+    return hashlib.sha256(statement.text.encode()).hexdigest()[:16]
+
+
+def _apply_statements(db: Database, item: Pending, limits: Limits) -> Applied:
+    migration = item.migration
+    statements = sqltext.statements(migration.sql, migration.path.name)
+    hashes = [_digest(s) for s in statements]
+    start, resumed = 0, False
+    rec = item.record
+    if rec is not None and not rec.transactional and rec.statements_done:
+        start = rec.statements_done
+        if list(rec.done_hashes) != hashes[:start]:
+            raise MigrationError(
+                f"{migration.path.name} stopped after statement {start} of {rec.statements_total}, and the "
+                f"statements already run were edited since; restore them, or undo statements 1-{start} "
+                f"by hand and DELETE FROM pgshift.migrations WHERE id = '{migration.id}'")
+        resumed = True
+    started = time.monotonic()
+    where = f"WHERE id = {db.literal(migration.id)}"
+    db.execute(history.upsert_sql(db, id=migration.id, checksum=migration.checksum, state="running",
+                                  duration_ms=None, transactional=False, total=len(statements),
+                                  done=start, hashes=tuple(hashes[:start])))
+    db.execute(_settings_sql(limits, local=False))
+    try:
+        for index in range(start, len(statements)):
+            statement = statements[index]
+            journal = (f"UPDATE pgshift.migrations SET statements_done = {index + 1}, "
+                       f"done_hashes = done_hashes || {db.literal(hashes[index])}::text {where}")
+            try:
+                if statement.transactional:
+                    db.execute(f"BEGIN; {_settings_sql(limits, local=True)}\n{statement.text};\n{journal}; COMMIT;")
+                else:
+                    if resumed and index == start and _settle(db, statement):
+                        db.execute(journal)
+                        continue
+                    db.execute(statement.text)
+                    db.execute(journal)
+            except SqlFailure as failure:
+                _record_failure(db, migration, transactional=False, error=str(failure))
+                raise _explain(migration, failure, statement=statement, done=index,
+                               total=len(statements)) from None
+    finally:
+        db.execute("RESET lock_timeout; RESET statement_timeout;")
+    elapsed = int((time.monotonic() - started) * 1000)
+    db.execute(f"UPDATE pgshift.migrations SET state = 'applied', error = NULL, applied_at = now(), "
+               f"duration_ms = {elapsed} {where}")
+    return Applied(migration.id, elapsed, transactional=False)
+
+
+def _settle(db: Database, statement: sqltext.Statement) -> bool:
+    """A non-transactional statement may have run, or half-run, before a crash. True: it is done."""
+    if statement.kind == "IndexStmt" and statement.indexes:
+        row = db.one("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+                     [statement.indexes[0]])
+        if row is None:
+            return False
+        if row[0]:
+            return True
+        db.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {statement.indexes[0]}")
+        return False
+    if statement.kind == "DropStmt" and statement.indexes:
+        return all(db.one("SELECT to_regclass(%s) IS NULL", [name]) == (True,) for name in statement.indexes)
+    return False
+
+
+def _record_failure(db: Database, migration: Migration, *, transactional: bool, error: str) -> None:
+    if transactional:
+        db.execute(history.upsert_sql(db, id=migration.id, checksum=migration.checksum, state="failed",
+                                      duration_ms=None, transactional=True, error=error[:2000]))
+    else:
+        db.execute(f"UPDATE pgshift.migrations SET state = 'failed', error = {db.literal(error[:2000])} "
+                   f"WHERE id = {db.literal(migration.id)}")
+
+
+def _explain(migration: Migration, failure: SqlFailure, offset: int | None = None, *,
+             statement: sqltext.Statement | None = None, done: int = 0, total: int = 0) -> MigrationError:
+    """One line: file, line, the statement, the server's message, what state it left and what to do."""
+    if statement is not None:
+        line = statement.line + (sqltext.line_of(statement.text, failure.position) - 1
+                                 if failure.position else 0)
+        left = (f"statements 1-{done} of {total} stay applied and recorded; fix the file from statement "
+                f"{done + 1} on and run again to resume") if done else "nothing of it was applied"
+    else:
+        line = sqltext.line_of(migration.sql, failure.position) if failure.position else 0
+        statement = _statement_at(migration, line)
+        left = "nothing of it was applied; fix the file and run again"
+    where = f"{migration.path.name}, line {line}" if line > 0 else migration.path.name
+    excerpt = f" [{_short(statement.text)}]" if statement is not None else ""
+    hint = f" (hint: {failure.hint})" if failure.hint else ""
+    return MigrationError(f"{where}: {failure}{hint}{excerpt}; {left}")
+
+
+def _statement_at(migration: Migration, line: int) -> sqltext.Statement | None:
+    if line <= 0:
+        return None
+    try:
+        found = [s for s in sqltext.statements(migration.sql) if s.line <= line]
+    except MigrationError:
+        return None
+    return found[-1] if found else None
+
+
+def _short(text: str, width: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def rollback(db: Database, migration: Migration, limits: Limits) -> int:
+    """Run a migration's rollback file and remove its record, in one transaction. Returns ms."""
+    sql = migration.rollback_sql()
+    if sql is None:
+        raise MigrationError(f"{migration.id} has no rollback file {migration.id}.rollback.sql; write one")
+    started = time.monotonic()
+    if sqltext.may_need_parse(sql) and not all(s.transactional for s in sqltext.statements(sql)):
+        for statement in sqltext.statements(sql, f"{migration.id}.rollback.sql"):
+            db.execute(statement.text)
+        db.execute(history.delete_sql(db, migration.id))
+    else:
+        prefix = f"RESET ALL; BEGIN; {_settings_sql(limits, local=True)}\n"
+        try:
+            db.execute(f"{prefix}{sql}\n;\n{history.delete_sql(db, migration.id)};\nCOMMIT;")
+        except SqlFailure as failure:
+            line = sqltext.line_of(sql, failure.position - len(prefix)) if failure.position else 0
+            raise MigrationError(f"{migration.id}.rollback.sql, line {line}: {failure}; nothing of the "
+                                 "rollback was applied") from None
+    return int((time.monotonic() - started) * 1000)

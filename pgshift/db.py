@@ -1,0 +1,160 @@
+"""The one module that talks to psycopg.
+
+``Database`` is a thin, autocommit connection with the few calls the engine needs. Driver errors
+are turned into ``SqlFailure`` (a statement failed) or ``ConnectionFailed`` (we never got in), with
+one-line messages that name the fix and never the password.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+
+from pgshift.dburl import DatabaseUrl, redact
+from pgshift.errors import ConnectionFailed, MigrationError, PgShiftError
+
+
+class SqlFailure(MigrationError):
+    """A statement failed on the server."""
+
+    def __init__(self, message: str, sqlstate: str | None = None, position: int | None = None,
+                 detail: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.position = position  # 1-based character offset in the text sent, if the server gave one
+        self.detail = detail
+        self.hint = hint
+
+    @property
+    def lock_timeout(self) -> bool:
+        return self.sqlstate == "55P03"
+
+
+def application_name() -> str:
+    """Who is connecting, as other sessions see it in pg_stat_activity."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"pgshift {user}@{socket.gethostname()} pid {os.getpid()}"[:63]
+
+
+class DatabaseMissing(ConnectionFailed):
+    """The server answered, but the database named in the URL is not there."""
+
+
+@dataclass
+class Database:
+    url: DatabaseUrl
+    conn: psycopg.Connection[Any]
+
+    @classmethod
+    def connect(cls, url: DatabaseUrl, connect_timeout: int = 10) -> Database:
+        kwargs: dict[str, Any] = dict(url.connect_kwargs())
+        kwargs.setdefault("connect_timeout", str(connect_timeout))
+        kwargs.setdefault("application_name", application_name())
+        try:
+            conn = psycopg.connect(autocommit=True, prepare_threshold=None, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise _connect_error(url, str(exc)) from None
+        except psycopg.ProgrammingError as exc:  # bad conninfo option in the URL's query string
+            raise ConnectionFailed(f"DATABASE_URL has an option libpq rejects: {redact(str(exc))}") from None
+        return cls(url=url, conn=conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int:
+        return int(self.conn.info.backend_pid)
+
+    @property
+    def server_version(self) -> int:
+        return int(self.conn.info.server_version)
+
+    def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
+        """Run one statement, or (without params) a script of several, sent as one simple query."""
+        try:
+            self.conn.execute(query.encode() if params is None else query, params, prepare=False)
+        except psycopg.Error as exc:
+            self._reset()
+            raise _sql_error(exc) from None
+
+    def rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            cursor = self.conn.execute(query, params, prepare=False)
+            return cursor.fetchall() if cursor.description is not None else []
+        except psycopg.Error as exc:
+            self._reset()
+            raise _sql_error(exc) from None
+
+    def one(self, query: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+        found = self.rows(query, params)
+        return found[0] if found else None
+
+    def literal(self, value: Any) -> str:
+        """A value quoted as an SQL literal, for scripts that cannot take parameters."""
+        return sql.Literal(value).as_string(self.conn)
+
+    def identifier(self, name: str) -> str:
+        return sql.Identifier(name).as_string(self.conn)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def _reset(self) -> None:
+        """After an error in a script, leave the session outside any transaction."""
+        if self.conn.closed:
+            return
+        try:
+            if self.in_transaction:
+                self.conn.execute(b"ROLLBACK")
+        except psycopg.Error:
+            pass
+
+
+def _sql_error(exc: psycopg.Error) -> PgShiftError:
+    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+        return ConnectionFailed(f"lost the connection to the database: {redact(str(exc)).strip()}")
+    diag = exc.diag
+    position = int(diag.statement_position) if diag.statement_position else None
+    message = diag.message_primary or str(exc).strip().splitlines()[0]
+    return SqlFailure(redact(message), sqlstate=exc.sqlstate, position=position,
+                      detail=diag.message_detail, hint=diag.message_hint)
+
+
+def _connect_error(url: DatabaseUrl, text: str) -> ConnectionFailed:
+    where = f"{url.host or 'local socket'}" + (f":{url.port}" if url.port else "")
+    lower = text.lower()
+    if "password authentication failed" in lower or "no password supplied" in lower:
+        return ConnectionFailed(
+            f"PostgreSQL at {where} rejected the password for user {url.user!r}; fix DATABASE_URL")
+    if "database" in lower and "does not exist" in lower:
+        return DatabaseMissing(
+            f"database {url.dbname!r} does not exist on {where}; create it (createdb {url.dbname}) "
+            "or fix DATABASE_URL")
+    if "role" in lower and "does not exist" in lower:
+        return ConnectionFailed(f"user {url.user!r} does not exist on {where}; fix DATABASE_URL")
+    if "could not translate host name" in lower:
+        return ConnectionFailed(f"host {url.host!r} is unknown; fix the host in DATABASE_URL")
+    if "timeout expired" in lower:
+        return ConnectionFailed(f"PostgreSQL at {where} did not answer in time; check the host and firewall")
+    if "connection refused" in lower or "no such file" in lower or "could not connect" in lower:
+        return ConnectionFailed(
+            f"cannot reach PostgreSQL at {where} (connection refused); is the server running?")
+    first = redact(text).strip().splitlines()[0] if text.strip() else "unknown error"
+    return ConnectionFailed(f"cannot connect to {url}: {first}")

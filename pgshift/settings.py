@@ -1,0 +1,130 @@
+"""Settings: built once per command from the environment and the Invoke config, then frozen.
+
+Secrets come only from the environment. Non-secret defaults live in the Invoke config (``tasks.py``
+``ns.configure`` or an ``invoke.yaml``), under the ``pgshift`` key; see ``DEFAULTS``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import ConfigError
+
+ENVIRONMENTS = ("development", "staging", "production")
+
+DEFAULTS: dict[str, Any] = {
+    "migrations_dir": "migrations",
+    "backups_dir": "backups",
+    "logs_dir": "logs",
+    "embedded_dir": ".pgdata",
+    "embedded_database": "imaginarium_development",
+    "lock_timeout": 5.0,         # seconds a migration statement may wait for a table lock
+    "statement_timeout": 0.0,    # seconds a migration statement may run; 0 means no limit
+    "lock_wait": 30.0,           # seconds to wait for another migrator's advisory lock
+    "lock_retries": 3,           # retries of a migration that hit lock_timeout
+    "retry_backoff": 2.0,        # seconds before the first retry; doubles each time
+    "connect_timeout": 10,       # seconds
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    environment: str
+    url: DatabaseUrl | None  # None: the embedded development server
+    migrations_dir: Path
+    backups_dir: Path
+    logs_dir: Path
+    embedded_dir: Path
+    embedded_database: str
+    lock_timeout: float
+    statement_timeout: float
+    lock_wait: float
+    lock_retries: int
+    retry_backoff: float
+    connect_timeout: int
+    skip_backup: bool = False
+    skip_maintenance: bool = False
+    slack_webhook_url: str | None = field(default=None, repr=False)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def uses_embedded(self) -> bool:
+        return self.url is None
+
+    def describe_target(self) -> str:
+        """The target as it may be printed: redacted URL, or the embedded server."""
+        if self.url is None:
+            return f"embedded PostgreSQL ({self.embedded_dir.name}/), database {self.embedded_database}"
+        return str(self.url)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={env[name]!r} is not a yes/no value; use 1 or 0")
+
+
+def _number(config: Mapping[str, Any], key: str) -> float:
+    value = config.get(key, DEFAULTS[key])
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config pgshift.{key}={value!r} is not a number of seconds") from None
+    if number < 0:
+        raise ConfigError(f"config pgshift.{key}={value!r} must not be negative")
+    return number
+
+
+def load(root: Path, config: Mapping[str, Any] | None = None,
+         env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings for one command. Raises ConfigError with the fix on bad input."""
+    env = os.environ if env is None else env
+    config = config or {}
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown config key pgshift.{sorted(unknown)[0]}; known: {', '.join(DEFAULTS)}")
+    environment = env.get("ENVIRONMENT", "").strip() or "development"
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(
+            f"ENVIRONMENT={environment!r} is not known; use development, staging or production")
+    raw_url = env.get("DATABASE_URL", "").strip()
+    url = DatabaseUrl.parse(raw_url) if raw_url else None
+    if url is None and environment != "development":
+        raise ConfigError(
+            f"ENVIRONMENT={environment} needs DATABASE_URL; the embedded server is for development only")
+
+    def path(key: str) -> Path:
+        p = Path(str(config.get(key, DEFAULTS[key])))
+        return p if p.is_absolute() else root / p
+
+    return Settings(
+        root=root,
+        environment=environment,
+        url=url,
+        migrations_dir=path("migrations_dir"),
+        backups_dir=path("backups_dir"),
+        logs_dir=path("logs_dir"),
+        embedded_dir=path("embedded_dir"),
+        embedded_database=str(config.get("embedded_database", DEFAULTS["embedded_database"])),
+        lock_timeout=_number(config, "lock_timeout"),
+        statement_timeout=_number(config, "statement_timeout"),
+        lock_wait=_number(config, "lock_wait"),
+        lock_retries=int(_number(config, "lock_retries")),
+        retry_backoff=_number(config, "retry_backoff"),
+        connect_timeout=int(_number(config, "connect_timeout")),
+        skip_backup=_flag(env, "SKIP_BACKUP"),
+        skip_maintenance=_flag(env, "SKIP_MAINTENANCE"),
+        slack_webhook_url=env.get("SLACK_WEBHOOK_URL", "").strip() or None,
+    )

@@ -1,0 +1,125 @@
+"""The migrations folder: ``YYYYMMDDHHMMSS_name.sql`` files, each with a ``.rollback.sql`` partner.
+
+The file layout is yoyo-migrations' raw SQL layout (a test reads the same folder with yoyo and gets
+the same migrations in the same order), so a team can move either way. Reading is ours: it runs on
+every ``status`` call, and importing yoyo alone costs a tenth of that call's budget.
+
+A checksum covers the forward file's content with line endings and a byte-order mark normalised, so
+a re-saved file on another OS is not an edit, but any real edit is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+from pgshift import sqltext
+from pgshift.errors import ConfigError
+
+ID_PATTERN = re.compile(r"^(?P<stamp>\d{14})_(?P<name>[a-z0-9_]+)$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+ROLLBACK_SUFFIX = ".rollback.sql"
+NOT_MIGRATIONS = {"seed.sql", "schema.sql"}
+_HEADER = re.compile(r"^--\s*transactional\s*:\s*(true|false)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def normalise(raw: bytes) -> str:
+    text = raw.decode("utf-8-sig")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Migration:
+    id: str
+    path: Path
+    sql: str
+    rollback_path: Path | None
+
+    @cached_property
+    def checksum(self) -> str:
+        return checksum(self.sql)
+
+    @cached_property
+    def empty(self) -> bool:
+        """True when the file has no statement yet (only comments and blanks)."""
+        return sqltext.is_empty(self.sql)
+
+    @property
+    def forced_transactional(self) -> bool | None:
+        """A ``-- transactional: false`` (or true) header line, if the author wrote one."""
+        found = _HEADER.search(self.sql)
+        return None if found is None else found.group(1).lower() == "true"
+
+    def rollback_sql(self) -> str | None:
+        return None if self.rollback_path is None else normalise(self.rollback_path.read_bytes())
+
+
+def read(folder: Path) -> list[Migration]:
+    """Every migration in the folder, in apply order (by id). Raises ConfigError on a stray file."""
+    if not folder.is_dir():
+        raise ConfigError(f"migrations folder {folder} does not exist; create it or set pgshift.migrations_dir")
+    forward: dict[str, Path] = {}
+    rollbacks: dict[str, Path] = {}
+    for path in folder.iterdir():
+        name = path.name
+        if not name.endswith(".sql") or name in NOT_MIGRATIONS or not path.is_file():
+            continue
+        if name.endswith(ROLLBACK_SUFFIX):
+            rollbacks[name[: -len(ROLLBACK_SUFFIX)]] = path
+            continue
+        stem = name[:-4]
+        if not ID_PATTERN.match(stem):
+            raise ConfigError(
+                f"{path} is not named YYYYMMDDHHMMSS_name.sql; rename it (inv dev.migrate NAME makes one)")
+        forward[stem] = path
+    orphans = sorted(set(rollbacks) - set(forward))
+    if orphans:
+        raise ConfigError(f"{rollbacks[orphans[0]]} has no forward migration {orphans[0]}.sql; "
+                          "restore it or delete the rollback file")
+    return [Migration(id=i, path=forward[i], sql=normalise(forward[i].read_bytes()),
+                      rollback_path=rollbacks.get(i)) for i in sorted(forward)]
+
+
+TEMPLATE = """-- {id}
+-- Write the change below. Each migration runs in one transaction, recorded in the same transaction.
+-- Statements that cannot run in a transaction (CREATE INDEX CONCURRENTLY, ...) are detected and run
+-- one by one instead, journaled so a crash can resume. A file with no statements is never applied.
+
+"""
+ROLLBACK_TEMPLATE = """-- Rollback of {id}: undo exactly what the forward migration does, in reverse order.
+
+"""
+
+
+def create(folder: Path, name: str, now: datetime | None = None) -> Migration:
+    """Write a new migration pair from the template. Raises ConfigError for a bad or taken name."""
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"migration name {name!r} is not valid; use lowercase letters, digits and underscores, "
+            "starting with a letter (e.g. add_user_preferences)")
+    if len(name) > 80:
+        raise ConfigError(f"migration name {name!r} is too long; keep it under 80 characters")
+    existing = read(folder)
+    taken = [m.id for m in existing if m.id[15:] == name]
+    if taken:
+        raise ConfigError(f"a migration named {name!r} exists already ({taken[0]}.sql); choose another name")
+    stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
+    newest = existing[-1].id[:14] if existing else ""
+    if stamp <= newest:  # two in one second, or a clock behind the newest file: keep the order
+        stamp = str(int(newest) + 1)
+    ident = f"{stamp}_{name}"
+    path = folder / f"{ident}.sql"
+    rollback = folder / f"{ident}{ROLLBACK_SUFFIX}"
+    with open(path, "x") as handle:
+        handle.write(TEMPLATE.format(id=ident))
+    with open(rollback, "x") as handle:
+        handle.write(ROLLBACK_TEMPLATE.format(id=ident))
+    return Migration(id=ident, path=path, sql=normalise(path.read_bytes()), rollback_path=rollback)

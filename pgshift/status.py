@@ -1,0 +1,91 @@
+"""Where every migration stands on the target: applied, pending, modified, missing or failed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pgshift import history
+from pgshift.db import Database
+from pgshift.errors import ExitCode
+from pgshift.source import Migration
+
+STATES = ("applied", "pending", "modified", "missing", "failed")
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    id: str
+    state: str
+    applied_at: datetime | None = None
+    duration_ms: int | None = None
+    empty: bool = False
+    detail: str | None = None  # failed: the error and where it stopped
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["applied_at"] = self.applied_at.isoformat() if self.applied_at else None
+        return data
+
+
+@dataclass(frozen=True)
+class Status:
+    target: str
+    environment: str
+    migrations: list[MigrationState]
+    extra: dict[str, Any] = field(default_factory=dict)  # other reports (deploys, maintenance) add here
+
+    def count(self, state: str) -> int:
+        return sum(1 for m in self.migrations if m.state == state)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if any(m.state in ("modified", "missing", "failed") for m in self.migrations):
+            return ExitCode.FAILED
+        if self.count("pending"):
+            return ExitCode.PENDING
+        return ExitCode.OK
+
+    @property
+    def head(self) -> str | None:
+        applied = [m.id for m in self.migrations if m.state in ("applied", "modified")]
+        return applied[-1] if applied else None
+
+    def summary(self) -> str:
+        parts = [f"{self.count(s)} {s}" for s in STATES if self.count(s)]
+        verdict = {ExitCode.OK: "up to date", ExitCode.PENDING: "pending migrations",
+                   ExitCode.FAILED: "needs attention"}[self.exit_code]
+        return f"{verdict}: " + (", ".join(parts) if parts else "no migrations")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"target": self.target, "environment": self.environment, "head": self.head,
+                "summary": self.summary(), "exit_code": int(self.exit_code),
+                "migrations": [m.as_json() for m in self.migrations], **self.extra}
+
+
+def states(migrations: list[Migration], records: dict[str, history.Record]) -> list[MigrationState]:
+    found: list[MigrationState] = []
+    files = {m.id for m in migrations}
+    for m in migrations:
+        rec = records.get(m.id)
+        if rec is None:
+            found.append(MigrationState(m.id, "pending", empty=m.empty))
+        elif rec.state == "applied":
+            state = "applied" if rec.checksum == m.checksum else "modified"
+            found.append(MigrationState(m.id, state, rec.applied_at, rec.duration_ms))
+        else:
+            where = (f"stopped after statement {rec.statements_done} of {rec.statements_total}; "
+                     if not rec.transactional else "")
+            found.append(MigrationState(m.id, "failed", rec.applied_at, None, m.empty,
+                                        f"{where}{rec.error or 'interrupted'}"))
+    for rec in records.values():
+        if rec.id not in files:
+            found.append(MigrationState(rec.id, "missing", rec.applied_at, rec.duration_ms,
+                                        detail="recorded, but the file is gone"))
+    return sorted(found, key=lambda s: s.id)
+
+
+def collect(db: Database, migrations: list[Migration], target: str, environment: str) -> Status:
+    return Status(target=target, environment=environment,
+                  migrations=states(migrations, history.records(db)))

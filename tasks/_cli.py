@@ -1,0 +1,84 @@
+"""What every task shares: settings, the one error-to-exit boundary, and output formatting.
+
+Imports here stay light (no psycopg, sqlalchemy, questionary or requests), so ``inv --list`` is fast;
+tasks import the engine's heavy modules inside their bodies.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke import Context
+from invoke.exceptions import Exit
+
+from pgshift import settings as settings_module
+from pgshift.errors import ConfigError, ExitCode, PgShiftError
+from pgshift.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DEFAULTS: dict[str, Any] = {"pgshift": dict(settings_module.DEFAULTS)}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings(c: Context, require: str | None = None) -> Settings:
+    """Settings for this run; ``require`` names the environment a namespace is for."""
+    config = dict(c.config.get("pgshift", {}))
+    loaded = settings_module.load(ROOT, config, os.environ)
+    if require == "production" and not loaded.is_production:
+        raise ConfigError(
+            f"prod tasks need ENVIRONMENT=production (it is {loaded.environment}); "
+            "set it, or use the dev tasks for development")
+    if require == "development" and loaded.environment != "development":
+        raise ConfigError(
+            f"dev tasks work on development only (ENVIRONMENT={loaded.environment}); "
+            "use inv prod.deploy for production")
+    return loaded
+
+
+def boundary(func: F) -> F:
+    """The one place where engine errors become a message on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PgShiftError as error:
+            raise Exit(f"error: {error}", code=int(error.exit_code)) from None
+        except KeyboardInterrupt:
+            raise Exit("aborted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def finish(code: ExitCode) -> None:
+    """End the task with ``code`` (no message: the output already said why)."""
+    if code != ExitCode.OK:
+        raise Exit(code=int(code))
+
+
+def out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def emit_json(data: Any) -> None:
+    out(json.dumps(data, indent=2, default=str))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join([line.rstrip(), rule, *body])
+
+
+def tty() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()

@@ -1,0 +1,24 @@
+"""Printing a migration status; shared by the root, dev and prod status tasks."""
+
+from __future__ import annotations
+
+from pgshift.settings import Settings
+from tasks._cli import emit_json, finish, out, table
+
+
+def show(settings: Settings, as_json: bool) -> None:
+    from pgshift import core
+
+    status = core.status(settings)
+    if as_json:
+        emit_json(status.as_json())
+    else:
+        out(f"{status.environment}: {status.target}")
+        if status.migrations:
+            rows = [(m.id, m.state + (" (empty)" if m.empty else ""),
+                     f"{m.applied_at:%Y-%m-%d %H:%M:%S}" if m.applied_at else "",
+                     f"{m.duration_ms} ms" if m.duration_ms is not None else "", m.detail or "")
+                    for m in status.migrations]
+            out(table(["migration", "state", "applied at", "took", "note"], rows))
+        out(status.summary())
+    finish(status.exit_code)

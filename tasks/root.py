@@ -1,0 +1,20 @@
+"""Root-level tasks: status and backup for the current ENVIRONMENT."""
+
+from invoke import Context, task
+
+from tasks import _status
+from tasks._cli import boundary, settings
+
+
+@task(help={"json": "print one JSON object instead of a table"})
+@boundary
+def status(c: Context, json: bool = False) -> None:
+    """Show the migration status of the current ENVIRONMENT's database (exit 0 ok, 3 pending, 1 wrong)."""
+    _status.show(settings(c), json)
+
+
+@task
+@boundary
+def backup(c: Context) -> None:
+    """Back up the current ENVIRONMENT's database into backups/."""
+    raise NotImplementedError

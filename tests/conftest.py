@@ -1,0 +1,121 @@
+"""Real PostgreSQL for every test: the embedded 18 always, the local 15 when it answers.
+
+Under CI=true a missing 15 is a failure, not a skip. Each test that asks for ``db_url`` gets a fresh
+database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pgshift import embedded, settings, target
+from pgshift.db import Database
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import PgShiftError
+
+PG15 = DatabaseUrl(host="127.0.0.1", port=5432, dbname="postgres", user="postgres")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def embedded_folder() -> Iterator[Path]:
+    """A private embedded cluster for the test run (never the developer's .pgdata/)."""
+    folder = Path(tempfile.mkdtemp(prefix="pgshift-test-", dir="/tmp"))
+    folder.chmod(0o755)
+    embedded.ensure_running(folder)
+    yield folder
+    embedded.stop(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg18(embedded_folder: Path) -> DatabaseUrl:
+    info = embedded.running(embedded_folder)
+    assert info is not None
+    return info.url("postgres")
+
+
+@pytest.fixture(scope="session")
+def pg15() -> DatabaseUrl:
+    try:
+        Database.connect(PG15, connect_timeout=3).close()
+    except PgShiftError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL 15 at 127.0.0.1:5432 must answer under CI: {error}")
+        pytest.skip(f"PostgreSQL 15 at 127.0.0.1:5432 is not answering: {error}")
+    return PG15
+
+
+@pytest.fixture(params=["pg18", "pg15"])
+def server(request: pytest.FixtureRequest) -> DatabaseUrl:
+    """The admin URL (database postgres) of each server in turn."""
+    url: DatabaseUrl = request.getfixturevalue(request.param)
+    return url
+
+
+@pytest.fixture
+def db_url(server: DatabaseUrl) -> Iterator[DatabaseUrl]:
+    """A fresh, empty database on the server, dropped after the test."""
+    name = f"pgshift_t_{uuid.uuid4().hex[:12]}"
+    target.create_database(server, name)
+    yield server.with_dbname(name)
+    target.drop_database(server, name)
+
+
+@pytest.fixture
+def migrations_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, migrations_dir: Path) -> object:
+    """Build Settings for a URL, with short timeouts so lock tests are quick."""
+
+    def build(url: DatabaseUrl, **overrides: object) -> settings.Settings:
+        base = settings.load(tmp_path, {"lock_timeout": 1, "lock_wait": 5, "retry_backoff": 0.2,
+                                        "lock_retries": 1, "migrations_dir": str(migrations_dir),
+                                        "backups_dir": str(tmp_path / "backups"),
+                                        "logs_dir": str(tmp_path / "logs")}, env={})
+        return replace(base, url=url, **overrides)  # type: ignore[arg-type]
+
+    return build
+
+
+def write_migration(folder: Path, ident: str, sql: str, rollback: str | None = None) -> Path:
+    path = folder / f"{ident}.sql"
+    path.write_text(sql)
+    if rollback is not None:
+        (folder / f"{ident}.rollback.sql").write_text(rollback)
+    return path
+
+
+def cli_env(url: DatabaseUrl | None = None, **extra: str) -> dict[str, str]:
+    """Environment for running ``inv`` in a subprocess against ``url``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "ENVIRONMENT", "SKIP_BACKUP", "SKIP_MAINTENANCE", "SLACK_WEBHOOK_URL")}
+    if url is not None:
+        env["DATABASE_URL"] = _full_url(url)
+    env.update(extra)
+    return env
+
+
+def _full_url(url: DatabaseUrl) -> str:
+    """Like str(url) but keeping the password: for handing to a child in its environment only."""
+    text = str(url)
+    if url.password:
+        text = text.replace(":***@", f":{url.password}@", 1)
+    return text
+
+
+INV = str(Path(sys.executable).with_name("inv"))  # the inv of this virtual environment
