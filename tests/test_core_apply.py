@@ -59,7 +59,7 @@ def test_edited_applied_migration_is_refused(db_url: DatabaseUrl, migrations_dir
     core.migrate(make_settings(db_url))
     path.write_text("CREATE TABLE a (id bigint);\n")
     write_migration(migrations_dir, "20250102000000_b", "CREATE TABLE b (id int);")
-    with pytest.raises(ChecksumMismatch, match="20250101000000_a.sql was edited after it was applied"):
+    with pytest.raises(ChecksumMismatch, match=r"20250101000000_a\.sql was edited after it was applied"):
         core.migrate(make_settings(db_url))
     assert tables(db_url) == {"a"}
     assert [m.state for m in core.status(make_settings(db_url)).migrations] == ["modified", "pending"]
