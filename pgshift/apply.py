@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +60,15 @@ class Pending:
     record: history.Record | None  # a failed or interrupted earlier attempt
 
 
+def _failpoint(name: str) -> None:
+    """Crash-test hook: with PGSHIFT_FAILPOINT=<name> in the environment, die by SIGKILL right here.
+
+    The names are the boundaries a crash can fall on: ``locked``, ``committed:<id>`` and, inside a
+    migration run statement by statement, ``executed:<id>:<n>`` and ``journaled:<id>:<n>``."""
+    if os.environ.get("PGSHIFT_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def verify(migrations: list[Migration], records: dict[str, history.Record]) -> list[Pending]:
     """Check every applied migration against its file; return what is left to apply, in order."""
     files = {m.id: m for m in migrations}
@@ -86,6 +97,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
     """Apply every pending migration (up to and including ``upto``) under the migration lock."""
     say = progress or (lambda _msg: None)
     with migration_lock(db, limits.lock_wait):
+        _failpoint("locked")
         history.ensure(db)
         pending = verify(migrations, history.records(db))
         if upto is not None:
@@ -98,6 +110,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
             say(f"applying {item.migration.id}")
             last = index == len(runnable) - 1
             done.append(_apply_one(db, item, limits, durable=last))
+            _failpoint(f"committed:{item.migration.id}")
             say(f"applied {item.migration.id} in {done[-1].duration_ms} ms")
         return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
 
@@ -209,7 +222,9 @@ def _apply_statements(db: Database, item: Pending, limits: Limits) -> Applied:
                         db.execute(journal)
                         continue
                     db.execute(statement.text)
+                    _failpoint(f"executed:{migration.id}:{index + 1}")
                     db.execute(journal)
+                _failpoint(f"journaled:{migration.id}:{index + 1}")
             except SqlFailure as failure:
                 _record_failure(db, migration, transactional=False, error=str(failure))
                 raise _explain(migration, failure, statement=statement, done=index,

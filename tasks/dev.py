@@ -1,13 +1,17 @@
 """dev: everyday work on the development database (the embedded server unless DATABASE_URL is set)."""
 
 from invoke import Context, task
+from invoke.exceptions import Exit
 
 from tasks import _status
 from tasks._cli import boundary, out, settings
+from tasks._optional import OptionalPositionals
 
 
 @task(
+    klass=OptionalPositionals,
     positional=["name"],
+    optional_positional=("name",),
     help={
         "name": "create migrations/<timestamp>_NAME.sql (+ .rollback.sql) first; lowercase, digits, _",
         "create_only": "write the new migration files but apply nothing",
@@ -19,6 +23,8 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
     """Create a migration (when NAME is given) and apply every pending migration."""
     from pgshift import core
 
+    if name in ("-h", "--help"):
+        raise Exit("usage: inv dev.migrate [NAME] [--create-only] [--to ID]; details: inv --help dev.migrate", code=2)
     result = core.migrate(settings(c, require="development"), name or None, create_only=create_only,
                           upto=to or None, progress=out)
     if result.created is not None:
