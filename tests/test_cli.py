@@ -1,0 +1,106 @@
+"""The command line as people and pipelines use it: task list, exit codes, one-line errors, no secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pgshift import target
+from pgshift.db import _connect_error
+from pgshift.dburl import DatabaseUrl
+from tests.conftest import INV, ROOT, cli_env, write_migration
+
+HEAVY = ("psycopg", "sqlalchemy", "questionary", "requests", "pglast", "yoyo")
+
+
+def inv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([INV, *args], cwd=ROOT, text=True, capture_output=True, timeout=120,
+                          env=env if env is not None else cli_env(), stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert fragment in done.stderr
+
+
+def test_list_shows_every_namespace_without_heavy_imports() -> None:
+    code = (
+        "import sys; from invoke.main import program\n"
+        "program.run(['inv', '--list'], exit=False)\n"
+        f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True, capture_output=True, timeout=60)
+    assert "HEAVY []" in done.stdout, done.stdout + done.stderr
+    for name in ("status", "dev.migrate", "dev.status", "prod.status"):
+        assert f"  {name} " in done.stdout
+
+
+@pytest.mark.parametrize(("env", "code", "fragment"), [
+    ({"ENVIRONMENT": "qa"}, 2, "ENVIRONMENT='qa' is not known"),
+    ({"ENVIRONMENT": "production"}, 2, "needs DATABASE_URL"),
+    ({"DATABASE_URL": "mysql://root@h/x"}, 2, "must start with postgresql://"),
+    ({"DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/x"}, 1, "cannot reach PostgreSQL at 127.0.0.1:1"),
+    ({"DATABASE_URL": "postgresql://postgres:topsecret@127.0.0.1:5432/no_such_db_x"}, 1,
+     "database 'no_such_db_x' does not exist"),
+])
+def test_bad_settings_exit_with_one_line(env: dict[str, str], code: int, fragment: str) -> None:
+    done = inv("status", env=cli_env(**env))
+    assert_one_line_error(done, code, fragment)
+    assert "topsecret" not in done.stdout + done.stderr
+
+
+def test_prod_tasks_need_production(db_url: DatabaseUrl) -> None:
+    assert_one_line_error(inv("prod.status", env=cli_env(db_url)), 2, "need ENVIRONMENT=production")
+
+
+def test_status_json_and_exit_codes(db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    write_migration(migrations_dir, "20250101000000_a", "CREATE TABLE a (id int);")
+    env = cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    pending = inv("dev.status", "--json", env=env)
+    assert pending.returncode == 3
+    data = json.loads(pending.stdout)
+    assert [(m["id"], m["state"]) for m in data["migrations"]] == [("20250101000000_a", "pending")]
+    assert inv("dev.migrate", env=env).returncode == 0
+    done = inv("status", env=env)
+    assert done.returncode == 0 and "up to date: 1 applied" in done.stdout
+
+
+def test_syntax_error_names_file_and_line(db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    write_migration(migrations_dir, "20250101000000_a", "CREATE TABLE a (id int);\n\nALTER TABLE a ADD COLUMN;\n")
+    done = inv("dev.migrate", env=cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir)))
+    assert_one_line_error(done, 1, "20250101000000_a.sql, line 3: syntax error")
+
+
+def test_bad_migration_name(db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    done = inv("dev.migrate", "../evil", env=cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir)))
+    assert_one_line_error(done, 2, "migration name '../evil' is not valid")
+    assert list(migrations_dir.iterdir()) == []
+
+
+def test_embedded_default_runs_the_shipped_migrations(embedded_folder: Path, pg18: DatabaseUrl) -> None:
+    name = f"pgshift_t_{uuid.uuid4().hex[:12]}"
+    env = cli_env(INVOKE_PGSHIFT_EMBEDDED_DIR=str(embedded_folder), INVOKE_PGSHIFT_EMBEDDED_DATABASE=name)
+    try:
+        first = inv("dev.migrate", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "applied 3 migration(s)" in first.stdout
+        status = inv("status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["head"] == "20250201000000_index_api_keys_user"
+    finally:
+        target.drop_database(pg18, name)
+
+
+def test_connection_messages_name_the_fix() -> None:
+    url = DatabaseUrl.parse("postgresql://app:pw@db.internal:5432/imaginarium")
+    assert "rejected the password for user 'app'; fix DATABASE_URL" in str(
+        _connect_error(url, 'FATAL:  password authentication failed for user "app"'))
+    assert "host 'db.internal' is unknown" in str(
+        _connect_error(url, 'could not translate host name "db.internal" to address'))
