@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "lock_retries": 3,           # retries of a migration that hit lock_timeout
     "retry_backoff": 2.0,        # seconds before the first retry; doubles each time
     "connect_timeout": 10,       # seconds
+    "backup_format": "custom",   # custom (pg_dump -Fc -Z0, .dump) or plain (.sql); see pgshift/dump.py
+    "backup_keep_count": 10,     # cleanup keeps the newest N backups of each environment...
+    "backup_keep_days": 14.0,    # ...and every backup younger than this many days
 }
 
 
@@ -51,6 +54,9 @@ class Settings:
     skip_backup: bool = False
     skip_maintenance: bool = False
     slack_webhook_url: str | None = field(default=None, repr=False)
+    backup_format: str = DEFAULTS["backup_format"]
+    backup_keep_count: int = DEFAULTS["backup_keep_count"]
+    backup_keep_days: float = DEFAULTS["backup_keep_days"]
 
     @property
     def is_production(self) -> bool:
@@ -85,6 +91,13 @@ def _number(config: Mapping[str, Any], key: str) -> float:
     if number < 0:
         raise ConfigError(f"config pgshift.{key}={value!r} must not be negative")
     return number
+
+
+def _choice(config: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = str(config.get(key, DEFAULTS[key])).strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"config pgshift.{key}={value!r} is not one of: {', '.join(allowed)}")
+    return value
 
 
 def load(root: Path, config: Mapping[str, Any] | None = None,
@@ -127,4 +140,7 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         skip_backup=_flag(env, "SKIP_BACKUP"),
         skip_maintenance=_flag(env, "SKIP_MAINTENANCE"),
         slack_webhook_url=env.get("SLACK_WEBHOOK_URL", "").strip() or None,
+        backup_format=_choice(config, "backup_format", ("custom", "plain")),
+        backup_keep_count=int(_number(config, "backup_keep_count")),
+        backup_keep_days=_number(config, "backup_keep_days"),
     )

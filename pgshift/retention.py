@@ -1,0 +1,78 @@
+"""The cleanup policy for the backups folder.
+
+Per environment, a backup is kept when it is one of the newest ``keep_count``, or younger than
+``keep_days``, or the newest verified one (so a rollback target always survives, however old). All
+other backups go, with their manifests, as do the leftovers of killed backups (partial files whose
+process is gone, manifests whose backup file is gone). The plan is a value: ``--dry-run`` prints it,
+the real run carries it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pgshift.catalog import Backup, leftovers, manifest_path, scan
+from pgshift.errors import ToolError
+from pgshift.settings import Settings
+
+
+@dataclass(frozen=True)
+class Removal:
+    backup: Backup
+    reason: str
+
+
+@dataclass(frozen=True)
+class CleanupPlan:
+    keep: list[Backup]
+    remove: list[Removal]
+    leftovers: list[Path]
+    dry_run: bool
+
+    @property
+    def freed(self) -> int:
+        return sum(r.backup.size for r in self.remove)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "freed_bytes": self.freed,
+                "remove": [{"file": str(r.backup.path), "reason": r.reason} for r in self.remove],
+                "keep": [str(b.path) for b in self.keep], "leftovers": [str(p) for p in self.leftovers]}
+
+
+def plan(backups: list[Backup], keep_count: int, keep_days: float, now: datetime) -> tuple[list[Backup],
+                                                                                           list[Removal]]:
+    """Split ``backups`` into kept and removed under the policy (pure: touches nothing)."""
+    cutoff = now - timedelta(days=keep_days)
+    keep: list[Backup] = []
+    remove: list[Removal] = []
+    for environment in sorted({b.environment for b in backups}):
+        mine = sorted((b for b in backups if b.environment == environment),
+                      key=lambda b: (b.taken_at, b.path.name), reverse=True)
+        newest_verified = next((b for b in mine if b.verified), None)
+        for rank, backup in enumerate(mine):
+            if rank < keep_count or backup.taken_at >= cutoff or backup is newest_verified:
+                keep.append(backup)
+            else:
+                age = (now - backup.taken_at).days
+                remove.append(Removal(backup, f"{age} days old, beyond the newest {keep_count} of {environment}"))
+    return keep, remove
+
+
+def cleanup(settings: Settings, dry_run: bool = False, now: datetime | None = None) -> CleanupPlan:
+    """Apply the retention policy to the backups folder (or only report it, with ``dry_run``)."""
+    keep, remove = plan(scan(settings.backups_dir), settings.backup_keep_count, settings.backup_keep_days,
+                        now or datetime.now(UTC))
+    stale = leftovers(settings.backups_dir)
+    if not dry_run:
+        try:
+            for removal in remove:
+                removal.backup.path.unlink(missing_ok=True)
+                manifest_path(removal.backup.path).unlink(missing_ok=True)
+            for path in stale:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ToolError(f"could not remove {exc.filename}: {exc.strerror}") from None
+    return CleanupPlan(keep, remove, stale, dry_run)

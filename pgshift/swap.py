@@ -1,0 +1,141 @@
+"""Database-level work for a restore: a scratch database shaped like the target, and the swap.
+
+A restore never writes into the target. It fills a scratch database created with the target's owner,
+encoding, locale, settings, privileges and comment, then swaps the names in one transaction (both
+``ALTER DATABASE ... RENAME`` in a single commit), so at every instant the target's name belongs to
+either the old database, untouched, or the fully restored one. Scratch databases are named
+``<target>_pgshift_new_<hex>`` / ``<target>_pgshift_old_<hex>``; ones left by a killed restore are
+dropped by the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from typing import Any
+
+from pgshift.db import Database, DatabaseMissing, SqlFailure
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import ToolError
+
+_LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries"}
+_IN_USE = "55006"  # object_in_use: other sessions are connected
+_SWAP_ATTEMPTS = 5
+
+
+def admin(url: DatabaseUrl, connect_timeout: int = 10) -> Database:
+    """A connection to the server's maintenance database (postgres, else template1)."""
+    try:
+        return Database.connect(url.with_dbname("postgres"), connect_timeout)
+    except DatabaseMissing:
+        return Database.connect(url.with_dbname("template1"), connect_timeout)
+
+
+def scratch_name(target: str, kind: str) -> str:
+    return f"{_prefix(target)}{kind}_{secrets.token_hex(4)}"
+
+
+def _prefix(target: str) -> str:
+    return f"{target.encode()[:36].decode(errors='ignore')}_pgshift_"
+
+
+def shape(db: Database, name: str) -> dict[str, Any]:
+    """What CREATE DATABASE needs to make a twin of ``name``, plus its settings, privileges and comment."""
+    row = db.one(
+        "SELECT to_jsonb(d), pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), "
+        "(SELECT spcname FROM pg_tablespace WHERE oid = d.dattablespace), "
+        "shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE datname = %s", [name])
+    if row is None:
+        raise ToolError(f"database {name!r} is gone from the server")
+    info: dict[str, Any] = dict(row[0])
+    info.update(owner=row[1], encoding_name=row[2], tablespace=row[3], comment=row[4])
+    info["settings"] = db.rows(
+        "SELECT CASE WHEN setrole = 0 THEN NULL ELSE pg_get_userbyid(setrole) END, setconfig "
+        "FROM pg_db_role_setting WHERE setdatabase = %s", [int(info["oid"])])
+    info["grants"] = db.rows(
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+        "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s", [name])
+    return info
+
+
+def create_like(db: Database, name: str, info: dict[str, Any]) -> None:
+    q, lit = db.identifier, db.literal
+    options = [f"TEMPLATE template0 OWNER {q(info['owner'])} ENCODING {lit(info['encoding_name'])}",
+               f"LC_COLLATE {lit(info['datcollate'])} LC_CTYPE {lit(info['datctype'])}",
+               f"CONNECTION LIMIT {int(info['datconnlimit'])}"]
+    provider, locale = info.get("datlocprovider"), info.get("datlocale") or info.get("daticulocale")
+    if provider == "i":
+        options.append(f"LOCALE_PROVIDER icu ICU_LOCALE {lit(locale)}")
+        if info.get("daticurules"):
+            options.append(f"ICU_RULES {lit(info['daticurules'])}")
+    elif provider == "b":
+        options.append(f"LOCALE_PROVIDER builtin BUILTIN_LOCALE {lit(locale)}")
+    if info["tablespace"] not in (None, "pg_default"):
+        options.append(f"TABLESPACE {q(info['tablespace'])}")
+    db.execute(f"CREATE DATABASE {q(name)} " + " ".join(options))
+
+
+def copy_extras(db: Database, name: str, info: dict[str, Any]) -> None:
+    """Per-database settings, privileges and comment: pg_dump without --create leaves them out."""
+    q, lit = db.identifier, db.literal
+    script = []
+    for role, config in info["settings"]:
+        who = f"ROLE {q(role)} IN DATABASE {q(name)}" if role else f"DATABASE {q(name)}"
+        for item in config or []:
+            key, _, value = item.partition("=")
+            shown = value if key.lower() in _LIST_SETTINGS else lit(value)
+            script.append(f"ALTER {who} SET {q(key)} = {shown}")
+    if info["datacl"] is not None:
+        script.append(f"REVOKE ALL ON DATABASE {q(name)} FROM PUBLIC")
+        for grantee, privilege, grantable in info["grants"]:
+            script.append(f"GRANT {privilege} ON DATABASE {q(name)} TO {q(grantee) if grantee else 'PUBLIC'}"
+                          + (" WITH GRANT OPTION" if grantable else ""))
+    if info["comment"] is not None:
+        script.append(f"COMMENT ON DATABASE {q(name)} IS {lit(info['comment'])}")
+    if script:
+        db.execute(";\n".join(script))
+
+
+def drop_leftovers(db: Database, target: str) -> list[str]:
+    """Drop scratch databases of earlier restores of ``target`` that nobody is connected to."""
+    dropped = []
+    prefix = _prefix(target)
+    for (name,) in db.rows("SELECT datname FROM pg_database WHERE left(datname, %s) = %s",
+                           [len(prefix), prefix]):
+        try:
+            db.execute(f"DROP DATABASE {db.identifier(name)}")
+            dropped.append(name)
+        except SqlFailure:
+            continue  # in use: another restore is filling it
+    return dropped
+
+
+def drop_quietly(url: DatabaseUrl, name: str, connect_timeout: int = 10) -> None:
+    # Best effort: the next restore drops it anyway.
+    with contextlib.suppress(Exception), admin(url, connect_timeout) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {db.identifier(name)} WITH (FORCE)")
+
+
+def swap(db: Database, target: str, replacement: str) -> None:
+    """Give ``replacement`` the name ``target`` in one commit, then drop the old database."""
+    q = db.identifier
+    old = scratch_name(target, "old")
+    for attempt in range(1, _SWAP_ATTEMPTS + 1):
+        try:
+            db.rows("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()", [target])
+        except SqlFailure as exc:
+            raise ToolError(f"cannot end the other sessions on {target} ({exc}); stop the application "
+                            "and run the restore again; nothing was changed") from None
+        try:
+            db.execute(f"BEGIN; ALTER DATABASE {q(target)} RENAME TO {q(old)}; "
+                       f"ALTER DATABASE {q(replacement)} RENAME TO {q(target)}; COMMIT;")
+            break
+        except SqlFailure as exc:
+            if exc.sqlstate != _IN_USE or attempt == _SWAP_ATTEMPTS:
+                raise ToolError(f"could not put the restored database in place of {target}: {exc}; "
+                                "nothing was changed") from None
+            time.sleep(0.2 * attempt)
+    with contextlib.suppress(SqlFailure):  # the restore is done; the next one drops the leftover
+        db.execute(f"DROP DATABASE IF EXISTS {q(old)} WITH (FORCE)")
