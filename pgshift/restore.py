@@ -83,6 +83,9 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
     if backup.environment == "production" and not settings.is_production:
         raise Refused(f"{backup.path.name} is a production backup and ENVIRONMENT is {settings.environment}; "
                       "set ENVIRONMENT=production to restore it")
+    if settings.is_production and backup.environment not in ("production", "?"):
+        raise Refused(f"{backup.path.name} was taken from {backup.environment}; production restores only "
+                      "production backups")
     url = target.url(settings)
     plan = RestorePlan(backup, url.dbname, settings.describe_target(), settings.environment,
                        not settings.skip_backup)

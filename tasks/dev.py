@@ -3,7 +3,7 @@
 from invoke import Context, task
 from invoke.exceptions import Exit
 
-from tasks import _status
+from tasks import _backup, _status
 from tasks._cli import boundary, out, settings
 from tasks._optional import OptionalPositionals
 
@@ -53,3 +53,10 @@ def stop(c: Context) -> None:
     folder = settings(c, require="development").embedded_dir
     stopped = embedded.stop(folder)
     out("stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running")
+
+
+@task
+@boundary
+def backup(c: Context) -> None:
+    """Back up the development database into backups/."""
+    _backup.take(settings(c, require="development"))

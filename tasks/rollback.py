@@ -1,1 +1,87 @@
-"""rollback tasks."""
+"""rollback: list the backups and restore one over the current ENVIRONMENT's database."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from invoke import Context, task
+
+from pgshift.errors import Aborted
+from tasks import _backup, _prompts
+from tasks._cli import boundary, emit_json, out, settings, table
+
+if TYPE_CHECKING:
+    from pgshift.restore import Confirm, RestorePlan
+
+
+def _confirmation(yes: bool, always: bool) -> Confirm | None:
+    """Production: the database name typed (or --yes). Elsewhere a yes/no, only when ``always``."""
+
+    def ask(plan: RestorePlan) -> bool:
+        out(plan.describe())
+        if plan.environment == "production":
+            return _prompts.confirm_typed(plan.database, yes=yes)
+        return _prompts.confirm(f"replace database {plan.database} with this backup?", yes=yes)
+
+    return ask if always or yes else None
+
+
+def _restore(c: Context, path: str, confirm_always: bool, yes: bool) -> None:
+    from pgshift import restore
+
+    config = settings(c)
+    confirm = _confirmation(yes, confirm_always or config.is_production)
+    meter = _backup.Meter()
+    try:
+        result = restore.restore(config, path, confirm=confirm, progress=meter)
+    finally:
+        meter.close()
+    _backup.show_restore(result, config)
+
+
+@task(name="list", help={"json": "print a JSON array instead of a table"})
+@boundary
+def list_(c: Context, json: bool = False) -> None:
+    """List the backups, newest first."""
+    from pgshift import backups
+
+    config = settings(c)
+    found = backups.list_backups(config)
+    if json:
+        emit_json([b.as_json() for b in found])
+    elif not found:
+        out(f"no backups in {config.backups_dir}; make one with inv backup")
+    else:
+        out(table(_backup.COLUMNS, [_backup.row(b, config) for b in found]))
+
+
+@task(help={"yes": "pick the newest verified backup and restore it without asking"})
+@boundary
+def interactive(c: Context, yes: bool = False) -> None:
+    """Pick a backup from a list and restore it."""
+    from pgshift import backups
+
+    config = settings(c)
+    found = backups.list_backups(config)
+    if not found:
+        out(f"no backups in {config.backups_dir}; make one with inv backup")
+        return
+    rows = [_backup.row(b, config) for b in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_backup.COLUMNS))]
+    choices = [("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), b.path)
+               for r, b in zip(rows, found, strict=True)]
+    default = next((b.path for b in found if b.verified), None)
+    picked = _prompts.select("backup to restore (newest first)", choices, default, yes=yes)
+    if picked is None:
+        raise Aborted("no backup picked; nothing was changed")
+    _restore(c, str(picked), confirm_always=True, yes=yes)
+
+
+@task(positional=["file"], help={
+    "file": "the backup: a file name in backups/ or a path into it (inv rollback.list shows them)",
+    "yes": "do not ask for confirmation (production otherwise asks for the database name)",
+})
+@boundary
+def restore(c: Context, file: str, yes: bool = False) -> None:
+    """Restore a backup over the current ENVIRONMENT's database."""
+    _restore(c, file, confirm_always=False, yes=yes)

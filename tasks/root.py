@@ -2,7 +2,7 @@
 
 from invoke import Context, task
 
-from tasks import _status
+from tasks import _backup, _status
 from tasks._cli import boundary, settings
 
 
@@ -17,4 +17,4 @@ def status(c: Context, json: bool = False) -> None:
 @boundary
 def backup(c: Context) -> None:
     """Back up the current ENVIRONMENT's database into backups/."""
-    raise NotImplementedError
+    _backup.take(settings(c))

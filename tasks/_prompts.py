@@ -1,0 +1,70 @@
+"""Prompts as a policy: the one module that imports questionary.
+
+Three questions, one set of rules:
+
+- ``yes=True`` (a task's ``--yes``) answers every question with yes, or with the default choice;
+- without a terminal (stdin or stdout not a TTY) and without ``--yes`` we never prompt: the call
+  raises ``Refused`` with a message naming ``--yes``, so CI fails fast instead of hanging;
+- Ctrl-C at a prompt (questionary then returns ``None``) means no: ``confirm`` and ``confirm_typed``
+  return False and ``select`` returns None, which the caller turns into ``Aborted``.
+
+    confirm("restore over app_dev?", yes=yes)            -> bool
+    confirm_typed("app", "type the database name", yes=yes) -> bool (True only if 'app' was typed)
+    select("backup to restore", [("title", value), ...], default=value, yes=yes) -> value | None
+
+questionary is imported inside each function: ``inv --list`` must not pay for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from pgshift.errors import Refused
+from tasks._cli import tty
+
+T = TypeVar("T")
+
+
+def _require_terminal(question: str, yes: bool) -> bool:
+    """True when the answer is given by ``--yes``; raises Refused when we may not ask."""
+    if yes:
+        return True
+    if not tty():
+        raise Refused(f"{question}: no terminal to ask at; pass --yes to go ahead without asking")
+    return False
+
+
+def confirm(question: str, *, yes: bool = False) -> bool:
+    """A yes/no question (default no)."""
+    if _require_terminal(question, yes):
+        return True
+    import questionary
+
+    return bool(questionary.confirm(question, default=False).ask())
+
+
+def confirm_typed(expected: str, question: str | None = None, *, yes: bool = False) -> bool:
+    """Ask the user to type ``expected`` (a database name) to go ahead; anything else is a no."""
+    prompt = question or f"type the database name ({expected}) to go ahead"
+    if _require_terminal(prompt, yes):
+        return True
+    import questionary
+
+    answer: Any = questionary.text(prompt).ask()
+    return isinstance(answer, str) and answer.strip() == expected
+
+
+def select(question: str, choices: Sequence[tuple[str, T]], default: T | None = None, *,
+           yes: bool = False) -> T | None:
+    """Pick one of ``choices`` (title, value); ``yes`` picks ``default``. None on Ctrl-C."""
+    if not choices:
+        return None
+    if _require_terminal(question, yes):
+        return default
+    import questionary
+
+    options = [questionary.Choice(title, value=index) for index, (title, _) in enumerate(choices)]
+    start = next((options[i] for i, (_, value) in enumerate(choices) if value == default), None)
+    picked: Any = questionary.select(question, choices=options, default=start).ask()
+    return None if picked is None else choices[picked][1]
