@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pgshift.db import Database
+from pgshift.db import Database, SqlFailure
 
 SCHEMA = "pgshift"
 TABLE = "pgshift.migrations"
@@ -61,11 +61,15 @@ def ensure(db: Database) -> None:
 
 
 def records(db: Database) -> dict[str, Record]:
-    if not exists(db):
-        return {}
-    rows = db.rows(
-        "SELECT id, checksum, state, applied_at, duration_ms, applied_by, transactional, "
-        "statements_total, statements_done, done_hashes, error FROM pgshift.migrations ORDER BY id")
+    """Every record; none when the table does not exist yet (one round trip either way)."""
+    try:
+        rows = db.rows(
+            "SELECT id, checksum, state, applied_at, duration_ms, applied_by, transactional, "
+            "statements_total, statements_done, done_hashes, error FROM pgshift.migrations ORDER BY id")
+    except SqlFailure as failure:
+        if failure.sqlstate in ("42P01", "3F000"):  # undefined table / schema: nothing applied yet
+            return {}
+        raise
     return {row[0]: Record(*row[:9], tuple(row[9]), row[10]) for row in rows}  # type: ignore[call-arg]
 
 

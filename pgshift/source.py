@@ -11,13 +11,13 @@ a re-saved file on another OS is not an edit, but any real edit is.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-from pgshift import sqltext
 from pgshift.errors import ConfigError
 
 ID_PATTERN = re.compile(r"^(?P<stamp>\d{14})_(?P<name>[a-z0-9_]+)$")
@@ -50,6 +50,8 @@ class Migration:
     @cached_property
     def empty(self) -> bool:
         """True when the file has no statement yet (only comments and blanks)."""
+        from pgshift import sqltext  # its lexer's regex is compiled on import; status rarely needs it
+
         return sqltext.is_empty(self.sql)
 
     @property
@@ -68,9 +70,11 @@ def read(folder: Path) -> list[Migration]:
         raise ConfigError(f"migrations folder {folder} does not exist; create it or set pgshift.migrations_dir")
     forward: dict[str, Path] = {}
     rollbacks: dict[str, Path] = {}
-    for path in folder.iterdir():
-        name = path.name
-        if not name.endswith(".sql") or name in NOT_MIGRATIONS or not path.is_file():
+    with os.scandir(folder) as entries:  # scandir: no extra stat per file (status reads every file)
+        listing = [(entry.name, entry.is_file()) for entry in entries]
+    for name, is_file in listing:
+        path = folder / name
+        if not name.endswith(".sql") or name in NOT_MIGRATIONS or not is_file:
             continue
         if name.endswith(ROLLBACK_SUFFIX):
             rollbacks[name[: -len(ROLLBACK_SUFFIX)]] = path
@@ -84,8 +88,13 @@ def read(folder: Path) -> list[Migration]:
     if orphans:
         raise ConfigError(f"{rollbacks[orphans[0]]} has no forward migration {orphans[0]}.sql; "
                           "restore it or delete the rollback file")
-    return [Migration(id=i, path=forward[i], sql=normalise(forward[i].read_bytes()),
-                      rollback_path=rollbacks.get(i)) for i in sorted(forward)]
+    return [Migration(id=i, path=forward[i], sql=normalise(_read(forward[i])), rollback_path=rollbacks.get(i))
+            for i in sorted(forward)]
+
+
+def _read(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 TEMPLATE = """-- {id}
