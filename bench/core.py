@@ -51,7 +51,8 @@ def write_set(folder: Path, count: int) -> list[str]:
     bodies = []
     for n in range(1, count + 1):
         ident = f"2025{n:010d}_table_{n}"
-        body = f"CREATE TABLE t_{n} (id bigint PRIMARY KEY, name text NOT NULL);\nCREATE INDEX t_{n}_name ON t_{n} (name);\n"
+        body = (f"CREATE TABLE t_{n} (id bigint PRIMARY KEY, name text NOT NULL);\n"
+                f"CREATE INDEX t_{n}_name ON t_{n} (name);\n")
         (folder / f"{ident}.sql").write_text(body)
         (folder / f"{ident}.rollback.sql").write_text(f"DROP TABLE t_{n};\n")
         bodies.append(body)
