@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pgshift import history, sqltext
 from pgshift.blockers import BlockerWatch
 from pgshift.db import Database, SqlFailure
-from pgshift.errors import ChecksumMismatch, LockTimeout, MigrationError
+from pgshift.errors import ChecksumMismatch, LockTimeout, MigrationError, PgShiftError
 from pgshift.lock import migration_lock
 from pgshift.source import Migration
 
@@ -109,7 +109,13 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
         for index, item in enumerate(runnable):
             say(f"applying {item.migration.id}")
             last = index == len(runnable) - 1
-            done.append(_apply_one(db, item, limits, durable=last))
+            try:
+                done.append(_apply_one(db, item, limits, durable=last))
+            except PgShiftError as error:
+                # Those commits were asynchronous; the failure record written since was not, and
+                # flushing it flushed them: what is reported as applied is durable.
+                error.applied_before = tuple(a.id for a in done)
+                raise
             _failpoint(f"committed:{item.migration.id}")
             say(f"applied {item.migration.id} in {done[-1].duration_ms} ms")
         return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
@@ -131,6 +137,9 @@ def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Ap
         return _apply_statements(db, item, limits)
     try:
         return _with_lock_retries(db, migration, limits, lambda: _apply_script(db, migration, limits, durable))
+    except LockTimeout as timeout:
+        _record_failure(db, migration, transactional=True, error=str(timeout))
+        raise
     except SqlFailure as failure:
         if failure.sqlstate == "25001" and migration.forced_transactional is None:
             # The server says a statement cannot run in a transaction block, though the quick scan

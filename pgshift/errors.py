@@ -22,6 +22,8 @@ class PgShiftError(Exception):
     """Base of every error the engine raises on purpose."""
 
     exit_code: ExitCode = ExitCode.FAILED
+    # Set by pgshift.apply.apply on a failure: the ids it applied (and committed) before failing.
+    applied_before: tuple[str, ...] = ()
 
 
 class ConfigError(PgShiftError):
