@@ -164,10 +164,15 @@ def _run(argv: list[str], user: str | None, what: str, log: Path | None = None) 
     # Output goes to a file, not a pipe: a server started by pg_ctl could otherwise hold the pipe
     # open and make us wait for it forever.
     with tempfile.TemporaryFile("w+") as out:
+        # Switch the group too: with root's group kept, a folder's group bits (often none) would
+        # decide access instead of its "other" bits.
+        identity: dict[str, object] = {}
+        if user is not None:
+            identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
         try:
-            done = subprocess.run(argv, user=user, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                  timeout=120, check=False, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
+            done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=120,
+                                  check=False, stdin=subprocess.DEVNULL, start_new_session=True,
+                                  **identity)  # type: ignore[call-overload]
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ToolError(f"could not {what}: {exc}") from None
         out.seek(0)
