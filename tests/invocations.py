@@ -1,0 +1,57 @@
+"""Finding ``inv ...`` command lines in text and checking them against the real task collection."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from functools import cache
+
+from invoke.parser import ParserContext
+
+INV_LINE = re.compile(r"(?:^|[\s`$(;|&])(?:\S*/)?inv\s+([^`\n#|;&>)]*)")
+
+
+@cache
+def contexts() -> dict[str, ParserContext]:
+    """Every task's parser context (name and aliases), from the collection tasks.py builds."""
+    import tasks
+
+    found: dict[str, ParserContext] = {}
+    for context in tasks.ns.to_contexts():
+        for name in (context.name, *context.aliases):
+            found[name] = context
+    return found
+
+
+def commands(text: str) -> list[str]:
+    """The argument part of every ``inv`` command line in ``text``."""
+    return [match.group(1).strip() for match in INV_LINE.finditer(text) if match.group(1).strip()]
+
+
+def problems(command: str) -> list[str]:
+    """What is wrong with one ``inv`` command line: unknown tasks or flags. Empty when it resolves."""
+    known = contexts()
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return [f"cannot split {command!r}"]
+    found: list[str] = []
+    current: ParserContext | None = None
+    skip = False
+    for word in words:
+        if skip:  # the value of the previous flag
+            skip = False
+            continue
+        if word.startswith("-"):
+            flag = word.split("=", 1)[0]
+            if flag in ("--help", "-h", "--list", "-l"):
+                continue
+            if current is None or flag not in current.flags:
+                found.append(f"{command!r}: unknown flag {flag} for {current.name if current else 'inv'}")
+                continue
+            skip = current.flags[flag].takes_value and "=" not in word
+        elif word in known:
+            current = known[word]
+        elif current is None or not current.positional_args:
+            found.append(f"{command!r}: unknown task {word!r}")
+    return found
