@@ -38,7 +38,9 @@ def problems(command: str) -> list[str]:
     found: list[str] = []
     current: ParserContext | None = None
     skip = False
-    for word in words:
+    for word in (w.strip("[]") for w in words):  # "[--json]" in a synopsis is the flag --json
+        if not word or word == "...":
+            continue
         if skip:  # the value of the previous flag
             skip = False
             continue
