@@ -30,11 +30,38 @@ class MigrationState:
 
 
 @dataclass(frozen=True)
+class DriftItem:
+    kind: str    # table, column, index, function, ...
+    name: str    # schema-qualified: public.users.nickname
+    change: str  # unexpected (no migration made it), missing (made, now gone), changed
+    detail: str = ""
+
+    def describe(self) -> str:
+        what = {"unexpected": "exists, but no migration made it", "missing": "a migration made it; it is gone",
+                "changed": "differs from what the migrations made"}.get(self.change, self.change)
+        return f"{self.kind} {self.name}: {what}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How the live schema differs from the schema its applied migrations make."""
+
+    items: list[DriftItem]
+    replayed: int  # migrations replayed into the shadow database
+    shadow: str    # where that shadow database ran
+
+    def as_json(self) -> dict[str, Any]:
+        return {"clean": not self.items, "replayed": self.replayed, "shadow": self.shadow,
+                "differences": [asdict(i) for i in self.items]}
+
+
+@dataclass(frozen=True)
 class Status:
     target: str
     environment: str
     migrations: list[MigrationState]
     extra: dict[str, Any] = field(default_factory=dict)  # other reports (deploys, maintenance) add here
+    drift: Drift | None = None  # None: not checked (status --drift checks it)
 
     def count(self, state: str) -> int:
         return sum(1 for m in self.migrations if m.state == state)
@@ -42,6 +69,8 @@ class Status:
     @property
     def exit_code(self) -> ExitCode:
         if any(m.state in ("modified", "missing", "failed") for m in self.migrations):
+            return ExitCode.FAILED
+        if self.drift is not None and self.drift.items:
             return ExitCode.FAILED
         if self.count("pending"):
             return ExitCode.PENDING
@@ -54,6 +83,8 @@ class Status:
 
     def summary(self) -> str:
         parts = [f"{self.count(s)} {s}" for s in STATES if self.count(s)]
+        if self.drift is not None and self.drift.items:
+            parts.append(f"drift: {len(self.drift.items)} difference(s)")
         verdict = {ExitCode.OK: "up to date", ExitCode.PENDING: "pending migrations",
                    ExitCode.FAILED: "needs attention"}[self.exit_code]
         return f"{verdict}: " + (", ".join(parts) if parts else "no migrations")
@@ -61,7 +92,8 @@ class Status:
     def as_json(self) -> dict[str, Any]:
         return {"target": self.target, "environment": self.environment, "head": self.head,
                 "summary": self.summary(), "exit_code": int(self.exit_code),
-                "migrations": [m.as_json() for m in self.migrations], **self.extra}
+                "migrations": [m.as_json() for m in self.migrations],
+                "drift": self.drift.as_json() if self.drift is not None else None, **self.extra}
 
 
 def states(migrations: list[Migration], records: dict[str, history.Record]) -> list[MigrationState]:

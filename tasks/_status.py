@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pgshift.settings import Settings
+from pgshift.status import Drift
 from tasks._cli import emit_json, finish, out, table
 
 
-def show(settings: Settings, as_json: bool) -> None:
+def show(settings: Settings, as_json: bool, drift: bool = False) -> None:
     from pgshift import core
 
-    status = core.status(settings)
+    status = core.status(settings, drift=drift)
     if as_json:
         emit_json(status.as_json())
     else:
@@ -20,5 +21,18 @@ def show(settings: Settings, as_json: bool) -> None:
                      f"{m.duration_ms} ms" if m.duration_ms is not None else "", m.detail or "")
                     for m in status.migrations]
             out(table(["migration", "state", "applied at", "took", "note"], rows))
+        if status.drift is not None:
+            _show_drift(status.drift)
         out(status.summary())
     finish(status.exit_code)
+
+
+def _show_drift(drift: Drift) -> None:
+    where = f"{drift.replayed} applied migration(s) replayed on {drift.shadow}"
+    if not drift.items:
+        out(f"drift: none; the schema is what its migrations make ({where})")
+        return
+    out(f"drift: {len(drift.items)} difference(s) from what the migrations make ({where}):")
+    marks = {"unexpected": "+", "missing": "-", "changed": "~"}
+    for item in drift.items:
+        out(f"  {marks.get(item.change, '?')} {item.describe()}")

@@ -37,11 +37,13 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
         out(f"applied {len(applied)} migration(s)" if applied else "nothing to apply: up to date")
 
 
-@task(help={"json": "print one JSON object instead of a table"})
+@task(help={"json": "print one JSON object instead of a table",
+            "drift": "also compare the live schema with what the applied migrations make (replayed "
+                     "into a shadow database; about a second)"})
 @boundary
-def status(c: Context, json: bool = False) -> None:
+def status(c: Context, json: bool = False, drift: bool = False) -> None:
     """Show the development database's migration status (exit 0 ok, 3 pending, 1 wrong)."""
-    _status.show(settings(c, require="development"), json)
+    _status.show(settings(c, require="development"), json, drift)
 
 
 @task

@@ -1,0 +1,100 @@
+"""Shadow databases: short-lived scratch databases to load ``schema.sql`` or replay migrations into.
+
+A shadow is made on the target's own server (same version, same extensions), with ``TEMPLATE
+template0`` so nothing a team added to ``template1`` leaks in, and dropped when the block ends. A
+server that will not let the target's user create databases (a hosted one without CREATEDB) or
+connect to the new one gets the shadow on the embedded server instead, and the result says so.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+from pgshift import embedded, sqltext
+from pgshift.db import Database, SqlFailure
+from pgshift.errors import ConfigError, PgShiftError
+from pgshift.settings import Settings
+
+PREFIX = "pgshift_shadow_"
+_NO_RIGHT = ("42501",)  # insufficient_privilege
+
+
+@dataclass(frozen=True)
+class Shadow:
+    db: Database
+    where: str  # where it lives, for messages: "the target's server" or the embedded fallback
+
+
+@contextmanager
+def shadow(settings: Settings, beside: Database) -> Iterator[Shadow]:
+    """A fresh empty database on ``beside``'s server (or the embedded one), dropped afterwards."""
+    name = f"{PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin, where, owned = beside, "the target's server", False
+    created = _try_create(admin, name)
+    db = _try_connect(admin, name) if created else None
+    if db is None:
+        if created:
+            _drop(admin, name)
+        info = embedded.ensure_running(settings.embedded_dir)
+        admin, owned = Database.connect(info.url("postgres"), settings.connect_timeout), True
+        where = (f"the embedded PostgreSQL {admin.server_version // 10000} (the target's user may not create "
+                 f"or open databases on its PostgreSQL {beside.server_version // 10000} server)")
+        admin.execute(f"CREATE DATABASE {admin.identifier(name)} TEMPLATE template0")
+        db = Database.connect(admin.url.with_dbname(name), settings.connect_timeout)
+    try:
+        yield Shadow(db, where)
+    finally:
+        db.close()
+        _drop(admin, name)
+        if owned:
+            admin.close()
+
+
+def _try_create(admin: Database, name: str) -> bool:
+    try:
+        admin.execute(f"CREATE DATABASE {admin.identifier(name)} TEMPLATE template0")
+    except SqlFailure as failure:
+        if failure.sqlstate in _NO_RIGHT:
+            return False
+        raise
+    return True
+
+
+def _try_connect(admin: Database, name: str) -> Database | None:
+    try:
+        return Database.connect(admin.url.with_dbname(name))
+    except PgShiftError:
+        return None
+
+
+def _drop(admin: Database, name: str) -> None:
+    with suppress(PgShiftError):
+        admin.execute(f"DROP DATABASE IF EXISTS {admin.identifier(name)} WITH (FORCE)")
+
+
+def load(db: Database, sql: str, origin: str) -> None:
+    """Run a schema script (``schema.sql``) in the shadow; a failure names the file and line."""
+    if sqltext.is_empty(sql):
+        return
+    if not sqltext.may_need_parse(sql):
+        try:
+            db.execute(sql)
+        except SqlFailure as failure:
+            line = sqltext.line_of(sql, failure.position) if failure.position else 0
+            raise _bad(origin, line, failure) from None
+        return
+    for statement in sqltext.statements(sql, origin):
+        try:
+            db.execute(statement.text)
+        except SqlFailure as failure:
+            line = statement.line + (sqltext.line_of(statement.text, failure.position) - 1 if failure.position else 0)
+            raise _bad(origin, line, failure) from None
+
+
+def _bad(origin: str, line: int, failure: SqlFailure) -> ConfigError:
+    where = f"{origin}, line {line}" if line else origin
+    return ConfigError(f"{where}: {failure}; fix {origin} and run again")
