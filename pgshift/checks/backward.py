@@ -1,0 +1,144 @@
+"""backward: for each migration, newest first, rollback must restore the schema exactly; then re-apply.
+
+One pass, linear in the number of migrations. Migrations are applied one by one from empty, with a
+snapshot after each: snapshot k is the schema *before* migration k+1, so every "before" is known
+without replaying anything. Then from the newest down, for migration k: roll back, compare with
+snapshot k-1; re-apply, compare with snapshot k; roll back again to reach the state migration k-1
+left. A failure leaves the database in an unknown state, so the scratch database is then rebuilt up
+to migration k-1 (the only replay, and only after a failure) and the walk goes on: one run finds
+every broken rollback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pgshift import apply, scratch, snapshot
+from pgshift.checks.forward import apply_one
+from pgshift.db import Database
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import MigrationError
+from pgshift.source import Migration
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    id: str
+    file: str                     # the rollback file
+    state: str                    # ok | failed | not tested
+    problem: str | None = None
+    diff: list[str] = field(default_factory=list)
+    rollback_ms: int | None = None
+    reapply_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class BackwardReport:
+    trips: list[RoundTrip] = field(default_factory=list)
+    note: str | None = None       # e.g. migrations left out because one does not apply
+
+    @property
+    def ok(self) -> bool:
+        return not any(t.state == "failed" for t in self.trips)
+
+    def summary(self) -> str:
+        failed = [t for t in self.trips if t.state == "failed"]
+        tested = sum(1 for t in self.trips if t.state != "not tested")
+        if failed:
+            first = failed[0]
+            return f"{len(failed)} of {tested} rollback(s) fail; first: {first.file}: {first.problem}"
+        text = f"{tested} migration(s) round-trip (up, down, up) exactly"
+        return f"{text}; {self.note}" if self.note else text
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "summary": self.summary(), "note": self.note,
+                "trips": [asdict(t) for t in self.trips]}
+
+
+class _Scratch:
+    """The scratch database the walk runs on, rebuildable to any prefix of the migrations."""
+
+    def __init__(self, admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -> None:
+        self.admin, self.migrations, self.limits = admin, migrations, limits
+        self._stack = contextlib.ExitStack()
+        self.db = self._fresh()
+
+    def _fresh(self) -> Database:
+        url = self._stack.enter_context(scratch.empty(self.admin))
+        return self._stack.enter_context(Database.connect(url))
+
+    def rebuild(self, upto: Migration | None) -> None:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        self.db = self._fresh()
+        if upto is not None:
+            apply.apply(self.db, self.migrations, self.limits, upto=upto.id)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _rollback_file(m: Migration) -> str:
+    return m.rollback_path.name if m.rollback_path else f"{m.id}.rollback.sql"
+
+
+def _round_trip(db: Database, migrations: list[Migration], m: Migration, limits: apply.Limits,
+                before: snapshot.Snapshot, after: snapshot.Snapshot) -> RoundTrip:
+    name = _rollback_file(m)
+    if m.rollback_path is None:
+        return RoundTrip(m.id, name, "failed", f"no rollback file: write migrations/{name}")
+    try:
+        down_ms = apply.rollback(db, m, limits)
+    except MigrationError as error:
+        return RoundTrip(m.id, name, "failed", f"the rollback fails: {error}")
+    changed = snapshot.diff(before, snapshot.take(db))
+    if changed:
+        return RoundTrip(m.id, name, "failed",
+                         f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
+                         "difference(s); '-' is missing, '+' was left behind)", changed, down_ms)
+    try:
+        up_ms = apply_one(db, migrations, m, limits).duration_ms
+    except MigrationError as error:
+        return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: {error}",
+                         rollback_ms=down_ms)
+    changed = snapshot.diff(after, snapshot.take(db))
+    if changed:
+        return RoundTrip(m.id, name, "failed",
+                         f"{m.path.name} applied again after its rollback gives a different schema", changed,
+                         down_ms, up_ms)
+    try:
+        apply.rollback(db, m, limits)
+    except MigrationError as error:
+        return RoundTrip(m.id, name, "failed", f"the rollback fails the second time: {error}", [], down_ms, up_ms)
+    return RoundTrip(m.id, name, "ok", rollback_ms=down_ms, reapply_ms=up_ms)
+
+
+def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -> BackwardReport:
+    """Round-trip every migration on a scratch database on ``admin``'s server."""
+    runnable = [m for m in migrations if not m.empty]
+    work = _Scratch(admin, migrations, limits)
+    try:
+        snaps = [snapshot.take(work.db)]
+        applied: list[Migration] = []
+        note = None
+        for m in runnable:
+            try:
+                apply_one(work.db, migrations, m, limits)
+            except MigrationError:
+                note = f"{m.path.name} and later are not tested: it does not apply (see forward)"
+                work.rebuild(applied[-1] if applied else None)
+                break
+            applied.append(m)
+            snaps.append(snapshot.take(work.db))
+        trips: list[RoundTrip] = [RoundTrip(m.id, _rollback_file(m), "not tested")
+                                  for m in runnable[len(applied):]]
+        for k in reversed(range(len(applied))):
+            trip = _round_trip(work.db, migrations, applied[k], limits, snaps[k], snaps[k + 1])
+            trips.append(trip)
+            if trip.state != "ok" and k > 0:
+                work.rebuild(applied[k - 1])
+        return BackwardReport(sorted(trips, key=lambda t: t.id, reverse=True), note)
+    finally:
+        work.close()

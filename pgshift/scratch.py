@@ -1,0 +1,135 @@
+"""Scratch databases: created by the tool on a server, used for one check, always dropped.
+
+* ``server_of(url)`` finds an admin connection on the same server (database ``postgres``, else
+  ``template1``) so that creating and dropping never needs a session in the developer's database.
+* ``empty(admin)`` yields a fresh database made from ``template0``.
+* ``clone(admin, source)`` yields a copy of ``source``: ``CREATE DATABASE ... TEMPLATE`` (with
+  ``STRATEGY FILE_COPY`` on PostgreSQL 15+, a few seconds per gigabyte), or, when the server refuses
+  because someone is connected to the source, ``pg_dump | pg_restore``. Neither writes to the source.
+
+Names are ``pgshift_scratch_<pid>_<random>``, so concurrent runs never collide, and a leftover from a
+killed run is recognisable (``leftovers`` lists them).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pgshift import pgbin
+from pgshift.db import Database, SqlFailure
+from pgshift.dburl import DatabaseUrl, redact
+from pgshift.errors import ConnectionFailed, PgShiftError, ToolError
+
+PREFIX = "pgshift_scratch_"
+_ADMIN_DATABASES = ("postgres", "template1")
+_IN_USE = "55006"  # object_in_use: the template has other sessions
+
+
+def new_name() -> str:
+    return f"{PREFIX}{os.getpid()}_{secrets.token_hex(5)}"
+
+
+def server_of(url: DatabaseUrl, connect_timeout: int = 10) -> DatabaseUrl:
+    """An admin URL on ``url``'s server: a database other than ``url``'s own that we may connect to."""
+    last: PgShiftError | None = None
+    for name in _ADMIN_DATABASES:
+        if name == url.dbname:
+            continue
+        candidate = url.with_dbname(name)
+        try:
+            Database.connect(candidate, connect_timeout).close()
+            return candidate
+        except ConnectionFailed as error:
+            last = error
+    raise ConnectionFailed(f"cannot open an admin session on the server of {url} to create scratch "
+                           f"databases: {last}; let the user connect to the postgres database")
+
+
+def _create(admin: Database, name: str, template: str = "template0", strategy: bool = False) -> None:
+    clause = " STRATEGY FILE_COPY" if strategy and admin.server_version >= 150000 else ""
+    try:
+        admin.execute(f"CREATE DATABASE {admin.identifier(name)} TEMPLATE {admin.identifier(template)}{clause}")
+    except SqlFailure as failure:
+        if failure.sqlstate == "42501":
+            raise ConnectionFailed(
+                f"user {admin.url.user or 'of DATABASE_URL'!s} may not create databases on {admin.url}, so no "
+                "scratch database can be made; grant it CREATEDB, or point DATABASE_URL at a server where it "
+                "may") from None
+        raise
+
+
+def drop(admin: DatabaseUrl, name: str, connect_timeout: int = 10) -> None:
+    """Drop a scratch database (only ever one of ours: the name must carry our prefix)."""
+    if not name.startswith(PREFIX):
+        raise ValueError(f"refusing to drop {name!r}: not a scratch database")
+    with Database.connect(admin, connect_timeout) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {db.identifier(name)} WITH (FORCE)")
+
+
+@contextmanager
+def empty(admin: DatabaseUrl, connect_timeout: int = 10) -> Iterator[DatabaseUrl]:
+    """A new empty database on the admin's server, dropped when the block ends (whatever happens)."""
+    name = new_name()
+    with Database.connect(admin, connect_timeout) as db:
+        _create(db, name)
+    try:
+        yield admin.with_dbname(name)
+    finally:
+        drop(admin, name, connect_timeout)
+
+
+@contextmanager
+def clone(admin: DatabaseUrl, source: str, connect_timeout: int = 10) -> Iterator[DatabaseUrl]:
+    """A copy of database ``source`` (schema and data), dropped when the block ends."""
+    name = new_name()
+    try:
+        with Database.connect(admin, connect_timeout) as db:
+            try:
+                _create(db, name, template=source, strategy=True)
+            except SqlFailure as failure:
+                if failure.sqlstate != _IN_USE:
+                    raise
+                _create(db, name)
+                copied = False
+            else:
+                copied = True
+        if not copied:
+            dump_restore(admin.with_dbname(source), admin.with_dbname(name))
+        yield admin.with_dbname(name)
+    finally:
+        drop(admin, name, connect_timeout)
+
+
+def dump_restore(source: DatabaseUrl, into: DatabaseUrl) -> None:
+    """Copy ``source`` into the empty database ``into`` with pg_dump | pg_restore (reads only the source)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as restore_err:
+        dumper = subprocess.Popen(
+            [str(pgbin.program("pg_dump")), "--format=custom", "--compress=0", "--no-owner", "--no-acl"],
+            env={**base, **source.env()}, stdout=subprocess.PIPE, stderr=dump_err, stdin=subprocess.DEVNULL)
+        assert dumper.stdout is not None
+        restorer = subprocess.run(
+            [str(pgbin.program("pg_restore")), "--no-owner", "--no-acl", "--exit-on-error",
+             f"--dbname={into.dbname}"],
+            env={**base, **into.env()}, stdin=dumper.stdout, stdout=subprocess.DEVNULL, stderr=restore_err,
+            check=False)
+        dumper.stdout.close()
+        dumped = dumper.wait()
+        for code, err, what in ((dumped, dump_err, "pg_dump"), (restorer.returncode, restore_err, "pg_restore")):
+            if code != 0:
+                err.seek(0)
+                tail = err.read().decode(errors="replace").strip().splitlines()[-3:] or ["no output"]
+                raise ToolError(f"could not copy {source.dbname} into a scratch database: {what} exited with "
+                                f"{code}: {redact(' / '.join(tail))}")
+
+
+def leftovers(admin: DatabaseUrl, connect_timeout: int = 10) -> list[str]:
+    """Scratch databases present on the server (ours or another run's)."""
+    with Database.connect(admin, connect_timeout) as db:
+        return [r[0] for r in db.rows("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1",
+                                      [PREFIX.replace("_", r"\_") + "%"])]
