@@ -50,7 +50,10 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
     with (Database.connect(url, settings.connect_timeout) if db_url else target.connect(settings)) as db:
         server_version = db.server_version
         migration_head = head(db)
-        row = db.one("SELECT coalesce(sum(pg_relation_size(oid)), 0) FROM pg_class WHERE relkind IN ('r', 'm')")
+        # From the catalog's page counts, not pg_relation_size(): that locks each table and would
+        # wait behind any ALTER TABLE in progress.
+        row = db.one("SELECT coalesce(sum(relpages::bigint), 0) * current_setting('block_size')::bigint "
+                     "FROM pg_class WHERE relkind IN ('r', 'm', 't')")
         estimate = int(row[0]) if row else None
     fmt = settings.backup_format
     folder = settings.backups_dir

@@ -91,10 +91,10 @@ class Child:
 
     def explain(self) -> str:
         """The lines of the stderr tail that say what went wrong, on one line."""
-        lines = list(self.tail)
+        lines = [ln.removeprefix(f"{self.name}: ") for ln in self.tail]
         picked = [ln for ln in lines if any(w in ln for w in ("error", "ERROR", "FATAL", "DETAIL", "Command was",
                                                                 "No space", "fatal"))]
-        text = " | ".join((picked or lines or ["no error output"])[-3:])
+        text = " | ".join(" ".join(ln.split()) for ln in (picked or lines or ["no error output"])[-3:])
         return redact(text)[:600]
 
 

@@ -107,7 +107,13 @@ def dump(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, lock_wa
             size = path.stat().st_size if path.exists() else 0
             progress(Progress("dump", size, estimate, "bytes", time.monotonic() - started))
 
-    supervise([Child(argv, env_for(url, connect_timeout))], f"backing up {url.dbname}", watch)
+    try:
+        supervise([Child(argv, env_for(url, connect_timeout))], f"backing up {url.dbname}", watch)
+    except ToolError as exc:
+        if lock_wait > 0 and "statement timeout" in str(exc):
+            raise ToolError(f"{exc} (a table stayed locked by another session for more than {lock_wait:g}s, "
+                            "the lock_wait setting; retry when that ALTER TABLE or VACUUM FULL is done)") from None
+        raise
 
 
 def contents(path: Path) -> list[str]:
