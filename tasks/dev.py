@@ -4,7 +4,7 @@ from invoke import Context, task
 from invoke.exceptions import Exit
 
 from tasks import _backup, _status
-from tasks._cli import boundary, out, settings
+from tasks._cli import boundary, out, settings, tty
 from tasks._optional import OptionalPositionals
 
 
@@ -13,28 +13,50 @@ from tasks._optional import OptionalPositionals
     positional=["name"],
     optional_positional=("name",),
     help={
-        "name": "create migrations/<timestamp>_NAME.sql (+ .rollback.sql) first; lowercase, digits, _",
-        "create_only": "write the new migration files but apply nothing",
+        "name": "new migration migrations/<timestamp>_NAME.sql (+ .rollback.sql): generated from schema.sql "
+                "when it exists, else the template; lowercase, digits, _",
+        "create_only": "write the new migration but do not apply it (pending ones are applied first when it "
+                       "is generated, since it is the difference from the migrated database)",
         "to": "apply pending migrations up to and including this id only",
+        "empty": "with schema.sql present, write the template for a hand-written migration instead",
+        "allow_data_loss": "allow a generated migration that drops tables or columns or narrows types "
+                           "(else asked, or refused without a terminal)",
     },
 )
 @boundary
-def migrate(c: Context, name: str | None = None, create_only: bool = False, to: str = "") -> None:
+def migrate(c: Context, name: str | None = None, create_only: bool = False, to: str = "", empty: bool = False,
+            allow_data_loss: bool = False) -> None:
     """Create a migration (when NAME is given) and apply every pending migration."""
     from pgshift import core
+    from tasks import _prompts
 
     if name in ("-h", "--help"):
-        raise Exit("usage: inv dev.migrate [NAME] [--create-only] [--to ID]; details: inv --help dev.migrate", code=2)
+        raise Exit("usage: inv dev.migrate [NAME] [--create-only] [--to ID] [--empty] [--allow-data-loss]; "
+                   "details: inv --help dev.migrate", code=2)
+    confirm = (lambda question: _prompts.confirm(question)) if tty() else None
     result = core.migrate(settings(c, require="development"), name or None, create_only=create_only,
-                          upto=to or None, progress=out)
-    if result.created is not None:
+                          upto=to or None, progress=out, empty=empty, allow_data_loss=allow_data_loss,
+                          confirm=confirm)
+    generated = result.generated
+    if generated is not None and generated.in_sync:
+        out("the database matches schema.sql: no migration written")
+    elif result.created is not None:
+        how = f"from schema.sql ({len(generated.forward.changes)} statement(s), " \
+              f"{len(generated.forward.data_loss)} marked DATA LOSS)" if generated is not None else "from the template"
         out(f"created {result.created.path.relative_to(result.created.path.parent.parent)} "
-            f"and {result.created.id}.rollback.sql")
+            f"and {result.created.id}.rollback.sql {how}")
+        if generated is not None and generated.shadow != "the target's server":
+            out(f"note: schema.sql was loaded on {generated.shadow}")
     for ident in result.result.empty:
         out(f"skipped {ident}: no statements yet (write it, then run inv dev.migrate)")
     if not create_only:
         applied = result.result.applied
         out(f"applied {len(applied)} migration(s)" if applied else "nothing to apply: up to date")
+    if result.remaining:
+        out(f"warning: the database still differs from schema.sql by {len(result.remaining)} statement(s), "
+            f"first: {result.remaining[0].splitlines()[0]}; edit the new migration (and its rollback) to cover it")
+    if result.models is not None:
+        out(f"refreshed {result.models.name} (SQLAlchemy models)")
 
 
 @task(help={"json": "print one JSON object instead of a table",
@@ -62,3 +84,18 @@ def stop(c: Context) -> None:
 def backup(c: Context) -> None:
     """Back up the development database into backups/."""
     _backup.take(settings(c, require="development"))
+
+
+@task(help={"yes": "do not ask for confirmation (needed without a terminal)"})
+@boundary
+def reset(c: Context, yes: bool = False) -> None:
+    """Drop and rebuild the development database: migrations, then seed."""
+    from pgshift import core
+    from pgshift.schema import reset as schema_reset
+    from tasks import _prompts
+
+    loaded = settings(c, require="development")
+    schema_reset.guard(loaded)  # refuse before asking anything
+    result = schema_reset.reset(loaded, lambda question: _prompts.confirm(question, yes=yes), core.limits(loaded))
+    out(f"rebuilt {result.database}: applied {len(result.applied.applied)} migration(s)"
+        + (f", seeded from {result.seed.name}" if result.seed else ", no seed file (migrations/seed.sql)"))

@@ -1,0 +1,81 @@
+"""dev.reset: rebuilds a development database from the migrations and the seed; refuses anything else
+before touching it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pgshift import core
+from pgshift.db import Database
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import Aborted, Refused
+from pgshift.schema import reset
+from tests.conftest import INV, ROOT, cli_env
+
+
+def count(url: DatabaseUrl, sql: str) -> int:
+    with Database.connect(url) as db:
+        row = db.one(sql)
+    return int(row[0]) if row else -1
+
+
+def junk(url: DatabaseUrl) -> None:
+    with Database.connect(url) as db:
+        db.execute("CREATE TABLE made_by_hand (id int); INSERT INTO made_by_hand VALUES (1)")
+
+
+def never(_question: str) -> bool:
+    raise AssertionError("asked for a confirmation it should not have needed")
+
+
+@pytest.fixture
+def shipped(make_settings: Any, db_url: DatabaseUrl) -> Any:
+    """Settings whose migrations folder holds the shipped migrations and seed."""
+    settings = make_settings(db_url)
+    for path in (ROOT / "migrations").glob("*.sql"):
+        shutil.copy(path, settings.migrations_dir / path.name)
+    return settings
+
+
+def test_reset_rebuilds_applies_everything_and_seeds(shipped: Any, db_url: DatabaseUrl) -> None:
+    junk(db_url)
+    asked: list[str] = []
+    result = reset.reset(shipped, lambda q: asked.append(q) or True, core.limits(shipped))
+    assert asked and db_url.dbname in asked[0]
+    assert len(result.applied.applied) == 3 and result.seed is not None and result.seed.name == "seed.sql"
+    assert count(db_url, "SELECT count(*) FROM pg_tables WHERE tablename = 'made_by_hand'") == 0
+    assert count(db_url, "SELECT count(*) FROM users") == 3
+    assert count(db_url, "SELECT count(*) FROM api_keys JOIN users ON users.id = api_keys.user_id") == 1
+    assert core.status(shipped).exit_code == 0
+
+
+def test_reset_refuses_a_non_development_target_and_touches_nothing(shipped: Any, db_url: DatabaseUrl) -> None:
+    junk(db_url)
+    with pytest.raises(Refused, match=r"development only \(ENVIRONMENT=staging\); nothing was touched"):
+        reset.reset(replace(shipped, environment="staging"), never, core.limits(shipped))
+    remote = replace(shipped, url=DatabaseUrl(host="db.example.com", port=5432, dbname="app", user="app"))
+    with pytest.raises(Refused, match=r"points at db\.example\.com; nothing was touched"):
+        reset.reset(remote, never, core.limits(shipped))
+    with pytest.raises(Refused, match="will not drop the postgres database"):
+        reset.reset(replace(shipped, url=db_url.with_dbname("postgres")), never, core.limits(shipped))
+    with pytest.raises(Aborted):
+        reset.reset(shipped, lambda _q: False, core.limits(shipped))
+    assert count(db_url, "SELECT count(*) FROM made_by_hand") == 1
+
+
+def test_reset_cli_refuses_staging_and_a_missing_yes_without_a_terminal(db_url: DatabaseUrl) -> None:
+    junk(db_url)
+    staging = subprocess.run([INV, "dev.reset", "--yes"], cwd=ROOT, env=cli_env(db_url, ENVIRONMENT="staging"),
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert staging.returncode == 2
+    assert staging.stderr.startswith("error: ") and "development" in staging.stderr
+    unasked = subprocess.run([INV, "dev.reset"], cwd=ROOT, env=cli_env(db_url), capture_output=True, text=True,
+                             timeout=60, stdin=subprocess.DEVNULL)
+    assert unasked.returncode == 2 and "--yes" in unasked.stderr
+    assert "Traceback" not in staging.stderr + unasked.stderr
+    assert count(db_url, "SELECT count(*) FROM made_by_hand") == 1
