@@ -29,6 +29,12 @@ DEFAULTS: dict[str, Any] = {
     "lock_retries": 3,           # retries of a migration that hit lock_timeout
     "retry_backoff": 2.0,        # seconds before the first retry; doubles each time
     "connect_timeout": 10,       # seconds
+    "perf_rows": 100_000,        # inv test.performance: rows in each table nothing references
+    "quick_rows": 10_000,        # the performance run inside inv test
+    "large_rows": 10_000_000,    # inv test.large-dataset
+    "max_migration_seconds": 60.0,  # performance: a migration slower than this fails the check
+    "max_lock_seconds": 2.0,     # performance: a lock blocking reads or writes held longer fails it
+    "sequence_limit": 0.75,      # constraints: a sequence past this share of its range is reported
     "backup_format": "custom",   # custom (pg_dump -Fc -Z0, .dump) or plain (.sql); see pgshift/dump.py
     "backup_keep_count": 10,     # cleanup keeps the newest N backups of each environment...
     "backup_keep_days": 14.0,    # ...and every backup younger than this many days
@@ -54,6 +60,12 @@ class Settings:
     skip_backup: bool = False
     skip_maintenance: bool = False
     slack_webhook_url: str | None = field(default=None, repr=False)
+    perf_rows: int = DEFAULTS["perf_rows"]
+    quick_rows: int = DEFAULTS["quick_rows"]
+    large_rows: int = DEFAULTS["large_rows"]
+    max_migration_seconds: float = DEFAULTS["max_migration_seconds"]
+    max_lock_seconds: float = DEFAULTS["max_lock_seconds"]
+    sequence_limit: float = DEFAULTS["sequence_limit"]
     backup_format: str = DEFAULTS["backup_format"]
     backup_keep_count: int = DEFAULTS["backup_keep_count"]
     backup_keep_days: float = DEFAULTS["backup_keep_days"]
@@ -140,6 +152,12 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         skip_backup=_flag(env, "SKIP_BACKUP"),
         skip_maintenance=_flag(env, "SKIP_MAINTENANCE"),
         slack_webhook_url=env.get("SLACK_WEBHOOK_URL", "").strip() or None,
+        perf_rows=int(_number(config, "perf_rows")),
+        quick_rows=int(_number(config, "quick_rows")),
+        large_rows=int(_number(config, "large_rows")),
+        max_migration_seconds=_number(config, "max_migration_seconds"),
+        max_lock_seconds=_number(config, "max_lock_seconds"),
+        sequence_limit=_number(config, "sequence_limit"),
         backup_format=_choice(config, "backup_format", ("custom", "plain")),
         backup_keep_count=int(_number(config, "backup_keep_count")),
         backup_keep_days=_number(config, "backup_keep_days"),

@@ -1,1 +1,166 @@
-"""test tasks."""
+"""test: check the team's migrations on scratch databases (never the working database).
+
+``inv test`` runs every check but the slow ones; each check has its own task. Exit 0 when all pass,
+1 when any fails, 2 on a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from invoke import Context, task
+
+from pgshift.errors import ExitCode
+from tasks._cli import boundary, emit_json, finish, out, settings, table
+
+if TYPE_CHECKING:
+    from pgshift.checks.suite import Report
+
+_JSON = "print one JSON object instead of tables"
+
+
+def _show(name: str, report: Report) -> None:
+    """A check's table, then its details: failures, differences, fixes."""
+    from pgshift.checks.backward import BackwardReport
+    from pgshift.checks.constraints import ConstraintsReport
+    from pgshift.checks.forward import ForwardReport
+    from pgshift.checks.lint import LintReport
+    from pgshift.checks.performance import PerformanceReport
+
+    out(f"== {name}")
+    if isinstance(report, ForwardReport):
+        out(table(["migration", "result", "took", "transaction"],
+                  [(s.id, s.state, _ms(s.duration_ms), _transaction(s.transactional)) for s in report.steps]))
+        if report.failure is not None:
+            out(f"  {report.failure.error}")
+    elif isinstance(report, BackwardReport):
+        out(table(["migration", "result", "rollback", "re-apply"],
+                  [(t.id, t.state, _ms(t.rollback_ms), _ms(t.reapply_ms)) for t in report.trips]))
+        for trip in report.trips:
+            if trip.state == "failed":
+                out(f"  {trip.file}: {trip.problem}")
+                for line in trip.diff:
+                    out(f"      {line}")
+    elif isinstance(report, PerformanceReport):
+        if report.fill is not None:
+            fill = report.fill
+            out(f"generated {fill.rows:,} rows in {fill.seconds:.1f}s ({fill.rows_per_second:,.0f} rows/s; largest "
+                f"table {fill.largest:,}) on the schema up to {report.base or 'nothing'}")
+            for t in fill.tables:
+                if t.note:
+                    out(f"  {t.table}: {t.note}")
+        out(table(["migration", "result", "took", "locks on existing tables", "rewrote"],
+                  [(m.id, m.state, _ms(m.duration_ms), _locks(m.locks), ", ".join(m.rewrote))
+                   for m in report.measured]))
+        for m in report.measured:
+            for problem in m.problems:
+                out(f"  {m.file}: {problem}")
+    elif isinstance(report, ConstraintsReport) and report.findings:
+        out(table(["table", "problem", "fix"], [(f.table, f.problem, f.fix) for f in report.findings]))
+    elif isinstance(report, LintReport) and report.findings:
+        out(table(["where", "rule", "why"], [(f"{f.file}:{f.line}", f.rule, f.message) for f in report.findings]))
+    out(("ok: " if report.ok else "FAILED: ") + report.summary())
+    out()
+
+
+def _transaction(value: bool | None) -> str:
+    return "" if value is None else "one transaction" if value else "statement by statement"
+
+
+def _ms(value: int | None) -> str:
+    return "" if value is None else f"{value} ms"
+
+
+def _locks(locks: Iterable[Any]) -> str:
+    return "; ".join(f"{lock.mode.removesuffix('Lock')} {lock.table} {lock.ms} ms" for lock in locks)
+
+
+def _finish(reports: list[tuple[str, Report]], as_json: bool, target: str = "") -> None:
+    ok = all(r.ok for _, r in reports)
+    if as_json:
+        emit_json({"ok": ok, "checks": {name: r.as_json() for name, r in reports}})
+    elif len(reports) > 1:
+        out(f"== summary ({target})" if target else "== summary")
+        out(table(["check", "result", "detail"], [(n, "ok" if r.ok else "FAILED", r.summary()) for n, r in reports]))
+    finish(ExitCode.OK if ok else ExitCode.FAILED)
+
+
+def _single(name: str, report: Report, as_json: bool) -> None:
+    if not as_json:
+        _show(name, report)
+    _finish([(name, report)], as_json)
+
+
+@task(name="all", default=True, help={
+    "json": _JSON,
+    "rows": "rows for the performance run (default: config quick_rows, 10,000; 0 skips it)",
+})
+@boundary
+def all_checks(c: Context, json: bool = False, rows: int = -1) -> None:
+    """Run forward, backward, constraints, lint and a quick performance check."""
+    from pgshift.checks import suite
+
+    config = settings(c)
+    reports: list[tuple[str, Report]] = []
+    for name, report in suite.everything(config, None if rows < 0 else rows):
+        if not json:
+            _show(name, report)
+        reports.append((name, report))
+    _finish(reports, json, config.describe_target())
+
+
+@task(help={"json": _JSON})
+@boundary
+def forward(c: Context, json: bool = False) -> None:
+    """Apply every migration to an empty scratch database, timed."""
+    from pgshift.checks import suite
+
+    _single("forward", suite.forward(settings(c)), json)
+
+
+@task(help={"json": _JSON})
+@boundary
+def backward(c: Context, json: bool = False) -> None:
+    """Up, down, up for every migration; the schema must round-trip."""
+    from pgshift.checks import suite
+
+    _single("backward", suite.backward(settings(c)), json)
+
+
+@task(help={"json": _JSON, "rows": "rows in each table nothing references (default: config perf_rows, 100,000)"})
+@boundary
+def performance(c: Context, json: bool = False, rows: int = 0) -> None:
+    """Apply pending migrations over generated data: time, locks."""
+    from pgshift.checks import suite
+
+    config = settings(c)
+    _single("performance", suite.performance(config, rows or config.perf_rows), json)
+
+
+@task(help={"json": _JSON, "rows": "rows in the largest tables (default: config large_rows, 10,000,000)"})
+@boundary
+def large_dataset(c: Context, json: bool = False, rows: int = 0) -> None:
+    """The performance check at large scale (10 million rows)."""
+    from pgshift.checks import suite
+
+    config = settings(c)
+    _single("large-dataset", suite.performance(config, rows or config.large_rows), json)
+
+
+@task(help={"json": _JSON})
+@boundary
+def constraints(c: Context, json: bool = False) -> None:
+    """Missing indexes, keys and other schema smells, with fixes."""
+    from pgshift.checks import suite
+
+    _single("constraints", suite.constraints(settings(c)), json)
+
+
+@task(help={"json": _JSON, "every": "lint every migration, not only those the target has not applied"})
+@boundary
+def lint(c: Context, json: bool = False, every: bool = False) -> None:
+    """Unsafe statements in the migrations the target lacks."""
+    from pgshift.checks import suite
+
+    _single("lint", suite.lint(settings(c), every), json)

@@ -1,0 +1,104 @@
+"""The checks as the command line runs them: from Settings to reports.
+
+Every check runs on scratch databases on the target's server (the embedded one in development
+without a DATABASE_URL). The target itself is only read, and only for which migrations it has
+applied: performance measures the ones it still lacks, and lint checks those (``every`` lints all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pgshift import apply, core, history, scratch, source, target
+from pgshift.checks import backward as backward_check
+from pgshift.checks import constraints as constraints_check
+from pgshift.checks import forward as forward_check
+from pgshift.checks import lint as lint_check
+from pgshift.checks import performance as performance_check
+from pgshift.db import Database, DatabaseMissing
+from pgshift.dburl import DatabaseUrl
+from pgshift.settings import Settings
+from pgshift.source import Migration
+
+
+class Report(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    def summary(self) -> str: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    admin: DatabaseUrl            # where scratch databases are made
+    migrations: list[Migration]
+    limits: apply.Limits
+    applied: set[str]             # ids the target has applied
+    target: str                   # for printing
+
+
+def plan(settings: Settings) -> Plan:
+    migrations = source.read(settings.migrations_dir)
+    url = target.url(settings)
+    return Plan(scratch.server_of(url, settings.connect_timeout), migrations, core.limits(settings),
+                _applied(url, settings.connect_timeout), settings.describe_target())
+
+
+def _applied(url: DatabaseUrl, connect_timeout: int) -> set[str]:
+    """The target's applied migrations, read only; a database not created yet has none."""
+    try:
+        with Database.connect(url, connect_timeout) as db:
+            return {r.id for r in history.records(db).values() if r.state == "applied"}
+    except DatabaseMissing:
+        return set()
+
+
+def thresholds(settings: Settings) -> performance_check.Thresholds:
+    return performance_check.Thresholds(max_migration_seconds=settings.max_migration_seconds,
+                                        max_lock_seconds=settings.max_lock_seconds)
+
+
+def forward(settings: Settings, p: Plan | None = None) -> forward_check.ForwardReport:
+    p = p or plan(settings)
+    return forward_check.forward(p.admin, p.migrations, p.limits)
+
+
+def backward(settings: Settings, p: Plan | None = None) -> backward_check.BackwardReport:
+    p = p or plan(settings)
+    return backward_check.run(p.admin, p.migrations, p.limits)
+
+
+def performance(settings: Settings, rows: int, p: Plan | None = None) -> performance_check.PerformanceReport:
+    p = p or plan(settings)
+    return performance_check.run(p.admin, p.migrations, p.limits, rows, thresholds(settings), p.applied)
+
+
+def constraints(settings: Settings, p: Plan | None = None) -> constraints_check.ConstraintsReport:
+    p = p or plan(settings)
+    return constraints_check.run(p.admin, p.migrations, p.limits, settings.sequence_limit)
+
+
+def lint(settings: Settings, every: bool = False, p: Plan | None = None) -> lint_check.LintReport:
+    p = p or plan(settings)
+    only = None if every else {m.id for m in p.migrations if m.id not in p.applied}
+    return lint_check.lint(p.migrations, only)
+
+
+def everything(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, Report]]:
+    """forward, backward, constraints, lint and a small performance run, each as it finishes."""
+    p = plan(settings)
+    quick = settings.quick_rows if rows is None else rows
+    steps: list[tuple[str, Callable[[], Report]]] = [
+        ("forward", lambda: forward(settings, p)),
+        ("backward", lambda: backward(settings, p)),
+        ("constraints", lambda: constraints(settings, p)),
+        ("lint", lambda: lint(settings, p=p)),
+    ]
+    if quick > 0:
+        steps.append(("performance", lambda: performance(settings, quick, p)))
+    for name, step in steps:
+        yield name, step()
