@@ -32,6 +32,9 @@ def status(settings: Settings, *, drift: bool = False) -> Status:
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
         found = collect(db, migrations, settings.describe_target(), settings.environment)
+        from pgshift.deploy.state import status_extra  # the last deploy, a maintenance flag left on
+
+        found = replace(found, extra={**found.extra, **status_extra(db)})
         if drift:
             from pgshift.schema import drift as schema_drift
 

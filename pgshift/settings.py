@@ -7,6 +7,7 @@ Secrets come only from the environment. Non-secret defaults live in the Invoke c
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "backup_format": "custom",   # custom (pg_dump -Fc -Z0, .dump) or plain (.sql); see pgshift/dump.py
     "backup_keep_count": 10,     # cleanup keeps the newest N backups of each environment...
     "backup_keep_days": 14.0,    # ...and every backup younger than this many days
+    "maintenance_on_hook": [],   # argument list run when maintenance mode turns on, e.g. ["./bin/drain"]
+    "maintenance_off_hook": [],  # argument list run when it turns off
+    "hook_timeout": 30.0,        # seconds a maintenance hook may run
+    "slack_timeout": 2.0,        # seconds per Slack post (one retry): a deploy never waits longer
 }
 
 
@@ -69,6 +74,10 @@ class Settings:
     backup_format: str = DEFAULTS["backup_format"]
     backup_keep_count: int = DEFAULTS["backup_keep_count"]
     backup_keep_days: float = DEFAULTS["backup_keep_days"]
+    maintenance_on_hook: tuple[str, ...] = ()
+    maintenance_off_hook: tuple[str, ...] = ()
+    hook_timeout: float = DEFAULTS["hook_timeout"]
+    slack_timeout: float = DEFAULTS["slack_timeout"]
 
     @property
     def is_production(self) -> bool:
@@ -110,6 +119,19 @@ def _choice(config: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> st
     if value not in allowed:
         raise ConfigError(f"config pgshift.{key}={value!r} is not one of: {', '.join(allowed)}")
     return value
+
+
+def _command(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """An argument list (never run through a shell); a string is split like a shell would, no more."""
+    value = config.get(key, DEFAULTS[key])
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise ConfigError(f"config pgshift.{key}={value!r} cannot be split into arguments: {exc}") from None
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config pgshift.{key} must be a list of strings, e.g. [\"./bin/drain\", \"--on\"]")
+    return tuple(value)
 
 
 def load(root: Path, config: Mapping[str, Any] | None = None,
@@ -161,4 +183,8 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         backup_format=_choice(config, "backup_format", ("custom", "plain")),
         backup_keep_count=int(_number(config, "backup_keep_count")),
         backup_keep_days=_number(config, "backup_keep_days"),
+        maintenance_on_hook=_command(config, "maintenance_on_hook"),
+        maintenance_off_hook=_command(config, "maintenance_off_hook"),
+        hook_timeout=_number(config, "hook_timeout"),
+        slack_timeout=_number(config, "slack_timeout"),
     )

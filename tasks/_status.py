@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pgshift.settings import Settings
-from pgshift.status import Drift
+from typing import TYPE_CHECKING, Any
+
 from tasks._cli import emit_json, finish, out, table
+
+if TYPE_CHECKING:  # pgshift.status imports psycopg: inv --list must not
+    from pgshift.settings import Settings
+    from pgshift.status import Drift
 
 
 def show(settings: Settings, as_json: bool, drift: bool = False) -> None:
@@ -23,6 +27,7 @@ def show(settings: Settings, as_json: bool, drift: bool = False) -> None:
             out(table(["migration", "state", "applied at", "took", "note"], rows))
         if status.drift is not None:
             _show_drift(status.drift)
+        _show_deploy(status.extra)
         out(status.summary())
     finish(status.exit_code)
 
@@ -36,3 +41,16 @@ def _show_drift(drift: Drift) -> None:
     marks = {"unexpected": "+", "missing": "-", "changed": "~"}
     for item in drift.items:
         out(f"  {marks.get(item.change, '?')} {item.describe()}")
+
+
+def _show_deploy(extra: dict[str, Any]) -> None:
+    """The last deploy and the maintenance flag (only when on), from ``Status.extra``."""
+    last = extra.get("last_deploy")
+    if last:
+        dead = " (its process died: the next deploy finishes the job)" if last["died"] else ""
+        out(f"last {last['describe']}{dead}")
+    flag = extra.get("maintenance")
+    if flag and flag["enabled"]:
+        why = (" -- LEFT ON by a deploy that died; the next deploy turns it off, or inv prod.maintenance off"
+               if flag["left_by_crash"] else "")
+        out(f"{flag['describe']}{why}")

@@ -2,8 +2,9 @@
 
 from invoke import Context, task
 
-from tasks import _backup, _status
+from tasks import _backup, _deploy, _prompts, _status
 from tasks._cli import boundary, emit_json, out, settings
+from tasks._optional import OptionalPositionals
 
 
 @task(help={"json": "print one JSON object instead of a table"})
@@ -39,3 +40,53 @@ def cleanup(c: Context, dry_run: bool = False, json: bool = False) -> None:
     out(f"{verb} {len(plan.remove)} backup(s), {_backup.size(plan.freed)}; kept {len(plan.keep)} "
         f"(newest {config.backup_keep_count} per environment, the last {config.backup_keep_days:g} days, "
         "the newest verified)")
+
+
+@task(help={
+    "dry_run": "print the plan (pending SQL, steps, backup) and exit 0 if a deploy would proceed; changes nothing",
+    "yes": "do not ask for the database name",
+    "on_failure": "stop (earlier migrations of the deploy stay) or rollback (run their rollback files)",
+    "json": "print one JSON object instead of text",
+})
+@boundary
+def deploy(c: Context, dry_run: bool = False, yes: bool = False, on_failure: str = "stop",
+           json: bool = False) -> None:
+    """Back up, then apply pending migrations to production."""
+    _deploy.run(settings(c, require="production"), rehearse=False, dry_run=dry_run, yes=yes,
+                on_failure=on_failure, json=json)
+
+
+@task(klass=OptionalPositionals, positional=["action"], optional_positional=("action",), help={
+    "action": "on, off or status (default)",
+    "reason": "why (shown to whoever reads the flag, and on Slack)",
+    "yes": "do not ask before switching",
+    "json": "status as one JSON object",
+})
+@boundary
+def maintenance(c: Context, action: str = "status", reason: str = "", yes: bool = False, json: bool = False) -> None:
+    """Turn maintenance mode on or off, or show it."""
+    from pgshift.deploy import manual
+    from pgshift.errors import Aborted, ConfigError
+
+    config = settings(c, require="production")
+    if action not in ("on", "off", "status"):
+        raise ConfigError(f"unknown action {action!r}; use inv prod.maintenance on, off or status")
+    if action == "status":
+        flag, crashed = manual.state(config)
+        if json:
+            emit_json({**flag.as_json(), "left_by_crash": crashed})
+        else:
+            out(flag.describe() + (" -- LEFT ON by a deploy that died" if crashed else ""))
+        return
+    if not _prompts.confirm(f"turn maintenance {action} for {config.describe_target()}?", yes=yes):
+        raise Aborted(f"maintenance not switched {action}")
+    from pgshift import notify
+
+    slack = notify.Slack.from_settings(config)
+    try:
+        _, warnings = manual.switch(config, action == "on", reason=reason or None, notify=slack, progress=out)
+    finally:
+        if slack is not None:
+            slack.close()
+    for line in warnings:
+        out(f"warning: {line}")

@@ -1,0 +1,188 @@
+"""The deploy plan: what a deploy would do, built without writing anything to the target.
+
+``--dry-run`` prints it and exits 0 when ``proceed`` (non-zero with the reasons otherwise); a real
+deploy builds the same value, asks for confirmation with it, and executes it. Building it reads the
+target over a session set to ``default_transaction_read_only`` by the caller (``workflow.dry_run``), so
+that it writes nothing is enforced by the server, not only by this code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgshift import apply, dump, history, lock, sqltext
+from pgshift.db import Database
+from pgshift.deploy import history as deploys
+from pgshift.deploy import maintenance
+from pgshift.errors import ExitCode, MigrationError
+from pgshift.settings import Settings
+from pgshift.source import Migration
+
+ON_FAILURE = ("stop", "rollback")
+
+
+@dataclass(frozen=True)
+class PlannedMigration:
+    id: str
+    file: str
+    sql: str
+    transactional: bool | None  # None: the file does not parse (a problem says why)
+    rollback_file: str | None
+
+    @property
+    def mode(self) -> str:
+        return {True: "in one transaction", False: "statement by statement (no transaction)",
+                None: "unknown (does not parse)"}[self.transactional]
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    name: str
+    runs: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str            # redacted
+    environment: str
+    database: str
+    pending: list[PlannedMigration]
+    empty: list[str]       # pending files with no statement yet: skipped
+    applied: int           # migrations already applied
+    steps: list[PlannedStep]
+    backup: str | None     # the backup a deploy would take (a name pattern), None when skipped
+    on_failure: str
+    rehearse: bool
+    maintenance: maintenance.Maintenance = maintenance.OFF
+    interrupted: list[deploys.Deploy] = field(default_factory=list)
+    lint: list[str] = field(default_factory=list)       # findings, one line each
+    problems: list[str] = field(default_factory=list)   # why a deploy would not proceed
+    warnings: list[str] = field(default_factory=list)   # worth knowing, not blocking
+
+    @property
+    def proceed(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.proceed else ExitCode.FAILED
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.id for m in self.pending]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "environment": self.environment, "database": self.database,
+            "proceed": self.proceed, "exit_code": int(self.exit_code), "problems": self.problems,
+            "warnings": self.warnings, "applied": self.applied, "on_failure": self.on_failure,
+            "rehearse": self.rehearse, "backup": self.backup, "lint": self.lint, "empty": self.empty,
+            "maintenance": self.maintenance.as_json(),
+            "interrupted_deploys": [d.as_json() for d in self.interrupted],
+            "pending": [{"id": m.id, "file": m.file, "transactional": m.transactional, "mode": m.mode,
+                         "rollback_file": m.rollback_file, "sql": m.sql} for m in self.pending],
+            "steps": [{"name": s.name, "runs": s.runs, "note": s.note} for s in self.steps],
+        }
+
+
+def transactional(m: Migration) -> bool:
+    """Whether ``apply`` runs the migration as one transaction (the same rule it uses)."""
+    forced = m.forced_transactional
+    if forced is not None:
+        return forced
+    return not sqltext.may_need_parse(m.sql) or all(s.transactional for s in sqltext.statements(m.sql, m.path.name))
+
+
+def _plan_migration(m: Migration, problems: list[str]) -> PlannedMigration:
+    try:
+        mode: bool | None = transactional(m)
+    except MigrationError as error:
+        problems.append(str(error))
+        mode = None
+    return PlannedMigration(m.id, m.path.name, m.sql, mode, m.rollback_path.name if m.rollback_path else None)
+
+
+def backup_name(settings: Settings) -> str:
+    ext = dump.FORMATS[settings.backup_format]
+    return str(settings.backups_dir / f"backup_{settings.environment}_<UTC YYYYMMDD_HHMMSS>{ext}")
+
+
+def build(settings: Settings, db: Database, migrations: list[Migration], *, rehearse: bool,
+          on_failure: str = "stop", lint: list[str] | None = None, lint_blocks: bool = False,
+          extra_warnings: list[str] | None = None) -> Plan:
+    """Preflight and plan. Reads the target only."""
+    problems: list[str] = []
+    warnings = list(extra_warnings or [])
+    if on_failure not in ON_FAILURE:
+        problems.append(f"--on-failure={on_failure!r} is not one of: {', '.join(ON_FAILURE)}")
+    records = history.records(db)
+    try:
+        pending = apply.verify(migrations, records)
+    except MigrationError as error:
+        problems.append(str(error))
+        pending = []
+    applied = sum(1 for r in records.values() if r.state == "applied")
+    runnable = [p.migration for p in pending if not p.migration.empty]
+    planned = [_plan_migration(m, problems) for m in runnable]
+    for p in pending:
+        if p.record is not None and p.record.state == "failed":
+            warnings.append(f"{p.migration.id} failed before ({(p.record.error or 'interrupted')[:200]}); "
+                            "this deploy tries it again")
+    if on_failure == "rollback":
+        missing = [m.id for m in planned if m.rollback_file is None]
+        if missing:
+            problems.append(f"--on-failure=rollback needs a rollback file for every pending migration; "
+                            f"{missing[0]}.rollback.sql is missing (write it, or use --on-failure=stop)")
+    if not lock.is_free(db):
+        problems.append(f"another migration holds the lock: {lock.holder(db)}; wait for it to finish, or if "
+                        "that process is gone, end its session with SELECT pg_terminate_backend(pid)")
+    flag = maintenance.state(db)
+    interrupted = deploys.stale(db)
+    for d in interrupted:
+        warnings.append(f"{d.describe()}; the next deploy marks it interrupted and finishes the job")
+    if flag.left_on_by_crash(deploy_running=not lock.is_free(db)):
+        warnings.append(f"{flag.describe()}, left on by a deploy that died; the next deploy turns it off "
+                        "(or now: inv prod.maintenance off)")
+    elif flag.enabled:
+        warnings.append(f"{flag.describe()}; a deploy leaves it on (turn it off with inv prod.maintenance off)")
+    findings = list(lint or [])
+    if findings and lint_blocks:
+        problems.append(f"lint: {len(findings)} finding(s) block the deploy; first: {findings[0]}")
+    nothing = not planned
+    skip_backup = settings.skip_backup or nothing
+    skip_maint = settings.skip_maintenance or nothing
+    steps = [
+        PlannedStep("preflight", True, "configuration, connection, checksums, lock free"
+                    + (", drift" if any(w.startswith("drift") for w in warnings) else "")),
+        PlannedStep("rehearse", rehearse and not nothing,
+                    "apply, roll back and re-apply on a scratch clone of the target; lint and constraints"
+                    if rehearse else "not asked (inv deploy rehearses; prod.deploy does not)"),
+        PlannedStep("lock", True, f"migration lock (wait up to {settings.lock_wait:g}s)"),
+        PlannedStep("backup", not skip_backup,
+                    "nothing to deploy" if nothing else "SKIP_BACKUP is set" if settings.skip_backup
+                    else f"pg_dump, verified: {backup_name(settings)}"),
+        PlannedStep("maintenance on", not skip_maint,
+                    "nothing to deploy" if nothing else "SKIP_MAINTENANCE is set" if settings.skip_maintenance
+                    else f"{maintenance.QUERY} turns true" + (" (+ hook)" if settings.maintenance_on_hook else "")),
+        PlannedStep("apply", not nothing,
+                    f"{len(planned)} migration(s); lock_timeout {settings.lock_timeout:g}s, "
+                    f"{settings.lock_retries} retries, statement_timeout "
+                    + (f"{settings.statement_timeout:g}s" if settings.statement_timeout else "off")
+                    + f"; on failure: {on_failure}"),
+        PlannedStep("verify", not nothing, "status clean: nothing pending, failed or modified"),
+        PlannedStep("maintenance off", not skip_maint or (flag.enabled and flag.deploy_id is not None),
+                    "always, whatever happened" if not skip_maint else "the flag a dead deploy left on"
+                    if flag.enabled and flag.deploy_id is not None else "not turned on"),
+        PlannedStep("notify", bool(settings.slack_webhook_url),
+                    "Slack: start, success or failure" if settings.slack_webhook_url else "no SLACK_WEBHOOK_URL"),
+        PlannedStep("log", True, str(Path(settings.logs_dir) /
+                                     f"migration_{settings.environment}_<UTC YYYYMMDD_HHMMSS>.log")),
+    ]
+    return Plan(target=settings.describe_target(), environment=settings.environment, database=db.url.dbname,
+                pending=planned, empty=[p.migration.id for p in pending if p.migration.empty], applied=applied,
+                steps=steps, backup=None if skip_backup else backup_name(settings), on_failure=on_failure,
+                rehearse=rehearse, maintenance=flag, interrupted=interrupted, lint=findings,
+                problems=problems, warnings=warnings)

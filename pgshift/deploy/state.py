@@ -1,0 +1,67 @@
+"""Where deploys stand: recent history, what is pending, the maintenance flag, an unfinished deploy.
+
+``collect`` feeds ``deploy.status``; ``status_extra`` adds the last deploy and the maintenance flag to
+every ``status`` (two cheap reads, none when the tables do not exist yet). Both only read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pgshift import history, lock, source, target
+from pgshift.db import Database
+from pgshift.deploy import history as deploys
+from pgshift.deploy import maintenance
+from pgshift.settings import Settings
+from pgshift.status import states
+
+
+@dataclass(frozen=True)
+class DeployState:
+    target: str
+    environment: str
+    deploys: list[deploys.Deploy]
+    pending: list[str]
+    maintenance: maintenance.Maintenance
+    maintenance_left_by_crash: bool
+    deploy_running: bool          # a session holds the migration lock now
+    interrupted: list[int]        # deploys still marked running whose process died
+
+    def as_json(self) -> dict[str, Any]:
+        return {"target": self.target, "environment": self.environment, "pending": self.pending,
+                "maintenance": {**self.maintenance.as_json(), "left_by_crash": self.maintenance_left_by_crash},
+                "deploy_running": self.deploy_running, "interrupted": self.interrupted,
+                "deploys": [d.as_json() for d in self.deploys]}
+
+
+def collect(settings: Settings, limit: int = 10) -> DeployState:
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        found = deploys.recent(db, limit)
+        pending = [s.id for s in states(migrations, history.records(db)) if s.state in ("pending", "failed")]
+        flag = maintenance.state(db)
+        running = not lock.is_free(db)
+        stale = [d.id for d in deploys.stale(db)]
+    return DeployState(settings.describe_target(), settings.environment, found, pending, flag,
+                       flag.left_on_by_crash(running), running, stale)
+
+
+def status_extra(db: Database) -> dict[str, Any]:
+    """``last_deploy`` and ``maintenance`` for ``Status.extra``; nothing before the first deploy."""
+    row = db.one("SELECT to_regclass('pgshift.deploys') IS NOT NULL, to_regclass('pgshift.maintenance') IS NOT NULL")
+    if row is None or not (row[0] or row[1]):
+        return {}
+    extra: dict[str, Any] = {}
+    running = not lock.is_free(db)
+    if row[0]:
+        last = deploys.recent(db, 1)
+        if last:
+            d = last[0]
+            dead = d.outcome == "running" and not running
+            extra["last_deploy"] = {**d.as_json(), "describe": d.describe(), "died": dead}
+    if row[1]:
+        flag = maintenance.state(db)
+        extra["maintenance"] = {**flag.as_json(), "left_by_crash": flag.left_on_by_crash(running),
+                                "describe": flag.describe()}
+    return extra
