@@ -80,7 +80,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     """Apply what is pending, write the difference to schema.sql as migration ``name`` and its
     rollback, and apply it (unless ``create_only``). In sync: nothing is written."""
     from pgshift import apply
-    from pgshift.schema import autogen
+    from pgshift.schema import autogen, models_path
 
     if upto:
         raise ConfigError("--to cannot be combined with NAME while schema.sql exists: the new migration is "
@@ -95,5 +95,11 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
             return MigrateResult(generated.migration, before, generated)
         after = apply.apply(db, source.read(settings.migrations_dir), limits(settings), progress=progress)
         remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
+        models = models_path(settings)
+        refreshed = None
+        if models.exists():  # the team uses generated models: keep them in step with the schema
+            from pgshift.schema import generate
+
+            refreshed = generate.write(db, models).path
     done = apply.ApplyResult(before.applied + after.applied, after.empty)
-    return MigrateResult(generated.migration, done, generated, remaining)
+    return MigrateResult(generated.migration, done, generated, remaining, refreshed)

@@ -99,3 +99,16 @@ def reset(c: Context, yes: bool = False) -> None:
     result = schema_reset.reset(loaded, lambda question: _prompts.confirm(question, yes=yes), core.limits(loaded))
     out(f"rebuilt {result.database}: applied {len(result.applied.applied)} migration(s)"
         + (f", seeded from {result.seed.name}" if result.seed else ", no seed file (migrations/seed.sql)"))
+
+
+@task(help={"output": "where to write the models module (default: models.py beside schema.sql)"})
+@boundary
+def generate(c: Context, output: str = "") -> None:
+    """Write typed SQLAlchemy models for the current schema."""
+    from pathlib import Path
+
+    from pgshift.schema import generate as schema_generate
+
+    result = schema_generate.run(settings(c, require="development"), Path(output).resolve() if output else None)
+    out(f"wrote {result.path}: {result.models} model(s) in {result.seconds * 1000:.0f} ms; "
+        f"it imports cleanly ({result.check_seconds * 1000:.0f} ms to import and configure)")
