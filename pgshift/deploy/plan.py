@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pgshift import apply, dump, history, lock, sqltext
+from pgshift.checks import lint
 from pgshift.db import Database
 from pgshift.deploy import history as deploys
 from pgshift.deploy import maintenance
@@ -105,15 +106,22 @@ def _plan_migration(m: Migration, problems: list[str]) -> PlannedMigration:
     return PlannedMigration(m.id, m.path.name, m.sql, mode, m.rollback_path.name if m.rollback_path else None)
 
 
+def _lint(migrations: list[Migration], planned: list[PlannedMigration]) -> list[str]:
+    report = lint.lint(migrations, only={m.id for m in planned})
+    return [f"{f.file}:{f.line} {f.rule}: {f.message}" for f in report.findings]
+
+
 def backup_name(settings: Settings) -> str:
     ext = dump.FORMATS[settings.backup_format]
     return str(settings.backups_dir / f"backup_{settings.environment}_<UTC YYYYMMDD_HHMMSS>{ext}")
 
 
 def build(settings: Settings, db: Database, migrations: list[Migration], *, rehearse: bool,
-          on_failure: str = "stop", lint: list[str] | None = None, lint_blocks: bool = False,
-          extra_warnings: list[str] | None = None) -> Plan:
-    """Preflight and plan. Reads the target only."""
+          on_failure: str = "stop", extra_warnings: list[str] | None = None) -> Plan:
+    """Preflight and plan. Reads the target only.
+
+    Lint findings on the pending migrations block a deploy with rehearsal (``inv deploy``, the
+    strict path) and are warnings for ``prod.deploy``."""
     problems: list[str] = []
     warnings = list(extra_warnings or [])
     if on_failure not in ON_FAILURE:
@@ -148,9 +156,11 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
                         "(or now: inv prod.maintenance off)")
     elif flag.enabled:
         warnings.append(f"{flag.describe()}; a deploy leaves it on (turn it off with inv prod.maintenance off)")
-    findings = list(lint or [])
-    if findings and lint_blocks:
-        problems.append(f"lint: {len(findings)} finding(s) block the deploy; first: {findings[0]}")
+    findings = _lint(migrations, planned) if planned and not problems else []
+    if findings and rehearse:
+        problems.append(f"lint: {len(findings)} unsafe statement(s) block a deploy with testing; first: "
+                        f"{findings[0]}. Fix it, or if it is safe here silence it with a comment "
+                        "-- pgshift: ignore <rule>")
     nothing = not planned
     skip_backup = settings.skip_backup or nothing
     skip_maint = settings.skip_maintenance or nothing

@@ -2,10 +2,12 @@
 
 On the clone (``pgshift.scratch.clone``: a template copy when nobody is connected to the target, a
 ``pg_dump | pg_restore`` otherwise; neither writes to the target) each pending migration is applied
-one by one and timed, over the target's real data; then all are rolled back newest first, each checked
-to restore the schema exactly (``pgshift.snapshot``); then all are applied again, checked to give the
-same schema as the first time. The static checks (lint, constraints) run when they are installed.
-Only a rehearsal that passes lets the deploy touch the target; the clone is always dropped.
+one by one over the target's real data, timed with the locks it took and the tables it rewrote
+(``pgshift.checks.performance.measure``: too slow, or a blocking lock held too long, fails); then all
+are rolled back newest first, each checked to restore the schema exactly (``pgshift.snapshot``); then
+all are applied again, checked to give the same schema as the first time. ``pgshift.checks.constraints``
+inspects the clone before and after: a smell the migrations introduce fails, one already there is
+reported. Only a rehearsal that passes lets the deploy touch the target; the clone is always dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgshift import apply, scratch, snapshot
+from pgshift.checks import constraints, performance
 from pgshift.checks.forward import apply_one
 from pgshift.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -27,9 +30,10 @@ from pgshift.source import Migration
 class Timing:
     id: str
     apply_ms: int
-    transactional: bool
     rollback_ms: int | None = None
     reapply_ms: int | None = None
+    locks: list[str] = field(default_factory=list)    # "ACCESS EXCLUSIVE on public.items for 3 ms (blocks ...)"
+    rewrote: list[str] = field(default_factory=list)  # tables rewritten
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Rehearsal:
     clone_s: float
     timings: list[Timing] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    checks: list[str] = field(default_factory=list)    # one summary line per static check run
+    checks: list[str] = field(default_factory=list)    # findings worth knowing that do not fail it
 
     @property
     def ok(self) -> bool:
@@ -58,11 +62,8 @@ class Rehearsal:
                 "problems": self.problems, "checks": self.checks}
 
 
-Check = Callable[[DatabaseUrl, list[Migration], list[Migration]], "tuple[str, list[str]]"]
-
-
-def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limits: apply.Limits, *,
-        connect_timeout: int = 10, checks: list[Check] | None = None,
+def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limits: apply.Limits,
+        thresholds: performance.Thresholds, *, sequence_limit: float = 0.75, connect_timeout: int = 10,
         progress: Callable[[str], None] | None = None) -> Rehearsal:
     """Rehearse applying ``pending`` (ids, in order) to a clone of ``url``'s database."""
     say = progress or (lambda _m: None)
@@ -73,30 +74,38 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
     with scratch.clone(admin, url.dbname, connect_timeout) as copy, Database.connect(copy, connect_timeout) as db:
         clone_s = time.monotonic() - started
         problems: list[str] = []
-        timings = _walk(db, migrations, todo, limits, problems, say)
-    found: list[str] = []
-    for check in checks or []:
-        line, trouble = check(admin, migrations, todo)
-        found.append(line)
-        problems.extend(trouble)
-    return Rehearsal(url.dbname, clone_s, timings, problems, found)
+        smells_before = {(f.kind, f.table, f.problem) for f in constraints.inspect(db, sequence_limit).findings}
+        timings = _walk(db, migrations, todo, limits, thresholds, problems, say)
+        notes: list[str] = []
+        if not problems:
+            for f in constraints.inspect(db, sequence_limit).findings:
+                if (f.kind, f.table, f.problem) in smells_before:
+                    notes.append(f"constraints (already there): {f.table}: {f.problem}")
+                else:
+                    problems.append(f"constraints: the migrations leave {f.table}: {f.problem}; fix: {f.fix}")
+    return Rehearsal(url.dbname, clone_s, timings, problems, notes)
 
 
 def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limits: apply.Limits,
-          problems: list[str], say: Callable[[str], None]) -> list[Timing]:
-    """Up (timed), down (each checked), up again (checked); records problems, returns the timings."""
+          thresholds: performance.Thresholds, problems: list[str], say: Callable[[str], None]) -> list[Timing]:
+    """Up (measured), down (each checked), up again (checked); records problems, returns the timings."""
     before: list[snapshot.Snapshot] = []
     after: list[snapshot.Snapshot] = []
-    first: list[apply.Applied] = []
+    first: list[performance.Measured] = []
     for m in todo:
         before.append(snapshot.take(db))
-        try:
-            first.append(apply_one(db, migrations, m, limits))
-        except MigrationError as error:
-            problems.append(f"{m.path.name} fails on a copy of the target: {error}")
-            return [Timing(a.id, a.duration_ms, a.transactional) for a in first]
+        measured = performance.measure(db, migrations, [m], limits, thresholds)[0]
+        if measured.state == "not measured":
+            problems.append(f"{m.path.name} fails on a copy of the target: "
+                            f"{measured.problems[0].removeprefix('does not apply: ')}")
+            return [_timing(x) for x in first]
+        first.append(measured)
+        problems.extend(f"{m.path.name} on a copy of the target {p}" for p in measured.problems)
         after.append(snapshot.take(db))
-        say(f"rehearsed {m.id}: {first[-1].duration_ms} ms")
+        locks = ", ".join(f"{lock.mode} on {lock.table}" for lock in measured.locks)
+        say(f"rehearsed {m.id}: {measured.duration_ms} ms; {locks or 'no lock on a table that existed before'}")
+    if problems:
+        return [_timing(x) for x in first]
     down: dict[str, int] = {}
     for k in reversed(range(len(todo))):
         m = todo[k]
@@ -124,4 +133,9 @@ def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limi
             if changed:
                 problems.append(f"{m.path.name} applied again gives a different schema: {'; '.join(changed[:3])}")
                 break
-    return [Timing(a.id, a.duration_ms, a.transactional, down.get(a.id), up.get(a.id)) for a in first]
+    return [_timing(x, down.get(x.id), up.get(x.id)) for x in first]
+
+
+def _timing(m: performance.Measured, down: int | None = None, up: int | None = None) -> Timing:
+    locks = [f"{lock.mode} on {lock.table} for {lock.ms} ms (blocks {lock.blocks})" for lock in m.locks]
+    return Timing(m.id, m.duration_ms or 0, down, up, locks, list(m.rewrote))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pgshift import apply, backups, history, source, target
+from pgshift.checks import suite
 from pgshift.core import limits
 from pgshift.db import Database
 from pgshift.deploy import history as deploys
@@ -224,23 +225,20 @@ def _confirm(run: _Run, planned: Plan, confirm: Confirm | None) -> None:
 
 def _rehearse(run: _Run, planned: Plan) -> rehearsal.Rehearsal:
     run.say("rehearse", f"rehearsing {len(planned.pending)} migration(s) on a clone of {planned.database}")
-    found = rehearsal.run(target.url(run.settings), source.read(run.settings.migrations_dir), planned.ids,
-                          limits(run.settings), connect_timeout=run.settings.connect_timeout,
-                          checks=_checks(), progress=lambda m: run.say("rehearse", m))
+    settings = run.settings
+    found = rehearsal.run(target.url(settings), source.read(settings.migrations_dir), planned.ids, limits(settings),
+                          suite.thresholds(settings), sequence_limit=settings.sequence_limit,
+                          connect_timeout=settings.connect_timeout, progress=lambda m: run.say("rehearse", m))
     for t in found.timings:
         run.log.write("rehearse", f"{t.id}: apply {t.apply_ms} ms, rollback {t.rollback_ms} ms, "
-                      f"re-apply {t.reapply_ms} ms")
+                      f"re-apply {t.reapply_ms} ms; locks: {'; '.join(t.locks) or 'none on existing tables'}; "
+                      f"rewrote: {', '.join(t.rewrote) or 'nothing'}")
     for line in found.checks:
         run.say("rehearse", line)
     run.say("rehearse", found.summary())
     if not found.ok:
         raise RehearsalFailed(f"{found.summary()}; the target was not touched. Log: {run.log.path}")
     return found
-
-
-def _checks() -> list[rehearsal.Check]:
-    """The static checks to run during a rehearsal, from ``pgshift.checks`` when they are installed."""
-    return []
 
 
 def _execute(run: _Run, planned: Plan, rehearsed: bool) -> None:
