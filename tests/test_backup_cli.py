@@ -1,0 +1,172 @@
+"""The backup and rollback tasks as people and pipelines run them: exit codes, one-line errors, the
+no-terminal refusal, the prompt policy, and no password in the process list, output or files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgshift.db import Database
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import Refused
+from tasks import _prompts
+from tests.conftest import INV, ROOT, cli_env
+from tests.test_backup import HEAD, fingerprint, fresh_database, populate, table_locked, wait_for
+
+
+def inv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([INV, *args], cwd=ROOT, text=True, capture_output=True, timeout=120, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert fragment in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def db15(pg15: DatabaseUrl) -> Iterator[DatabaseUrl]:
+    with fresh_database(pg15) as url:
+        yield url
+
+
+@pytest.fixture
+def db18(pg18: DatabaseUrl) -> Iterator[DatabaseUrl]:
+    with fresh_database(pg18) as url:
+        yield url
+
+
+def test_backup_list_and_restore_from_the_command_line(db15: DatabaseUrl, tmp_path: Path, migrations_dir: Path,
+                                                       make_settings: Any) -> None:
+    db_url = db15
+    populate(db_url, migrations_dir, make_settings(db_url))
+    folder = tmp_path / "cli-backups"
+    env = cli_env(db_url, INVOKE_PGSHIFT_BACKUPS_DIR=str(folder))
+    taken = inv("backup", env=env)
+    assert taken.returncode == 0, taken.stderr
+    assert taken.stdout.startswith(f"backed up {db_url.dbname} to {folder}/backup_development_")
+    assert f"migration head {HEAD}" in taken.stdout and taken.stderr == ""  # no progress line without a TTY
+    listed = json.loads(inv("rollback.list", "--json", env=env).stdout)
+    assert [(b["environment"], b["verified"], b["migration_head"]) for b in listed] == [("development", True, HEAD)]
+    table = inv("rollback.list", env=env).stdout
+    assert "migration head" in table and Path(listed[0]["file"]).name in table
+    before = fingerprint(db_url)
+    with Database.connect(db_url) as db:
+        db.execute("DELETE FROM shop.orders")
+
+    production = cli_env(db_url, INVOKE_PGSHIFT_BACKUPS_DIR=str(folder), ENVIRONMENT="production")
+    one_line_error(inv("rollback.restore", Path(listed[0]["file"]).name, env=production), 2,
+                   "was taken from development")
+    one_line_error(inv("rollback.restore", "backup_development_20990101_000000.dump", env=env), 1,
+                   "does not exist; inv rollback.list shows the backups there are")
+    one_line_error(inv("prod.backup", env=env), 2, "prod tasks need ENVIRONMENT=production")
+
+    restored = inv("rollback.restore", Path(listed[0]["file"]).name, env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout.splitlines()[-1] == f"migration head now in place: {HEAD}"
+    assert fingerprint(db_url) == before
+
+
+def test_production_restore_without_a_terminal_refuses_and_names_yes(db18: DatabaseUrl, tmp_path: Path,
+                                                                      migrations_dir: Path,
+                                                                      make_settings: Any) -> None:
+    db_url = db18
+    populate(db_url, migrations_dir, make_settings(db_url))
+    folder = tmp_path / "prod-backups"
+    env = cli_env(db_url, INVOKE_PGSHIFT_BACKUPS_DIR=str(folder), ENVIRONMENT="production")
+    assert inv("prod.backup", env=env).returncode == 0
+    with Database.connect(db_url) as db:
+        db.execute("DELETE FROM shop.orders")
+    before = fingerprint(db_url, schema=False)
+    name = next(folder.glob("backup_production_*.dump")).name
+
+    one_line_error(inv("rollback.restore", name, env=env), 2, "pass --yes")
+    one_line_error(inv("rollback.interactive", env=env), 2, "pass --yes")
+    assert fingerprint(db_url, schema=False) == before
+
+    done = inv("rollback.interactive", "--yes", env=env)  # --yes picks the newest verified backup
+    assert done.returncode == 0, done.stderr
+    assert f"restored {name} into {db_url.dbname}" in done.stdout
+    assert fingerprint(db_url, schema=False) != before
+
+    dry = inv("prod.cleanup", "--dry-run", env=env)
+    assert dry.returncode == 0 and "would remove 0 backup(s)" in dry.stdout
+    assert json.loads(inv("prod.cleanup", "--json", env=env).stdout)["remove"] == []
+
+
+def test_no_password_in_ps_output_or_files(pg15: DatabaseUrl, tmp_path: Path, migrations_dir: Path,
+                                          make_settings: Any) -> None:
+    role, password = f"pgshift_t_{uuid.uuid4().hex[:8]}", f"Pw-{uuid.uuid4().hex}"
+    name = f"pgshift_t_{uuid.uuid4().hex[:12]}"
+    with Database.connect(pg15) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD {admin.literal(password)}; "
+                      f"GRANT pg_read_all_data TO {role}")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        url = pg15.with_dbname(name)
+        populate(url, migrations_dir, make_settings(url))
+        as_role = DatabaseUrl(host="127.0.0.1", port=5432, dbname=name, user=role, password=password)
+        folder = tmp_path / "secret-backups"
+        env = cli_env(as_role, INVOKE_PGSHIFT_BACKUPS_DIR=str(folder), INVOKE_PGSHIFT_LOCK_WAIT="60")
+        assert password in env["DATABASE_URL"]
+        with table_locked(url, "shop.orders"):  # pg_dump waits here, so we can look at it in ps
+            child = subprocess.Popen([INV, "backup"], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            listing: list[str] = []
+
+            def dumping() -> bool:
+                if child.poll() is not None:
+                    pytest.fail(f"inv backup ended early: {child.communicate()}")
+                listing[:] = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True,
+                                            check=True).stdout.splitlines()
+                return any("pg_dump" in line and "--format=custom" in line for line in listing)
+
+            wait_for(dumping, "pg_dump to show in ps")
+            assert not [line for line in listing if password in line]
+            time.sleep(0.2)
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        assert password not in out + err
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert any(p.suffix == ".json" for p in files)
+        assert not [p for p in files if password.encode() in p.read_bytes()]
+    finally:
+        with Database.connect(pg15) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_prompt_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _prompts.confirm_typed("app", yes=True) is True
+    assert _prompts.select("pick", [("a", 1), ("b", 2)], default=2, yes=True) == 2
+    assert _prompts.select("pick", [], default=None) is None
+    monkeypatch.setattr(_prompts, "tty", lambda: False)
+    for ask in (lambda: _prompts.confirm("go?"), lambda: _prompts.confirm_typed("app"),
+                lambda: _prompts.select("pick", [("a", 1)], default=1)):
+        with pytest.raises(Refused, match="no terminal to ask at; pass --yes"):
+            ask()
+
+
+@pytest.mark.parametrize(("typed", "expected"), [("app", True), (" app ", True), ("ap", False), (None, False)])
+def test_typed_confirmation_needs_the_exact_name(typed: str | None, expected: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import questionary
+
+    class Answer:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def ask(self) -> str | None:
+            return typed  # None is what questionary returns on Ctrl-C
+
+    monkeypatch.setattr(_prompts, "tty", lambda: True)
+    monkeypatch.setattr(questionary, "text", Answer)
+    assert _prompts.confirm_typed("app") is expected
