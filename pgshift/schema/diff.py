@@ -23,6 +23,10 @@ Where the library is wrong or unsafe, it is corrected here, each with a test:
   recreated (which rewrites every table using it), unless the new value is used in the same change.
 * An index on a table that already exists is built (and a plain index dropped) ``CONCURRENTLY``,
   so writes go on meanwhile; the core then runs the migration outside a transaction.
+* ``SET NOT NULL`` on an existing table scans it under an exclusive lock: a ``CHECK (c IS NOT NULL)``
+  is added ``NOT VALID`` and validated first (which lets writes go on), so the ``SET NOT NULL``
+  needs no scan, and is dropped after.
+* A recreated enum's columns are recast with the column name unquoted; it is quoted.
 * Statements that destroy data are recognised and carry the reason, for the comment above them.
 """
 
@@ -64,6 +68,7 @@ _DROP_INDEX = re.compile(rf"^drop index if exists (?P<index>{_QNAME});$")
 _SET_DEFAULT = re.compile(rf"^alter table (?P<table>{_QNAME}) alter column (?P<column>{_QI}) "
                           r"(?P<action>set|drop) default\b")
 _CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
+_SET_NOT_NULL = re.compile(rf"^alter table (?P<table>{_QNAME}) alter column (?P<column>{_QI}) set not null;$")
 
 # Type changes that keep every value: anything else is treated as possibly losing data.
 _WIDER = {
@@ -246,7 +251,7 @@ def plan(current: Schema, desired: Schema) -> Plan:
         statements: list[str] = []
         for group in _ordered_changes(_Changes(migration.changes)):
             statements.extend(s for s in group if s and s.strip())
-    changes = [_classify(s, current, desired) for s in _without_overridden_defaults(statements)]
+    changes = [c for s in _without_overridden_defaults(statements) for c in _classify(s, current, desired)]
     used = "\n".join(c.sql for c in changes)
     kept: list[Change] = []
     for enum_key, new_values, statements_for_enum in additions:
@@ -265,7 +270,7 @@ def _recreate_enum_plan(current: Schema, desired: Schema, skip: str) -> Plan:
         migration = _Migration(current.inspected, desired.inspected)
         migration.set_safety(False)
         statements = [s for g in _ordered_changes(_Changes(migration.changes)) for s in g if s and s.strip()]
-    return Plan([_classify(s, current, desired) for s in _without_overridden_defaults(statements)])
+    return Plan([c for s in _without_overridden_defaults(statements) for c in _classify(s, current, desired)])
 
 
 def _without_overridden_defaults(statements: list[str]) -> list[str]:
@@ -306,8 +311,28 @@ def _enum_additions(current: Schema, desired: Schema,
             enum.elements = elements
 
 
-def _classify(statement: str, current: Schema, desired: Schema) -> Change:
+def _classify(statement: str, current: Schema, desired: Schema) -> list[Change]:
     text = statement.strip()
+    if (match := _SET_NOT_NULL.match(text)) and match["table"] in current.inspected.tables:
+        return _not_null_in_steps(match["table"], match["column"])
+    if match := _ENUM_RECAST.match(text):
+        column = match["column"]
+        if not column.startswith('"'):
+            quoted = '"' + column.replace('"', '""') + '"'
+            text = (f"alter table {match['table']} alter column {quoted} type {match['enum']} "
+                    f"using {quoted}::text::{match['enum']};")
+    return [_one(text, current, desired)]
+
+
+def _not_null_in_steps(table: str, column: str) -> list[Change]:
+    name = _q(f"pgshift_{_ident(column)}_not_null"[:63])
+    return [Change(f'alter table {table} add constraint "{name}" check ({column} is not null) not valid;'),
+            Change(f'alter table {table} validate constraint "{name}";'),
+            Change(f"alter table {table} alter column {column} set not null;"),
+            Change(f'alter table {table} drop constraint "{name}";')]
+
+
+def _one(text: str, current: Schema, desired: Schema) -> Change:
     tables_before = current.inspected.tables
     tables_after = desired.inspected.tables
     if match := _DROP_TABLE.match(text):
