@@ -105,14 +105,18 @@ def supervise(children: Sequence[Child], what: str, watch: Callable[[], None] | 
     ``children`` is in pipeline order: when several fail, the last one's complaint is the cause (an
     upstream program then only reports the broken pipe)."""
     culprit: Child | None = None
+    next_watch = time.monotonic() + tick
     try:
-        while not all(c.finished() for c in children):
+        while running := [c for c in children if not c.finished()]:
             failing = [c for c in children if c.finished() and c.proc.returncode != 0]
             if failing:
                 culprit = failing[-1]
                 break
-            time.sleep(tick)
-            if watch is not None:
+            # Wake the moment the last program of the pipeline ends; look at the others every 0.1 s.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                running[-1].proc.wait(0.1)
+            if watch is not None and time.monotonic() >= next_watch:
+                next_watch += tick
                 watch()
     except BaseException:
         for child in children:
