@@ -39,10 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "backup_format": "custom",   # custom (pg_dump -Fc -Z0, .dump) or plain (.sql); see pgshift/dump.py
     "backup_keep_count": 10,     # cleanup keeps the newest N backups of each environment...
     "backup_keep_days": 14.0,    # ...and every backup younger than this many days
-    "maintenance_on_hook": [],   # argument list run when maintenance mode turns on, e.g. ["./bin/drain"]
-    "maintenance_off_hook": [],  # argument list run when it turns off
+    "maintenance_on_hook": "",   # command run when maintenance turns on: a YAML list, or a string split
+    "maintenance_off_hook": "",  # like a shell would (never run by one); "" for none
     "hook_timeout": 30.0,        # seconds a maintenance hook may run
     "slack_timeout": 2.0,        # seconds per Slack post (one retry): a deploy never waits longer
+    "preflight_drift": True,     # deploy preflight checks drift (replays the applied migrations: ~1-2 s)
 }
 
 
@@ -78,6 +79,7 @@ class Settings:
     maintenance_off_hook: tuple[str, ...] = ()
     hook_timeout: float = DEFAULTS["hook_timeout"]
     slack_timeout: float = DEFAULTS["slack_timeout"]
+    preflight_drift: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -119,6 +121,18 @@ def _choice(config: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> st
     if value not in allowed:
         raise ConfigError(f"config pgshift.{key}={value!r} is not one of: {', '.join(allowed)}")
     return value
+
+
+def _yes_no(config: Mapping[str, Any], key: str) -> bool:
+    value = config.get(key, DEFAULTS[key])
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"config pgshift.{key}={value!r} is not a yes/no value; use true or false")
 
 
 def _command(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -187,4 +201,5 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         maintenance_off_hook=_command(config, "maintenance_off_hook"),
         hook_timeout=_number(config, "hook_timeout"),
         slack_timeout=_number(config, "slack_timeout"),
+        preflight_drift=_yes_no(config, "preflight_drift"),
     )

@@ -120,11 +120,11 @@ def _drift_warnings(settings: Settings, db: Database, migrations: list[source.Mi
     return lines
 
 
-def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop", drift: bool = True) -> Plan:
+def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop") -> Plan:
     """The plan, built over a read-only session: the server itself refuses any write."""
     migrations = source.read(settings.migrations_dir)
     warnings: list[str] = []
-    if drift:
+    if settings.preflight_drift:
         with target.connect(settings) as db:  # drift makes its shadow database through this session
             warnings = _drift_warnings(settings, db, migrations)
     with target.connect(settings) as db:
