@@ -26,7 +26,7 @@ from tasks._optional import OptionalPositionals
 @boundary
 def migrate(c: Context, name: str | None = None, create_only: bool = False, to: str = "", empty: bool = False,
             allow_data_loss: bool = False) -> None:
-    """Create a migration (when NAME is given) and apply every pending migration."""
+    """Create a migration (given NAME), then apply all pending ones."""
     from pgshift import core
     from tasks import _prompts
 
@@ -64,14 +64,20 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
                      "into a shadow database; about a second)"})
 @boundary
 def status(c: Context, json: bool = False, drift: bool = False) -> None:
-    """Show the development database's migration status (exit 0 ok, 3 pending, 1 wrong)."""
+    """Migration status of the development database.
+
+    Exit codes: 0 up to date, 3 pending migrations only, 1 anything wrong, 2 usage error.
+    """
     _status.show(settings(c, require="development"), json, drift)
 
 
 @task
 @boundary
 def stop(c: Context) -> None:
-    """Stop the embedded development PostgreSQL server (it keeps running between commands)."""
+    """Stop the embedded development server.
+
+    It starts on first use and keeps running between commands, so each command pays no start-up.
+    """
     from pgshift import embedded
 
     folder = settings(c, require="development").embedded_dir

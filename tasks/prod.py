@@ -10,7 +10,10 @@ from tasks._optional import OptionalPositionals
 @task(help={"json": "print one JSON object instead of a table"})
 @boundary
 def status(c: Context, json: bool = False) -> None:
-    """Show production's migration status (exit 0 ok, 3 pending, 1 wrong)."""
+    """Migration status of production.
+
+    Exit codes: 0 up to date, 3 pending migrations only, 1 anything wrong, 2 usage error.
+    """
     _status.show(settings(c, require="production"), json)
 
 

@@ -9,7 +9,10 @@ from tasks._cli import boundary, settings
 @task(help={"json": "print one JSON object instead of a table"})
 @boundary
 def status(c: Context, json: bool = False) -> None:
-    """Show the migration status of the current ENVIRONMENT's database (exit 0 ok, 3 pending, 1 wrong)."""
+    """Migration status of the current ENVIRONMENT's database.
+
+    Exit codes: 0 up to date, 3 pending migrations only, 1 anything wrong, 2 usage error.
+    """
     _status.show(settings(c), json)
 
 
