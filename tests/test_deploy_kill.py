@@ -1,0 +1,90 @@
+"""kill -9 of ``inv prod.deploy`` at every step boundary, then a plain re-run.
+
+After each kill: no lock is left; a maintenance flag the dead deploy set is still on (the application
+must keep seeing it) but reported as left on by a dead deploy, by ``status`` and ``deploy.status``;
+the re-run reports what it recovered, finishes the job and turns maintenance off; no data is lost and
+every backup listed is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pgshift import backups, history, settings
+from pgshift.db import Database
+from pgshift.dburl import DatabaseUrl
+from pgshift.deploy import history as deploys
+from pgshift.deploy import maintenance
+from tests.conftest import INV, ROOT, cli_env, write_migration
+from tests.test_deploy import M1, M2, PASSWORD, write_set
+
+M3 = "20250105000000_create_audits"
+
+# (failpoint, maintenance left on by the kill, history row written before the kill)
+STEPS = [
+    ("deploy:locked", False, False),
+    ("deploy:started", False, True),
+    ("deploy:backed-up", False, True),
+    ("deploy:maintenance-on", True, True),
+    (f"committed:{M2}", True, True),
+    ("deploy:applied", True, True),
+    ("deploy:verified", True, True),
+    ("deploy:maintenance-off", False, True),
+]
+
+
+def inv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([INV, *args], cwd=ROOT, env=env, text=True, capture_output=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize(("failpoint", "left_on", "recorded"), STEPS, ids=[s[0] for s in STEPS])
+def test_kill_at_each_step_then_rerun_recovers(db_url: DatabaseUrl, tmp_path: Path, migrations_dir: Path,
+                                                failpoint: str, left_on: bool, recorded: bool) -> None:
+    write_set(migrations_dir)
+    write_migration(migrations_dir, M3, "CREATE TABLE audits (id int PRIMARY KEY);\n", "DROP TABLE audits;\n")
+    env = cli_env(replace(db_url, password=PASSWORD), ENVIRONMENT="production",
+                  INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir), INVOKE_PGSHIFT_BACKUPS_DIR=str(tmp_path / "b"),
+                  INVOKE_PGSHIFT_LOGS_DIR=str(tmp_path / "logs"), INVOKE_PGSHIFT_PREFLIGHT_DRIFT="0")
+    assert inv({**env, "ENVIRONMENT": "development"}, "dev.migrate", "--to", M1).returncode == 0
+
+    killed = inv({**env, "PGSHIFT_FAILPOINT": failpoint}, "prod.deploy", "--yes")
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+
+    with Database.connect(db_url) as db:
+        assert db.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == (0,)
+        assert maintenance.state(db).enabled is left_on
+        assert len(deploys.recent(db)) == (1 if recorded else 0)
+    report = json.loads(inv(env, "deploy.status", "--json").stdout)
+    assert report["maintenance"]["left_by_crash"] is left_on
+    assert report["interrupted"] == ([1] if recorded else [])
+    shown = inv(env, "prod.status").stdout
+    assert ("LEFT ON by a deploy that died" in shown) is left_on
+    assert ("(its process died: the next deploy finishes the job)" in shown) is recorded
+    if left_on:
+        plan = inv(env, "prod.deploy", "--dry-run").stdout
+        assert "left on by a deploy that died; the next deploy turns it off" in plan
+
+    rerun = inv(env, "prod.deploy", "--yes")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert ("recovered: deploy #1 interrupted" in rerun.stdout) is recorded
+    assert ("recovered: maintenance ON" in rerun.stdout) is left_on
+
+    with Database.connect(db_url) as db:
+        records = history.records(db)
+        assert [r.id for r in records.values() if r.state == "applied"] == [M1, M2, M3]
+        assert db.one("SELECT count(*) FROM items") == (3,)  # nothing lost
+        assert db.one(maintenance.QUERY) == (False,)
+        rows = {d.id: d.outcome for d in deploys.recent(db)}
+    if recorded:
+        assert rows[1] == "interrupted"
+    assert set(rows.values()) <= {"interrupted", "succeeded"} and ("succeeded" in rows.values()) is (
+        failpoint not in ("deploy:applied", "deploy:verified", "deploy:maintenance-off"))
+    config = replace(settings.load(tmp_path, {"backups_dir": str(tmp_path / "b")}, env={}))
+    assert all(b.state == "verified" for b in backups.list_backups(config))
+    assert inv(env, "prod.status").returncode == 0
