@@ -5,7 +5,7 @@
 * ``empty(admin)`` yields a fresh database made from ``template0``.
 * ``clone(admin, source)`` yields a copy of ``source``: ``CREATE DATABASE ... TEMPLATE`` (with
   ``STRATEGY FILE_COPY`` on PostgreSQL 15+, a few seconds per gigabyte), or, when the server refuses
-  because someone is connected to the source, ``pg_dump | pg_restore``. Neither writes to the source.
+  because someone is connected to the source, ``pg_dump | psql``. Neither writes to the source.
 
 Names are ``pgshift_scratch_<pid>_<random>``, so concurrent runs never collide, and a leftover from a
 killed run is recognisable (``leftovers`` lists them).
@@ -13,6 +13,7 @@ killed run is recognisable (``leftovers`` lists them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -89,38 +90,56 @@ def clone(admin: DatabaseUrl, source: str, connect_timeout: int = 10) -> Iterato
     name = new_name()
     try:
         with Database.connect(admin, connect_timeout) as db:
-            try:
-                _create(db, name, template=source, strategy=True)
-            except SqlFailure as failure:
-                if failure.sqlstate != _IN_USE:
-                    raise
+            version = db.server_version
+            # The server waits 5 s for other sessions to leave a template before it gives up: when
+            # someone is connected, go straight to the dump.
+            busy = db.one("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [source]) != (0,)
+            copied = False
+            if not busy:
+                try:
+                    _create(db, name, template=source, strategy=True)
+                    copied = True
+                except SqlFailure as failure:
+                    if failure.sqlstate != _IN_USE:
+                        raise
+            if not copied:
                 _create(db, name)
-                copied = False
-            else:
-                copied = True
         if not copied:
-            dump_restore(admin.with_dbname(source), admin.with_dbname(name))
+            dump_restore(admin.with_dbname(source), admin.with_dbname(name), version)
         yield admin.with_dbname(name)
     finally:
         drop(admin, name, connect_timeout)
 
 
-def dump_restore(source: DatabaseUrl, into: DatabaseUrl) -> None:
-    """Copy ``source`` into the empty database ``into`` with pg_dump | pg_restore (reads only the source)."""
+def dump_restore(source: DatabaseUrl, into: DatabaseUrl, server_version: int = 0) -> None:
+    """Copy ``source`` into the empty database ``into``: pg_dump | psql, in one transaction; reads only the source.
+
+    The client programs are PostgreSQL 18's; for an older server the one setting they emit that it
+    does not know (``transaction_timeout``, 17+) is left out of the stream."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as restore_err:
+    skip = b"SET transaction_timeout" if server_version and server_version < 170000 else None
+    with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as load_err:
         dumper = subprocess.Popen(
-            [str(pgbin.program("pg_dump")), "--format=custom", "--compress=0", "--no-owner", "--no-acl"],
+            [str(pgbin.program("pg_dump")), "--format=plain", "--no-owner", "--no-acl"],
             env={**base, **source.env()}, stdout=subprocess.PIPE, stderr=dump_err, stdin=subprocess.DEVNULL)
-        assert dumper.stdout is not None
-        restorer = subprocess.run(
-            [str(pgbin.program("pg_restore")), "--no-owner", "--no-acl", "--exit-on-error",
+        loader = subprocess.Popen(
+            [str(pgbin.program("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
              f"--dbname={into.dbname}"],
-            env={**base, **into.env()}, stdin=dumper.stdout, stdout=subprocess.DEVNULL, stderr=restore_err,
-            check=False)
-        dumper.stdout.close()
-        dumped = dumper.wait()
-        for code, err, what in ((dumped, dump_err, "pg_dump"), (restorer.returncode, restore_err, "pg_restore")):
+            env={**base, **into.env()}, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=load_err)
+        assert dumper.stdout is not None and loader.stdin is not None
+        try:
+            for line in dumper.stdout:
+                if skip is None or not line.startswith(skip):
+                    loader.stdin.write(line)
+        except BrokenPipeError:
+            pass  # psql stopped on an error: its stderr says which
+        finally:
+            dumper.stdout.close()
+            with contextlib.suppress(BrokenPipeError):
+                loader.stdin.close()
+        if loader.wait() != 0 and dumper.poll() is None:
+            dumper.kill()
+        for code, err, what in ((dumper.wait(), dump_err, "pg_dump"), (loader.wait(), load_err, "psql")):
             if code != 0:
                 err.seek(0)
                 tail = err.read().decode(errors="replace").strip().splitlines()[-3:] or ["no output"]
