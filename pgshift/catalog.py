@@ -66,6 +66,11 @@ class Backup:
         return self.state == "verified"
 
     @property
+    def restore_command(self) -> str:
+        """The command that puts this backup back, for messages (a bare name is looked up in backups/)."""
+        return f"inv rollback.restore {self.path.name}"
+
+    @property
     def migration_head(self) -> str | None:
         return self.manifest.migration_head if self.manifest else None
 

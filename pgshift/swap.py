@@ -73,7 +73,14 @@ def create_like(db: Database, name: str, info: dict[str, Any]) -> None:
         options.append(f"LOCALE_PROVIDER builtin BUILTIN_LOCALE {lit(locale)}")
     if info["tablespace"] not in (None, "pg_default"):
         options.append(f"TABLESPACE {q(info['tablespace'])}")
-    db.execute(f"CREATE DATABASE {q(name)} " + " ".join(options))
+    try:
+        db.execute(f"CREATE DATABASE {q(name)} " + " ".join(options))
+    except SqlFailure as exc:
+        if exc.sqlstate != "42501":  # insufficient_privilege
+            raise
+        raise ToolError(f"restoring needs to create a database ({exc}): the backup goes into a new database "
+                        "that replaces the old one at the end. Grant it: ALTER ROLE <user> CREATEDB; nothing "
+                        "was changed") from None
 
 
 def copy_extras(db: Database, name: str, info: dict[str, Any]) -> None:

@@ -202,6 +202,7 @@ def test_backup_file_and_manifest(pg18: DatabaseUrl, migrations_dir: Path, make_
         backup = backups.take(settings, reason="pre-deploy", progress=seen.append)
     path = backup.path
     assert path.parent == settings.backups_dir
+    assert backup.restore_command == f"inv rollback.restore {path.name}"
     assert path.name.startswith("backup_development_") and path.suffix == ".dump"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     data = json.loads((path.parent / (path.name + ".json")).read_text())
