@@ -3,7 +3,11 @@ no-terminal refusal, the prompt policy, and no password in the process list, out
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import select
 import subprocess
 import time
 import uuid
@@ -170,3 +174,70 @@ def test_typed_confirmation_needs_the_exact_name(typed: str | None, expected: bo
     monkeypatch.setattr(_prompts, "tty", lambda: True)
     monkeypatch.setattr(questionary, "text", Answer)
     assert _prompts.confirm_typed("app") is expected
+
+
+class Terminal:
+    """``inv`` run at a pseudo-terminal, so questionary really prompts; keys are sent as bytes."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.master, replica = pty.openpty()
+        self.proc = subprocess.Popen([INV, *args], cwd=ROOT, env={**env, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}, stdin=replica,
+                                     stdout=replica, stderr=replica, start_new_session=True)
+        os.close(replica)
+        self.seen = b""
+
+    def expect(self, text: str, limit: float = 30) -> None:
+        deadline = time.monotonic() + limit
+        while text.encode() not in self.seen:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {text!r} at the terminal; it shows: {self.seen[-500:]!r}")
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                with contextlib.suppress(OSError):
+                    self.seen += os.read(self.master, 65536)
+
+    def send(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def finish(self) -> int:
+        code = self.proc.wait(60)
+        with contextlib.suppress(OSError):
+            while select.select([self.master], [], [], 0.2)[0]:
+                chunk = os.read(self.master, 65536)
+                if not chunk:
+                    break
+                self.seen += chunk
+        os.close(self.master)
+        return code
+
+
+def test_interactive_restore_at_a_terminal(db18: DatabaseUrl, tmp_path: Path, migrations_dir: Path,
+                                           make_settings: Any) -> None:
+    populate(db18, migrations_dir, make_settings(db18))
+    env = cli_env(db18, INVOKE_PGSHIFT_BACKUPS_DIR=str(tmp_path / "b"), ENVIRONMENT="production")
+    assert inv("prod.backup", env=env).returncode == 0
+    with Database.connect(db18) as db:
+        db.execute("DELETE FROM shop.orders")
+    before = fingerprint(db18, schema=False)
+
+    ctrl_c = Terminal(["rollback.interactive"], env)
+    ctrl_c.expect("backup to restore")
+    ctrl_c.send("\x03")
+    assert ctrl_c.finish() == 1 and b"no backup picked; nothing was changed" in ctrl_c.seen
+
+    wrong = Terminal(["rollback.interactive"], env)
+    wrong.expect("backup to restore")
+    wrong.send("\r")
+    wrong.expect(f"type the database name ({db18.dbname})")
+    wrong.send("production\r")
+    assert wrong.finish() == 1 and b"restore cancelled; nothing was changed" in wrong.seen
+    assert fingerprint(db18, schema=False) == before
+
+    right = Terminal(["rollback.interactive"], env)
+    right.expect("backup to restore")
+    right.send("\r")
+    right.expect(f"type the database name ({db18.dbname})")
+    right.send(db18.dbname + "\r")
+    assert right.finish() == 0, right.seen[-500:]
+    assert f"migration head now in place: {HEAD}".encode() in right.seen
+    assert fingerprint(db18, schema=False) != before
