@@ -1,6 +1,6 @@
 """Taking a backup, checking one, and listing them.
 
-A backup is complete or absent. pg_dump writes a hidden ``.<name>.<pid>.partial`` created with mode
+A backup is complete or absent. pg_dump writes a hidden ``.<name>.<pid>.<random>.partial`` created with mode
 0600; when it succeeds the file is fsynced, its SHA-256 taken, its table of contents read back, the
 manifest written (temporary name, fsync, rename), and only then is the file renamed to its final name
 and the folder fsynced. A failure or an interruption removes the partial file; a ``kill -9`` leaves a
@@ -10,8 +10,11 @@ hidden partial that no listing shows and ``prod.cleanup`` removes.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
+import itertools
 import os
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,13 +65,14 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
     except OSError as exc:
         raise ToolError(f"cannot create the backups folder {folder}: {exc.strerror}") from None
     taken = datetime.now(UTC).replace(microsecond=0)
-    final = _free_name(folder, settings.environment, taken, dump.FORMATS[fmt])
-    partial = folder / f".{final.name}.{os.getpid()}.partial"
-    meta = manifest_path(final)
     started = time.monotonic()
     finished = False
     try:
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        final, partial = _reserve(folder, settings.environment, taken, dump.FORMATS[fmt])
+    except OSError as exc:
+        raise _write_error(folder, exc) from None
+    meta = manifest_path(final)
+    try:
         dump.dump(url, partial, fmt, server_version, lock_wait=settings.lock_wait, estimate=estimate,
                   progress=progress, connect_timeout=settings.connect_timeout)
         _fsync(partial)
@@ -120,13 +124,24 @@ def verify(path: Path) -> Backup:
     return backup
 
 
-def _free_name(folder: Path, environment: str, taken: datetime, ext: str) -> Path:
+def _reserve(folder: Path, environment: str, taken: datetime, ext: str) -> tuple[Path, Path]:
+    """A final name nobody else uses and our partial file for it (mode 0600).
+
+    Two backups started in the same second must not share a name. Each creates its own partial file
+    first and then looks for another's partial of the same name: whoever sees a rival moves on to
+    the next suffix, so at most one of them keeps any name."""
     base = f"backup_{environment}_{taken.strftime(STAMP)}"
-    candidate, n = folder / f"{base}{ext}", 1
-    while candidate.exists() or manifest_path(candidate).exists():
-        n += 1
-        candidate = folder / f"{base}_{n}{ext}"
-    return candidate
+    for n in itertools.count(1):
+        final = folder / (f"{base}{ext}" if n == 1 else f"{base}_{n}{ext}")
+        if final.exists() or manifest_path(final).exists():
+            continue
+        partial = folder / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.partial"
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        if [p for p in folder.glob(f".{glob.escape(final.name)}.*.partial") if p != partial]:
+            partial.unlink()
+            continue
+        return final, partial
+    raise AssertionError("unreachable")
 
 
 def _digest(path: Path, plain: bool) -> tuple[str, int, int]:

@@ -1,7 +1,7 @@
 """What is in the backups folder: backup files, the manifest beside each, and reading them back.
 
 A backup is ``backup_<environment>_<YYYYMMDD_HHMMSS>.<dump|sql>`` with ``<file>.json`` beside it. Work in
-progress is a hidden ``.<file>.<pid>.partial`` that nothing here lists, and the manifest is written
+progress is a hidden ``.<file>.<pid>.<random>.partial`` that nothing here lists, and the manifest is written
 before the backup file is renamed into place, so a file that lists with a manifest is complete. A
 ``.sql`` or ``.dump`` without a manifest (older scripts made bare ``.sql`` files) lists as unverified.
 """
@@ -19,7 +19,7 @@ from typing import Any
 from pgshift.dump import FORMATS
 
 NAME = re.compile(r"^backup_(?P<env>[a-z0-9-]+)_(?P<ts>\d{8}_\d{6})(?:_\d+)?\.(?P<ext>dump|sql)$")
-PARTIAL = re.compile(r"^\.(?P<file>.+)\.(?P<pid>\d+)\.partial$")
+PARTIAL = re.compile(r"^\.(?P<file>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.partial$")
 STAMP = "%Y%m%d_%H%M%S"
 
 

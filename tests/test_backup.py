@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,19 @@ def test_backup_file_and_manifest(pg18: DatabaseUrl, migrations_dir: Path, make_
     assert any("TABLE DATA shop orders" in line for line in dump.contents(path))
     assert [p for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no temporary files left
     assert all(p.phase == "dump" and p.unit == "bytes" for p in seen)
+
+
+def test_backups_started_together_get_their_own_files(pg18: DatabaseUrl, migrations_dir: Path,
+                                                      make_settings: Any) -> None:
+    with fresh_database(pg18) as url:
+        settings = make_settings(url)
+        populate(url, migrations_dir, settings)
+        with ThreadPoolExecutor(4) as pool:
+            taken = list(pool.map(lambda _: backups.take(settings), range(4)))
+    assert len({b.path for b in taken}) == 4 and all(b.verified for b in taken)
+    assert sorted(b.path for b in backups.list_backups(settings)) == sorted(b.path for b in taken)
+    for backup in taken:
+        backups.verify(backup.path)  # each file matches its own manifest
 
 
 def test_failed_backup_leaves_nothing_and_quotes_pg_dump(db_url: DatabaseUrl, migrations_dir: Path,

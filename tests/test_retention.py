@@ -79,7 +79,7 @@ def test_keep_count_zero_still_keeps_the_newest_verified(tmp_path: Path) -> None
 def test_dry_run_removes_nothing(tmp_path: Path) -> None:
     config = folder_settings(tmp_path, count=1, days=1)
     paths = [make_backup(config.backups_dir, "development", d) for d in (2, 3, 4)]
-    partial = config.backups_dir / ".backup_development_20261101_000000.dump.999999999.partial"
+    partial = config.backups_dir / ".backup_development_20261101_000000.dump.999999999.ab12.partial"
     partial.write_bytes(b"half")
     before = sorted(p.name for p in config.backups_dir.iterdir())
     plan = retention.cleanup(config, dry_run=True, now=NOW)
@@ -91,8 +91,8 @@ def test_dry_run_removes_nothing(tmp_path: Path) -> None:
 
 def test_removes_leftovers_of_killed_backups_but_not_live_ones(tmp_path: Path) -> None:
     config = folder_settings(tmp_path, count=5, days=5)
-    dead = config.backups_dir / ".backup_development_20261101_000000.dump.999999999.partial"
-    live = config.backups_dir / f".backup_development_20261101_000001.dump.{os.getpid()}.partial"
+    dead = config.backups_dir / ".backup_development_20261101_000000.dump.999999999.ab12.partial"
+    live = config.backups_dir / f".backup_development_20261101_000001.dump.{os.getpid()}.cd34.partial"
     orphan = config.backups_dir / "backup_development_20261101_000002.dump.json"
     for path in (dead, live, orphan):
         path.write_text("x")
