@@ -66,12 +66,14 @@ def deploy(c: Context, dry_run: bool = False, yes: bool = False, on_failure: str
     "json": "status as one JSON object",
 })
 @boundary
-def maintenance(c: Context, action: str = "status", reason: str = "", yes: bool = False, json: bool = False) -> None:
+def maintenance(c: Context, action: str | None = None, reason: str = "", yes: bool = False,
+                json: bool = False) -> None:
     """Turn maintenance mode on or off, or show it."""
     from pgshift.deploy import manual
     from pgshift.errors import Aborted, ConfigError
 
     config = settings(c, require="production")
+    action = action or "status"
     if action not in ("on", "off", "status"):
         raise ConfigError(f"unknown action {action!r}; use inv prod.maintenance on, off or status")
     if action == "status":

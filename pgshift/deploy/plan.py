@@ -162,6 +162,8 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
                         f"{findings[0]}. Fix it, or if it is safe here silence it with a comment "
                         "-- pgshift: ignore <rule>")
     nothing = not planned
+    by_hand = flag.enabled and flag.deploy_id is None
+    left_by_dead = flag.enabled and flag.deploy_id is not None
     skip_backup = settings.skip_backup or nothing
     skip_maint = settings.skip_maintenance or nothing
     steps = [
@@ -174,8 +176,9 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
         PlannedStep("backup", not skip_backup,
                     "nothing to deploy" if nothing else "SKIP_BACKUP is set" if settings.skip_backup
                     else f"pg_dump, verified: {backup_name(settings)}"),
-        PlannedStep("maintenance on", not skip_maint,
-                    "nothing to deploy" if nothing else "SKIP_MAINTENANCE is set" if settings.skip_maintenance
+        PlannedStep("maintenance on", not skip_maint and not by_hand,
+                    "nothing to deploy" if nothing else "on already, by hand: left as it is" if by_hand
+                    else "SKIP_MAINTENANCE is set" if settings.skip_maintenance
                     else f"{maintenance.QUERY} turns true" + (" (+ hook)" if settings.maintenance_on_hook else "")),
         PlannedStep("apply", not nothing,
                     f"{len(planned)} migration(s); lock_timeout {settings.lock_timeout:g}s, "
@@ -183,9 +186,9 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
                     + (f"{settings.statement_timeout:g}s" if settings.statement_timeout else "off")
                     + f"; on failure: {on_failure}"),
         PlannedStep("verify", not nothing, "status clean: nothing pending, failed or modified"),
-        PlannedStep("maintenance off", not skip_maint or (flag.enabled and flag.deploy_id is not None),
-                    "always, whatever happened" if not skip_maint else "the flag a dead deploy left on"
-                    if flag.enabled and flag.deploy_id is not None else "not turned on"),
+        PlannedStep("maintenance off", (not skip_maint and not by_hand) or left_by_dead,
+                    "the flag a dead deploy left on" if left_by_dead else "set by hand: it stays on" if by_hand
+                    else "always, whatever happened" if not skip_maint else "not turned on"),
         PlannedStep("notify", bool(settings.slack_webhook_url),
                     "Slack: start, success or failure" if settings.slack_webhook_url else "no SLACK_WEBHOOK_URL"),
         PlannedStep("log", True, str(Path(settings.logs_dir) /

@@ -273,7 +273,9 @@ def _execute(run: _Run, planned: Plan, rehearsed: bool) -> None:
                 _backup(run, db)
             else:
                 run.say("backup", "skipped: SKIP_BACKUP is set")
-            if not settings.skip_maintenance:
+            if flag.enabled and flag.deploy_id is None:
+                run.say("maintenance", "maintenance is on already (by hand): left as it is")
+            elif not settings.skip_maintenance:
                 turned_on = True
                 _maintenance_on(run, db)
             else:
