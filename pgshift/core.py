@@ -80,7 +80,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     """Apply what is pending, write the difference to schema.sql as migration ``name`` and its
     rollback, and apply it (unless ``create_only``). In sync: nothing is written."""
     from pgshift import apply
-    from pgshift.schema import autogen, models_path
+    from pgshift.schema import autogen, models_path, shadow
 
     if upto:
         raise ConfigError("--to cannot be combined with NAME while schema.sql exists: the new migration is "
@@ -92,6 +92,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
         say("comparing the database with schema.sql")
         generated = autogen.generate(settings, db, name, allow_data_loss=allow_data_loss, confirm=confirm)
         if generated.migration is None or create_only:
+            shadow.finish()
             return MigrateResult(generated.migration, before, generated)
         after = apply.apply(db, source.read(settings.migrations_dir), limits(settings), progress=progress)
         remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
@@ -101,5 +102,6 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
             from pgshift.schema import generate
 
             refreshed = generate.write(db, models).path
+    shadow.finish()
     done = apply.ApplyResult(before.applied + after.applied, after.empty)
     return MigrateResult(generated.migration, done, generated, remaining, refreshed)

@@ -16,7 +16,7 @@ from pgshift import source
 from pgshift.db import Database
 from pgshift.errors import Aborted, ConfigError, Refused
 from pgshift.schema import declared_path, diff
-from pgshift.schema.shadow import load, shadow
+from pgshift.schema.shadow import Prepared, Shadow, load
 from pgshift.settings import Settings
 
 Confirm = Callable[[str], bool]
@@ -52,13 +52,17 @@ def generate(settings: Settings, db: Database, name: str, *, allow_data_loss: bo
     check_name(settings.migrations_dir, name)
     path = declared_path(settings)
     declared = source.normalise(path.read_bytes())
-    with shadow(settings, db) as scratch:
+
+    def loaded(scratch: Shadow) -> diff.Schema:
         load(scratch.db, declared, path.name)
-        desired = diff.inspect(scratch.db)
+        return diff.inspect(scratch.db)
+
+    prepared = Prepared(settings, db.url, loaded)  # schema.sql loads while the database is read
     current = diff.inspect(db)
+    desired = prepared.result()
     forward = diff.plan(current, desired)
     if forward.empty:
-        return Generated(None, forward, diff.Plan([]), desired, scratch.where)
+        return Generated(None, forward, diff.Plan([]), desired, prepared.where)
     backward = diff.plan(current=desired, desired=current)
     if forward.data_loss and not allow_data_loss:
         what = "; ".join(str(c.data_loss) for c in forward.data_loss)
@@ -68,7 +72,7 @@ def generate(settings: Settings, db: Database, name: str, *, allow_data_loss: bo
         if not confirm(f"The change loses data: {what}. Write and apply it?"):
             raise Aborted("nothing was written: the change loses data and was not confirmed")
     migration = write(settings.migrations_dir, name, forward, backward)
-    return Generated(migration, forward, backward, desired, scratch.where)
+    return Generated(migration, forward, backward, desired, prepared.where)
 
 
 def remaining(db: Database, desired: diff.Schema) -> diff.Plan:

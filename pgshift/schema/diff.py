@@ -27,6 +27,7 @@ Where the library is wrong or unsafe, it is corrected here, each with a test:
   is added ``NOT VALID`` and validated first (which lets writes go on), so the ``SET NOT NULL``
   needs no scan, and is dropped after.
 * A recreated enum's columns are recast with the column name unquoted; it is quoted.
+* Extension versions are left out: a migration says which extension, the server which version.
 * Statements that destroy data are recognised and carry the reason, for the comment above them.
 """
 
@@ -246,7 +247,7 @@ def plan(current: Schema, desired: Schema) -> Plan:
             if old is not None and getattr(old, "virtual", False) != getattr(column, "virtual", False):
                 column.can_set_expression = old.can_set_expression = False  # drop and re-add instead
     with _enum_additions(current, desired) as additions:
-        migration = _Migration(current.inspected, desired.inspected)
+        migration = _Migration(current.inspected, desired.inspected, ignore_extension_versions=True)
         migration.set_safety(False)
         statements: list[str] = []
         for group in _ordered_changes(_Changes(migration.changes)):
@@ -267,7 +268,7 @@ def _recreate_enum_plan(current: Schema, desired: Schema, skip: str) -> Plan:
     ``skip`` names the enum whose new value the same change uses: ADD VALUE would need its own
     transaction before that use."""
     with _enum_additions(current, desired, disabled=True):
-        migration = _Migration(current.inspected, desired.inspected)
+        migration = _Migration(current.inspected, desired.inspected, ignore_extension_versions=True)
         migration.set_safety(False)
         statements = [s for g in _ordered_changes(_Changes(migration.changes)) for s in g if s and s.strip()]
     return Plan([c for s in _without_overridden_defaults(statements) for c in _classify(s, current, desired)])
@@ -451,6 +452,8 @@ def differences(expected: Schema, actual: Schema) -> list[Difference]:
         before = getattr(expected.inspected, category, {})
         after = getattr(actual.inspected, category, {})
         added, removed, modified, _ = _differences(before, after)
+        if category == "extensions":  # a version is the server's business, not a migration's
+            modified = {}
         found.extend(Difference(kind, unquote(k), "unexpected") for k in added)
         found.extend(Difference(kind, unquote(k), "missing") for k in removed)
         for key in modified:

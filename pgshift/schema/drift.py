@@ -13,7 +13,7 @@ from pgshift import apply, history
 from pgshift.db import Database
 from pgshift.errors import MigrationError
 from pgshift.schema import diff
-from pgshift.schema.shadow import shadow
+from pgshift.schema.shadow import Prepared, Shadow
 from pgshift.settings import Settings
 from pgshift.source import Migration
 from pgshift.status import Drift, DriftItem
@@ -23,13 +23,17 @@ def check(settings: Settings, db: Database, migrations: list[Migration], limits:
     """Replay the applied migrations into a shadow database and compare it with ``db``."""
     records = history.records(db)
     replay = [m for m in migrations if m.id in records and records[m.id].state == "applied"]
-    with shadow(settings, db) as scratch:
+
+    def replayed(scratch: Shadow) -> diff.Schema:
         try:
             apply.apply(scratch.db, replay, limits)
         except MigrationError as error:
             raise MigrationError(f"replaying the applied migrations into a shadow database on {scratch.where} "
                                  f"failed, so drift cannot be checked: {error}") from None
-        expected = diff.inspect(scratch.db)
+        return diff.inspect(scratch.db)
+
+    prepared = Prepared(settings, db.url, replayed)  # the replay runs while the live schema is read
     actual = diff.inspect(db)
+    expected = prepared.result()
     items = [DriftItem(d.kind, d.name, d.change, d.detail) for d in diff.differences(expected, actual)]
-    return Drift(items=items, replayed=len(replay), shadow=scratch.where)
+    return Drift(items=items, replayed=len(replay), shadow=prepared.where)

@@ -4,23 +4,32 @@ A shadow is made on the target's own server (same version, same extensions), wit
 template0`` so nothing a team added to ``template1`` leaks in, and dropped when the block ends. A
 server that will not let the target's user create databases (a hosted one without CREATEDB) or
 connect to the new one gets the shadow on the embedded server instead, and the result says so.
+
+``Prepared`` does the shadow's work on a thread of its own (with its own connections), so the caller
+reads the target's schema meanwhile; the shadow is dropped on that thread afterwards, while the
+caller goes on. ``finish`` waits for such drops (the interpreter also waits for them at exit).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pgshift import embedded, sqltext
 from pgshift.db import Database, SqlFailure
+from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ConfigError, PgShiftError
 from pgshift.settings import Settings
 
 PREFIX = "pgshift_shadow_"
 _NO_RIGHT = ("42501",)  # insufficient_privilege
+_PENDING: list[threading.Thread] = []
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,44 @@ def shadow(settings: Settings, beside: Database) -> Iterator[Shadow]:
         _drop(admin, name)
         if owned:
             admin.close()
+
+
+class Prepared(Generic[T]):
+    """``work`` done in a fresh shadow database beside ``url``, on a background thread."""
+
+    def __init__(self, settings: Settings, url: DatabaseUrl, work: Callable[[Shadow], T]) -> None:
+        self.where = ""
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(settings, url, work), name="pgshift-shadow")
+        self._thread.start()
+        _PENDING.append(self._thread)
+
+    def _run(self, settings: Settings, url: DatabaseUrl, work: Callable[[Shadow], T]) -> None:
+        try:
+            with Database.connect(url, settings.connect_timeout) as beside, shadow(settings, beside) as scratch:
+                self.where = scratch.where
+                self._value = work(scratch)
+                self._ready.set()  # the caller goes on; the shadow is dropped as the block ends
+        except BaseException as error:  # handed to the caller by result(), raised there
+            if not self._ready.is_set():
+                self._error = error
+        finally:
+            self._ready.set()
+
+    def result(self) -> T:
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+def finish() -> None:
+    """Wait until every shadow database started here has been dropped."""
+    while _PENDING:
+        _PENDING.pop().join()
 
 
 def _try_create(admin: Database, name: str) -> bool:
