@@ -145,14 +145,21 @@ def _reserve(folder: Path, environment: str, taken: datetime, ext: str) -> tuple
 
 
 def _digest(path: Path, plain: bool) -> tuple[str, int, int]:
-    """SHA-256, size, and (for plain SQL) the number of ``-- Name:`` object headers."""
-    sha, size, headers = hashlib.sha256(), 0, 0
+    """SHA-256, size, and (for plain SQL) the number of ``-- Name:`` object headers.
+
+    A plain dump made with ``pg_dump --create`` switches databases with ``\\connect``: restored, it
+    would write somewhere other than the scratch database, so it is refused here, in the same read."""
+    sha, size, headers, tail = hashlib.sha256(), 0, 0, b""
     with path.open("rb") as handle:
         while chunk := handle.read(_READ):
             sha.update(chunk)
             size += len(chunk)
             if plain:
                 headers += chunk.count(b"\n-- Name: ")
+                if b"\n\\connect " in tail + chunk:
+                    raise BackupInvalid(f"{path.name} was made with pg_dump --create (it switches databases "
+                                        "with \\connect); make it again without --create")
+                tail = chunk[-16:]
     return sha.hexdigest(), size, headers
 
 

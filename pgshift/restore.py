@@ -36,7 +36,8 @@ class RestorePlan:
     def describe(self) -> str:
         head = self.backup.migration_head or "no migrations"
         return (f"restore {self.backup.path.name} (taken {self.backup.taken_at:%Y-%m-%d %H:%M:%S} UTC, "
-                f"{self.backup.environment}, head {head}) over database {self.database} on {self.target}")
+                f"{self.backup.environment}, head {head}) over database {self.database} on {self.target}; "
+                "other sessions on it will be ended")
 
 
 @dataclass(frozen=True)

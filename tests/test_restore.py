@@ -69,6 +69,13 @@ def plain_cut_short(path: Path) -> str:
     return bad.name
 
 
+def plain_with_create(path: Path) -> str:
+    bad = path.with_name("backup_development_20240101_000000.sql")
+    bad.write_text("--\n-- PostgreSQL database dump\n--\n\nCREATE DATABASE other;\n\\connect other\n\n"
+                   "CREATE TABLE t (id int);\n\n--\n-- PostgreSQL database dump complete\n--\n")
+    return bad.name
+
+
 def manifest_unreadable(path: Path) -> str:
     path.with_name(path.name + ".json").write_text("{ not json")
     return path.name
@@ -103,6 +110,7 @@ BAD: dict[str, tuple[Callable[[Path], str], str]] = {
     "checksum": (checksum_differs, "does not match its manifest's checksum"),
     "corrupt": (corrupt_without_manifest, "is not a readable backup archive"),
     "plain-cut-short": (plain_cut_short, "is cut short"),
+    "plain-with-create": (plain_with_create, "was made with pg_dump --create"),
     "manifest-unreadable": (manifest_unreadable, ".json is unreadable"),
     "missing": (missing, "does not exist"),
     "outside": (outside, "is outside the backups folder"),
