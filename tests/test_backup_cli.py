@@ -181,8 +181,10 @@ class Terminal:
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.master, replica = pty.openpty()
-        self.proc = subprocess.Popen([INV, *args], cwd=ROOT, env={**env, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}, stdin=replica,
-                                     stdout=replica, stderr=replica, start_new_session=True)
+        # No cursor-position requests: nobody answers them here, and prompt_toolkit would wait for one.
+        terminal_env = {**env, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+        self.proc = subprocess.Popen([INV, *args], cwd=ROOT, env=terminal_env, stdin=replica, stdout=replica,
+                                     stderr=replica, start_new_session=True)
         os.close(replica)
         self.seen = b""
 
