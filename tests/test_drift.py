@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pgshift import core
+from pgshift import core, target
 from pgshift.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ExitCode
@@ -105,3 +106,17 @@ def test_status_cli_has_a_drift_field_and_exit_code(migrated: Any, db_url: Datab
     shown = subprocess.run([INV, "dev.status", "--drift"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=60)
     assert "+ column public.posts.draft: exists, but no migration made it (boolean)" in shown.stdout
+
+
+def test_a_shadow_left_by_a_killed_process_is_dropped_by_the_next(migrated: Any, server: DatabaseUrl) -> None:
+    dead, live = "pgshift_shadow_999999999_left", f"pgshift_shadow_{os.getpid()}_mine"
+    for name in (dead, live):
+        target.create_database(server, name)
+    try:
+        core.status(migrated, drift=True)
+        with Database.connect(server) as admin:
+            left = {r[0] for r in admin.rows("SELECT datname FROM pg_database WHERE datname LIKE 'pgshift_shadow_%'")}
+        assert dead not in left and live in left
+    finally:
+        for name in (dead, live):
+            target.drop_database(server, name)

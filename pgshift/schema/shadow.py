@@ -8,6 +8,9 @@ connect to the new one gets the shadow on the embedded server instead, and the r
 ``Prepared`` does the shadow's work on a thread of its own (with its own connections), so the caller
 reads the target's schema meanwhile; the shadow is dropped on that thread afterwards, while the
 caller goes on. ``finish`` waits for such drops (the interpreter also waits for them at exit).
+
+A shadow is named ``pgshift_shadow_<pid>_<random>``. One left behind by a killed process on this
+machine (a local server, and no process with that pid any more) is dropped by the next shadow made.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def shadow(settings: Settings, beside: Database) -> Iterator[Shadow]:
     """A fresh empty database on ``beside``'s server (or the embedded one), dropped afterwards."""
     name = f"{PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin, where, owned = beside, "the target's server", False
+    if beside.url.is_local():
+        sweep(beside)
     created = _try_create(admin, name)
     db = _try_connect(admin, name) if created else None
     if db is None:
@@ -99,6 +104,31 @@ def finish() -> None:
     """Wait until every shadow database started here has been dropped."""
     while _PENDING:
         _PENDING.pop().join()
+
+
+def sweep(admin: Database) -> list[str]:
+    """Drop the shadows of processes of this machine that are gone; returns their names."""
+    gone = []
+    for (name,) in admin.rows(
+            "SELECT d.datname FROM pg_database d WHERE d.datname LIKE %s "
+            "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)",  # a live one is in use
+            [PREFIX.replace("_", "\\_") + "%"]):
+        pid = name[len(PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with suppress(PgShiftError):  # no FORCE: if anyone connected meanwhile, it stays
+                admin.execute(f"DROP DATABASE IF EXISTS {admin.identifier(name)}")
+                gone.append(name)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _try_create(admin: Database, name: str) -> bool:
