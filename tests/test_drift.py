@@ -18,6 +18,7 @@ from pgshift.status import DriftItem
 from tests.conftest import INV, ROOT, cli_env, write_migration
 
 SCHEMA = """
+CREATE EXTENSION IF NOT EXISTS citext;  -- 1.6 on PostgreSQL 15, 1.8 on 18: a version is not drift
 CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text NOT NULL);
 CREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint REFERENCES users (id), body text);
 CREATE INDEX posts_user_id_idx ON posts (user_id);
