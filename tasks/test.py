@@ -45,8 +45,8 @@ def _show(name: str, report: Report) -> None:
     elif isinstance(report, PerformanceReport):
         if report.fill is not None:
             fill = report.fill
-            out(f"generated {fill.rows:,} rows in {fill.seconds:.1f}s ({fill.rows_per_second:,.0f} rows/s; largest "
-                f"table {fill.largest:,}) on the schema up to {report.base or 'nothing'}")
+            out(f"generated {fill.rows:,} rows in {fill.seconds:.1f}s ({fill.rows_per_second:,.0f} rows/s with indexes"
+                f"; largest table {fill.largest:,}) on the schema up to {report.base or 'nothing'}")
             for t in fill.tables:
                 if t.note:
                     out(f"  {t.table}: {t.note}")

@@ -106,8 +106,9 @@ class TableFill:
 @dataclass(frozen=True)
 class FillReport:
     tables: list[TableFill]
-    seconds: float           # generating and inserting (ANALYZE excluded)
+    seconds: float           # all of it but ANALYZE: inserting, then rebuilding indexes
     analyze_seconds: float
+    index_seconds: float = 0.0  # the part of ``seconds`` spent rebuilding the indexes set aside
 
     @property
     def rows(self) -> int:
@@ -123,7 +124,14 @@ class FillReport:
 
     def as_json(self) -> dict[str, Any]:
         return {"rows": self.rows, "seconds": round(self.seconds, 3), "rows_per_second": round(self.rows_per_second),
-                "analyze_seconds": round(self.analyze_seconds, 3), "tables": [asdict(t) for t in self.tables]}
+                "index_seconds": round(self.index_seconds, 3), "analyze_seconds": round(self.analyze_seconds, 3),
+                "tables": [asdict(t) for t in self.tables]}
+
+    @property
+    def insert_rows_per_second(self) -> float:
+        """The rate of the inserts alone, index rebuilding left out."""
+        inserting = self.seconds - self.index_seconds
+        return self.rows / inserting if inserting > 0 else 0.0
 
 
 def _q(db: Database, name: str) -> str:
@@ -203,8 +211,10 @@ def _value(col: _Column, position: int) -> tuple[str | None, int | None]:
         return f"lpad(to_hex(g), {length}, '0')", 16 ** length - 1
     if base == "uuid":
         return "lpad(to_hex(g), 32, '0')::uuid", None
-    if base in ("timestamptz", "timestamp"):
-        return f"(timestamptz '2020-01-01 00:00:00+00' + g * interval '1 second' + interval '{position} days')", None
+    if base == "timestamptz":  # 2020-01-01 UTC + g seconds + a day per column position
+        return f"to_timestamp(g + {1577836800 + position * 86400})", None
+    if base == "timestamp":
+        return f"(to_timestamp(g + {1577836800 + position * 86400}) AT TIME ZONE 'UTC')", None
     if base == "date":
         return f"(date '2000-01-01' + (g % 2000000)::int + {position})", 1999999
     if base in ("time", "timetz"):
@@ -359,17 +369,19 @@ def fill(db: Database, rows: int, workers: int = 0) -> FillReport:
         for table in tables:
             _reset_sequences(db, table)
     finally:
+        indexing = time.monotonic()
         try:
             _put_back(db, pool, aside, [t.name for t in tables if t.oid not in nonempty])
         finally:
             pool.close()
+    index_seconds = time.monotonic() - indexing
     seconds = time.monotonic() - started
     changed = snapshot.diff(before, snapshot.take(db))
     if changed:
         raise MigrationError(f"generating data changed the schema, which must not happen: {changed[0]}")
     t0 = time.monotonic()
     db.execute("ANALYZE")
-    return FillReport(sorted(results, key=lambda r: r.table), seconds, time.monotonic() - t0)
+    return FillReport(sorted(results, key=lambda r: r.table), seconds, time.monotonic() - t0, index_seconds)
 
 
 def _chunks(template: str, rows: int, workers: int, smallest: int = 200_000) -> list[str]:
@@ -428,11 +440,13 @@ class _Pool:
 
 
 _ASIDE = """
-SELECT 'con', co.conrelid::regclass::text, co.conname, pg_get_constraintdef(co.oid)
-FROM pg_constraint co WHERE co.contype IN ('p', 'u', 'x') AND co.conrelid = ANY(%(t)s)
+SELECT co.contype::text, co.conrelid::regclass::text, co.conname, ic.relname, pg_get_indexdef(co.conindid)
+FROM pg_constraint co JOIN pg_index i ON i.indexrelid = co.conindid JOIN pg_class ic ON ic.oid = co.conindid
+WHERE co.contype IN ('p', 'u') AND co.conrelid = ANY(%(t)s) AND NOT co.condeferrable
+AND i.indnkeyatts = i.indnatts
 AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = co.conindid)
 UNION ALL
-SELECT 'idx', i.indrelid::regclass::text, c.relname, pg_get_indexdef(i.indexrelid)
+SELECT 'idx', i.indrelid::regclass::text, c.relname, c.relname, pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE i.indrelid = ANY(%(t)s) AND NOT EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conindid = i.indexrelid
                                               AND co.contype IN ('p', 'u', 'x', 'f'))"""
@@ -442,19 +456,23 @@ SELECT i.indrelid FROM pg_index i WHERE i.indrelid = ANY(%s) AND (i.indiscluster
 UNION SELECT c.oid FROM pg_class c WHERE c.oid = ANY(%s) AND (c.relkind = 'p' OR c.relhassubclass)"""
 
 
-def _set_aside(db: Database, oids: list[int]) -> list[tuple[str, str, str, str]]:
+Aside = tuple[str, str, str, str, str]  # kind (p, u or idx), table, constraint or index name, index name, index def
+
+
+def _set_aside(db: Database, oids: list[int]) -> list[Aside]:
     """Drop the indexes (and the unique and primary keys no foreign key needs) of the tables to fill.
 
-    Returns what was dropped: (kind, table, name, definition). Keys a foreign key references stay,
-    and with them the foreign keys, so nothing has to be validated again afterwards."""
+    Returns what was dropped. Keys a foreign key references stay, and with them the foreign keys, so
+    nothing has to be validated again afterwards; so do deferrable keys and exclusion constraints."""
     keep = {r[0] for r in db.rows(_KEEP, [oids, oids])}
     oids = [o for o in oids if o not in keep]
     if not oids:
         return []
-    found = [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in db.rows(_ASIDE, {"t": oids})]  # type: ignore[arg-type]
-    drops = [f"ALTER TABLE {table} DROP CONSTRAINT {db.identifier(name)}" if kind == "con"
-             else f"DROP INDEX {_schema_of(table)}{db.identifier(name)}"
-             for kind, table, name, _ in sorted(found, key=lambda f: f[0] != "idx")]
+    found: list[Aside] = [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]))
+                          for r in db.rows(_ASIDE, {"t": oids})]  # type: ignore[arg-type]
+    drops = [f"DROP INDEX {_schema_of(table)}{db.identifier(name)}" if kind == "idx"
+             else f"ALTER TABLE {table} DROP CONSTRAINT {db.identifier(name)}"
+             for kind, table, name, _, _ in found]
     if drops:
         db.execute("BEGIN; " + "; ".join(drops) + "; COMMIT")
     return found
@@ -466,21 +484,24 @@ def _schema_of(table: str) -> str:
     return head + dot if dot and (not table.startswith('"') or '".' in table) else ""
 
 
-def _put_back(db: Database, pool: _Pool, aside: list[tuple[str, str, str, str]], tables: list[str]) -> None:
-    """Re-create what ``_set_aside`` dropped, as it was, each table's on its own connection at once.
+def _put_back(db: Database, pool: _Pool, aside: list[Aside], tables: list[str]) -> None:
+    """Re-create what ``_set_aside`` dropped, as it was: every index at once (each on a connection of
+    its own; builds on one table do not block each other), then the keys on their indexes.
 
-    If the data breaks one, the tables are emptied and everything is put back anyway."""
-    per_table: dict[str, list[str]] = {}
-    for kind, table, name, definition in sorted(aside, key=lambda f: f[0] != "con"):
-        per_table.setdefault(table, []).append(
-            f"ALTER TABLE {table} ADD CONSTRAINT {db.identifier(name)} {definition}" if kind == "con" else definition)
-    scripts = ["BEGIN; " + ";\n".join(group) + "; COMMIT" for group in per_table.values()]
-    failed = [(script, error) for script, (_, _, error) in zip(scripts, pool.run(scripts), strict=True) if error]
+    If the data breaks a unique index, the tables are emptied and everything is put back anyway."""
+    builds = [definition for _, _, _, _, definition in aside]
+    keys = [f"ALTER TABLE {table} ADD CONSTRAINT {db.identifier(name)} "
+            f"{'PRIMARY KEY' if kind == 'p' else 'UNIQUE'} USING INDEX {db.identifier(index)}"
+            for kind, table, name, index, _ in aside if kind != "idx"]
+    failed = [(build, error) for build, (_, _, error) in zip(builds, pool.run(builds), strict=True) if error]
     if failed:
         db.execute("TRUNCATE " + ", ".join(tables))
-        for script, _ in failed:
-            db.execute(script)
-        raise MigrationError(f"generated rows broke a constraint ({failed[0][1]}); the tables were emptied")
+        for build, _ in failed:
+            db.execute(build)
+    if keys:
+        db.execute("BEGIN; " + ";\n".join(keys) + "; COMMIT")
+    if failed:
+        raise MigrationError(f"generated rows broke a unique index ({failed[0][1]}); the tables were emptied")
 
 
 def _reset_sequences(db: Database, table: _Table) -> None:
