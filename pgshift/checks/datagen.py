@@ -264,10 +264,12 @@ def _statement(db: Database, table: _Table, n: int, counts: dict[int, int], name
     """The INSERT for ``n`` rows, or a reason the table cannot be filled."""
     fk_col: dict[int, tuple[int, int]] = {}
     joins: list[str] = []
-    null_cols: set[int] = set()
+    null_cols: dict[int, str] = {}
     for index, (keys, ref, refkeys) in enumerate(table.fks):
         if ref not in filled or ref == table.oid or counts.get(ref, 0) == 0:
-            null_cols.update(keys)
+            why = (f"{names[ref]}, which has no rows" if ref in filled and ref != table.oid
+                   else "its own table or one in a cycle of references, not filled yet")
+            null_cols.update(dict.fromkeys(keys, why))
             continue
         parent_cols = {num: name for num, name in _column_names(db, ref, refkeys)}
         alias = f"p{index}"
@@ -286,7 +288,7 @@ def _statement(db: Database, table: _Table, n: int, counts: dict[int, int], name
             expr = f"p{index}.k{theirs}"
         elif col.num in null_cols:
             if col.notnull:
-                return None, f"column {col.name} references a table that is not filled yet (a cycle or itself)"
+                return None, f"NOT NULL column {col.name} references {null_cols[col.num]}"
             expr = "NULL"
         else:
             listed = _in_list(table, col.name)

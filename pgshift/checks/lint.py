@@ -85,6 +85,8 @@ class LintReport:
         if self.findings:
             first = self.findings[0]
             return f"{len(self.findings)} unsafe statement(s); first: {first.file}:{first.line} {first.rule}"
+        if not self.linted:
+            return "nothing to lint: the target has applied every migration (--every lints them all)"
         silenced = f" ({self.silenced} silenced by comments)" if self.silenced else ""
         return f"{len(self.linted)} migration(s) linted, no unsafe statements{silenced}"
 
