@@ -130,6 +130,8 @@ def test_production_needs_the_environment_and_a_confirmation(
     env = env_for(db_url, tmp_path, migrations_dir)
     wrong = inv(env, "prod.deploy", "--yes")
     assert wrong.returncode == 2 and "need ENVIRONMENT=production" in wrong.stderr
+    usage = inv(env, "deploy", "--dry-run", "--on-failure", "maybe")
+    assert usage.returncode == 2 and usage.stderr == "error: --on-failure=maybe is not one of: stop, rollback\n"
     for task in ("prod.deploy", "deploy"):
         refused = inv({**env, "ENVIRONMENT": "production"}, task)
         assert refused.returncode == 2, refused.stderr

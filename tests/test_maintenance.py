@@ -33,7 +33,8 @@ def stub() -> Iterator[SlackStub]:
 def hook(record: Path, code: int = 0) -> tuple[str, ...]:
     """A hook that appends PGSHIFT_MAINTENANCE to ``record``, then exits with ``code``."""
     script = (f"import os, sys; open({str(record)!r}, 'a').write(os.environ['PGSHIFT_MAINTENANCE'] + '\\n'); "
-              f"sys.stderr.write('cannot drain postgresql://app:{PASSWORD}@db1/app\\n'); sys.exit({code})")
+              f"sys.stderr.write('cannot drain postgresql://app:{PASSWORD}@db1/app as {PASSWORD}\\n'); "
+              f"sys.exit({code})")
     return (sys.executable, "-c", script)
 
 
@@ -85,7 +86,8 @@ def test_a_failing_on_hook_by_hand_turns_the_flag_back_off(db_url: DatabaseUrl, 
                   INVOKE_PGSHIFT_MAINTENANCE_ON_HOOK=shlex.join(hook(record, code=3)))
     done = inv(env, "prod.maintenance", "on", "--yes")
     assert done.returncode == 1 and done.stderr.count("\n") == 1
-    assert "exited with 3: cannot drain postgresql://app:***@db1/app" in done.stderr and PASSWORD not in done.stderr
+    assert "exited with 3: cannot drain postgresql://app:***@db1/app as ***" in done.stderr
+    assert PASSWORD not in done.stderr
     with Database.connect(db_url) as app:
         assert app.one(maintenance.QUERY) == (False,)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -116,10 +117,11 @@ def switch(db: Database, on: bool, *, set_by: str, reason: str | None = None,
     return state(db)
 
 
-def run_hook(argv: tuple[str, ...], on: bool, environment: str, timeout: float) -> str | None:
+def run_hook(argv: tuple[str, ...], on: bool, environment: str, timeout: float,
+             redactor: Callable[[str], str] = redact) -> str | None:
     """Run a maintenance hook; returns what it printed (last line), None when none is configured.
 
-    Raises ToolError (with the tail of its stderr, passwords redacted) when it fails or runs too long."""
+    Raises ToolError (with the tail of its stderr, secrets redacted) when it fails or runs too long."""
     if not argv:
         return None
     env = {**os.environ, "PGSHIFT_MAINTENANCE": "on" if on else "off", "PGSHIFT_ENVIRONMENT": environment}
@@ -134,6 +136,6 @@ def run_hook(argv: tuple[str, ...], on: bool, environment: str, timeout: float) 
                         "make it faster or raise pgshift.hook_timeout") from None
     if done.returncode != 0:
         tail = " / ".join(done.stderr.strip().splitlines()[-3:]) or "no output"
-        raise ToolError(f"maintenance hook {argv[0]!r} exited with {done.returncode}: {redact(tail)}")
+        raise ToolError(f"maintenance hook {argv[0]!r} exited with {done.returncode}: {redactor(tail)}")
     lines = done.stdout.strip().splitlines()
-    return redact(lines[-1]) if lines else ""
+    return redactor(lines[-1]) if lines else ""

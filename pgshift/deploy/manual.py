@@ -9,8 +9,8 @@ from pgshift import lock, target
 from pgshift.deploy import maintenance
 from pgshift.deploy.events import Event, Notify
 from pgshift.deploy.redaction import Redactor
+from pgshift.deploy.run import who
 from pgshift.deploy.runlog import RunLog
-from pgshift.deploy.workflow import who
 from pgshift.errors import PgShiftError
 from pgshift.settings import Settings
 
@@ -28,7 +28,8 @@ def switch(settings: Settings, on: bool, *, reason: str | None = None, notify: N
            progress: Callable[[str], None] | None = None) -> tuple[maintenance.Maintenance, list[str]]:
     """Turn maintenance on or off by hand; returns the new state and any warnings (hook, Slack)."""
     say = progress or (lambda _m: None)
-    log = RunLog(settings.logs_dir, settings.environment, Redactor.for_settings(settings))
+    redactor = Redactor.for_settings(settings)
+    log = RunLog(settings.logs_dir, settings.environment, redactor)
     warnings: list[str] = []
     by = who()
     word = "on" if on else "off"
@@ -41,7 +42,7 @@ def switch(settings: Settings, on: bool, *, reason: str | None = None, notify: N
             say(flag.describe())
             hook = settings.maintenance_on_hook if on else settings.maintenance_off_hook
             try:
-                said = maintenance.run_hook(hook, on, settings.environment, settings.hook_timeout)
+                said = maintenance.run_hook(hook, on, settings.environment, settings.hook_timeout, redactor)
             except PgShiftError as error:
                 if on:  # the application was not told: undo, and fail
                     maintenance.switch(db, False, set_by=by)
