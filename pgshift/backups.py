@@ -1,9 +1,9 @@
 """Taking a backup, checking one, and listing them.
 
-A backup is complete or absent. pg_dump writes a hidden ``.<name>.<pid>.<random>.partial`` created with mode
-0600; when it succeeds the file is fsynced, its SHA-256 taken, its table of contents read back, the
-manifest written (temporary name, fsync, rename), and only then is the file renamed to its final name
-and the folder fsynced. A failure or an interruption removes the partial file; a ``kill -9`` leaves a
+A backup is complete or absent. pg_dump writes a hidden ``.<name>.<pid>.<random>.partial`` created
+with mode 0600; when it succeeds the file is fsynced while it is read back for its SHA-256 (the two
+overlap), its table of contents is read back, the manifest is written (temporary name, fsync,
+rename), and only then is the file renamed to its final name and the folder fsynced. A failure or an interruption removes the partial file; a ``kill -9`` leaves a
 hidden partial that no listing shows and ``prod.cleanup`` removes.
 """
 
@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import os
 import secrets
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,8 +76,7 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
     try:
         dump.dump(url, partial, fmt, server_version, lock_wait=settings.lock_wait, estimate=estimate,
                   progress=progress, connect_timeout=settings.connect_timeout)
-        _fsync(partial)
-        sha256, size, headers = _digest(partial, plain=fmt == "plain")
+        sha256, size, headers = _synced_digest(partial, plain=fmt == "plain")
         objects = len(dump.contents(partial)) if fmt == "custom" else _plain_complete(partial, headers)
         manifest = Manifest(
             file=final.name, format=fmt, sha256=sha256, size=size, database=url.dbname,
@@ -161,6 +161,26 @@ def _digest(path: Path, plain: bool) -> tuple[str, int, int]:
                                         "with \\connect); make it again without --create")
                 tail = chunk[-16:]
     return sha.hexdigest(), size, headers
+
+
+def _synced_digest(path: Path, plain: bool) -> tuple[str, int, int]:
+    """fsync ``path`` in a thread while reading it back for the checksum: disk and CPU work together."""
+    failure: list[OSError] = []
+
+    def sync() -> None:
+        try:
+            _fsync(path)
+        except OSError as exc:
+            failure.append(exc)
+
+    syncer = threading.Thread(target=sync, daemon=True)
+    syncer.start()
+    try:
+        return _digest(path, plain)
+    finally:
+        syncer.join()
+        if failure:
+            raise failure[0]
 
 
 def _plain_complete(path: Path, headers: int) -> int:

@@ -39,9 +39,21 @@ def env_for(url: DatabaseUrl, connect_timeout: int = 10) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+# Resolved once, here: the hook below runs in the child between fork and exec, where it must not
+# import or load anything (another thread may hold the import lock at the moment of the fork).
+_PRCTL = _prctl()
+
+
+def _die_with_parent() -> None:
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Child:
@@ -56,7 +68,7 @@ class Child:
             self.proc = subprocess.Popen(
                 list(argv), env=env, stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=subprocess.DEVNULL if stdout is None else stdout, stderr=subprocess.PIPE,
-                preexec_fn=_die_with_parent, close_fds=True)
+                preexec_fn=_die_with_parent if _PRCTL is not None else None, close_fds=True)
         except OSError as exc:
             raise ToolError(f"could not start {self.name}: {exc.strerror}") from None
         self._reader = threading.Thread(target=self._drain, daemon=True)

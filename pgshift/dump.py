@@ -93,8 +93,12 @@ def _conninfo(dbname: str) -> str:
 
 def dump(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, lock_wait: float = 0,
          estimate: int | None = None, progress: ProgressFn | None = None, connect_timeout: int = 10) -> None:
-    """pg_dump the database of ``url`` into ``path`` (which the caller created, mode 0600)."""
-    argv = [str(tool("pg_dump", server_version)), f"--format={fmt}", "--no-password", f"--file={path}"]
+    """pg_dump the database of ``url`` into ``path`` (which the caller created, mode 0600).
+
+    ``--no-sync``: the caller fsyncs the file while it reads it back for the checksum, so the two
+    overlap instead of following one another (a second saved per GB)."""
+    argv = [str(tool("pg_dump", server_version)), f"--format={fmt}", "--no-password", "--no-sync",
+            f"--file={path}"]
     if fmt == "custom":
         argv.append("--compress=0")
     if lock_wait > 0:

@@ -10,7 +10,7 @@ Three questions, one set of rules:
 
     confirm("restore over app_dev?", yes=yes)            -> bool
     confirm_typed("app", "type the database name", yes=yes) -> bool (True only if 'app' was typed)
-    select("backup to restore", [("title", value), ...], default=value, yes=yes) -> value | None
+    select("backup", [("title", value), ...], default=value, yes=yes, header=None) -> value | None
 
 questionary is imported inside each function: ``inv --list`` must not pay for it.
 """
@@ -56,8 +56,10 @@ def confirm_typed(expected: str, question: str | None = None, *, yes: bool = Fal
 
 
 def select(question: str, choices: Sequence[tuple[str, T]], default: T | None = None, *,
-           yes: bool = False) -> T | None:
-    """Pick one of ``choices`` (title, value); ``yes`` picks ``default``. None on Ctrl-C."""
+           yes: bool = False, header: str | None = None) -> T | None:
+    """Pick one of ``choices`` (title, value); ``yes`` picks ``default``. None on Ctrl-C.
+
+    ``header`` is shown above the choices, unselectable (column names for titles laid out as a table)."""
     if not choices:
         return None
     if _require_terminal(question, yes):
@@ -66,5 +68,6 @@ def select(question: str, choices: Sequence[tuple[str, T]], default: T | None = 
 
     options = [questionary.Choice(title, value=index) for index, (title, _) in enumerate(choices)]
     start = next((options[i] for i, (_, value) in enumerate(choices) if value == default), None)
-    picked: Any = questionary.select(question, choices=options, default=start).ask()
+    shown: list[Any] = [questionary.Separator(header), *options] if header else list(options)
+    picked: Any = questionary.select(question, choices=shown, default=start).ask()
     return None if picked is None else choices[picked][1]

@@ -66,12 +66,11 @@ def interactive(c: Context, yes: bool = False) -> None:
     if not found:
         out(f"no backups in {config.backups_dir}; make one with inv backup")
         return
-    rows = [_backup.row(b, config) for b in found]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_backup.COLUMNS))]
-    choices = [("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), b.path)
-               for r, b in zip(rows, found, strict=True)]
+    header, _, *lines = table(_backup.COLUMNS, [_backup.row(b, config) for b in found]).splitlines()
+    choices = [(line, b.path) for line, b in zip(lines, found, strict=True)]
     default = next((b.path for b in found if b.verified), None)
-    picked = _prompts.select("backup to restore (newest first)", choices, default, yes=yes)
+    picked = _prompts.select("backup to restore (newest first)", choices, default, yes=yes,
+                             header="  " + header)
     if picked is None:
         raise Aborted("no backup picked; nothing was changed")
     _restore(c, str(picked), confirm_always=True, yes=yes)

@@ -258,8 +258,11 @@ def test_killed_backup_leaves_nothing_valid(pg18: DatabaseUrl, migrations_dir: P
                      "the partial backup file")
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
+            [partial] = list(settings.backups_dir.iterdir())
+            # pg_dump dies with its parent (it would otherwise wait for the lock, then write on).
+            wait_for(lambda: partial.name not in subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True,
+                                                                text=True, check=True).stdout, "pg_dump to end")
         assert backups.list_backups(settings) == []
-        [partial] = list(settings.backups_dir.iterdir())
         plan = retention.cleanup(settings)
         assert plan.leftovers == [partial] and not partial.exists()
 
