@@ -69,6 +69,9 @@ def interactive(c: Context, yes: bool = False) -> None:
     header, _, *lines = table(_backup.COLUMNS, [_backup.row(b, config) for b in found]).splitlines()
     choices = [(line, b.path) for line, b in zip(lines, found, strict=True)]
     default = next((b.path for b in found if b.verified), None)
+    if yes and default is None:
+        raise Aborted("--yes restores the newest verified backup and there is none; name one with "
+                      "inv rollback.restore FILE")
     picked = _prompts.select("backup to restore (newest first)", choices, default, yes=yes,
                              header="  " + header)
     if picked is None:
