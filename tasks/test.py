@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,12 @@ def _show(name: str, report: Report) -> None:
 
 def _transaction(value: bool | None) -> str:
     return "" if value is None else "one transaction" if value else "statement by statement"
+
+
+def _progress(message: str) -> None:
+    """Where a long check says what it is doing: stderr, so stdout stays a table or one JSON object."""
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
 
 
 def _ms(value: int | None) -> str:
@@ -135,7 +142,7 @@ def performance(c: Context, json: bool = False, rows: int = 0) -> None:
     from pgshift.checks import suite
 
     config = settings(c)
-    _single("performance", suite.performance(config, rows or config.perf_rows), json)
+    _single("performance", suite.performance(config, rows or config.perf_rows, progress=_progress), json)
 
 
 @task(help={"json": _JSON, "rows": "rows in the largest tables (default: config large_rows, 10,000,000)"})
@@ -145,7 +152,7 @@ def large_dataset(c: Context, json: bool = False, rows: int = 0) -> None:
     from pgshift.checks import suite
 
     config = settings(c)
-    _single("large-dataset", suite.performance(config, rows or config.large_rows), json)
+    _single("large-dataset", suite.performance(config, rows or config.large_rows, progress=_progress), json)
 
 
 @task(help={"json": _JSON})

@@ -8,7 +8,8 @@ that order). A column whose CHECK is an ``IN`` list cycles through the list. Row
 break a CHECK are filtered out with the CHECK's own expression, so the insert never fails on one.
 
 Foreign keys: parents are filled first (tables in dependency order); a child row ``g`` takes the key of
-parent row ``1 + (g - 1) % parent_rows``, joined by row number, so every reference exists. A
+parent row ``1 + (g - 1) % parent_rows``, computed with the parent's own formula when the parent was
+filled completely, else joined by row number; so every reference exists. A
 reference to the table itself, or within a cycle, is NULL (a NOT NULL one skips the table).
 
 Sizes: ``rows`` for every table that no foreign key references (those tend to be the big ones),
@@ -27,6 +28,7 @@ import os
 import queue
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -260,8 +262,16 @@ def _plan_rows(table: _Table, rows: int, referenced: set[int], counts: dict[int,
 
 
 def _statement(db: Database, table: _Table, n: int, counts: dict[int, int], names: dict[int, str],
-               filled: set[int]) -> tuple[str | None, str | None]:
-    """The INSERT for ``n`` rows, or a reason the table cannot be filled."""
+               filled: set[int], formulas: dict[int, dict[int, str]] | None = None,
+               ) -> tuple[str | None, str | None, dict[int, str]]:
+    """The INSERT for ``n`` rows (or a reason the table cannot be filled), and the formula of each
+    column whose value is a plain function of ``g``.
+
+    A reference to a parent whose keys are such formulas, filled completely, takes the parent's
+    formula at row ``1 + (g - 1) % parent_rows`` (no join); any other reference joins the parent's
+    rows by number."""
+    formulas = formulas or {}
+    direct: dict[int, str] = {}
     fk_col: dict[int, tuple[int, int]] = {}
     joins: list[str] = []
     null_cols: dict[int, str] = {}
@@ -270,6 +280,12 @@ def _statement(db: Database, table: _Table, n: int, counts: dict[int, int], name
             why = (f"{names[ref]}, which has no rows" if ref in filled and ref != table.oid
                    else "its own table or one in a cycle of references, not filled yet")
             null_cols.update(dict.fromkeys(keys, why))
+            continue
+        known = formulas.get(ref, {})
+        if all(k in known for k in refkeys):
+            row = f"(1 + (g - 1) % {counts[ref]})"
+            for mine, theirs in zip(keys, refkeys, strict=True):
+                direct.setdefault(mine, re.sub(r"\bg\b", row, known[theirs]))
             continue
         parent_cols = {num: name for num, name in _column_names(db, ref, refkeys)}
         alias = f"p{index}"
@@ -280,15 +296,18 @@ def _statement(db: Database, table: _Table, n: int, counts: dict[int, int], name
             fk_col.setdefault(mine, (index, theirs))
     select: list[str] = []
     targets: list[str] = []
+    plain: dict[int, str] = {}
     for position, col in enumerate(table.columns):
         if col.generated:
             continue
-        if col.num in fk_col:
+        if col.num in direct:
+            expr = direct[col.num]
+        elif col.num in fk_col:
             index, theirs = fk_col[col.num]
             expr = f"p{index}.k{theirs}"
         elif col.num in null_cols:
             if col.notnull:
-                return None, f"NOT NULL column {col.name} references {null_cols[col.num]}"
+                return None, f"NOT NULL column {col.name} references {null_cols[col.num]}", {}
             expr = "NULL"
         else:
             listed = _in_list(table, col.name)
@@ -298,12 +317,14 @@ def _statement(db: Database, table: _Table, n: int, counts: dict[int, int], name
                 generated, _ = _value(col, position)
                 if generated is not None:
                     expr = generated
+                    if col.typtype != "e" and not col.domain:
+                        plain[col.num] = f"({expr})::{col.type}"
                 elif col.default is not None:
                     expr = col.default
                 elif not col.notnull:
                     expr = "NULL"
                 else:
-                    return None, f"no generator for column {col.name} of type {col.type}"
+                    return None, f"no generator for column {col.name} of type {col.type}", {}
         select.append(f"({expr})::{col.type} AS {_q(db, col.name)}")
         targets.append(_q(db, col.name))
     where = " AND ".join(f"({check}) IS NOT FALSE" for check in table.checks) or "true"
@@ -311,7 +332,7 @@ def _statement(db: Database, table: _Table, n: int, counts: dict[int, int], name
     cols = ", ".join(targets)
     return (f"INSERT INTO {table.name} ({cols}){identity} SELECT {cols} FROM "
             f"(SELECT {', '.join(select)} FROM generate_series(__LO__, __HI__) AS g {' '.join(joins)}) s "
-            f"WHERE {where}"), None
+            f"WHERE {where}"), None, plain
 
 
 def _column_names(db: Database, relid: int, nums: list[int]) -> list[tuple[int, str]]:
@@ -319,7 +340,7 @@ def _column_names(db: Database, relid: int, nums: list[int]) -> list[tuple[int, 
         "SELECT attnum, attname FROM pg_attribute WHERE attrelid = %s AND attnum = ANY(%s)", [relid, nums])]
 
 
-def fill(db: Database, rows: int, workers: int = 0) -> FillReport:
+def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], None] | None = None) -> FillReport:
     """Fill every empty table; ``rows`` in each table that nothing references. Then ANALYZE.
 
     Tables that do not depend on each other are filled at the same time on ``workers`` connections
@@ -332,6 +353,8 @@ def fill(db: Database, rows: int, workers: int = 0) -> FillReport:
     names = {t.oid: t.name for t in tables}
     counts: dict[int, int] = {}
     filled: set[int] = set()
+    formulas: dict[int, dict[int, str]] = {}    # table -> column -> its value as a function of g
+    candidates: dict[int, dict[int, str]] = {}
     results: list[TableFill] = []
     superuser = db.one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == (True,)
     setup = "SET synchronous_commit = off" + ("; SET session_replication_role = replica" if superuser else "")
@@ -348,12 +371,15 @@ def fill(db: Database, rows: int, workers: int = 0) -> FillReport:
                     results.append(TableFill(table.name, 0, counts[table.oid], 0, "had rows already: kept"))
                     continue
                 planned = _plan_rows(table, rows, referenced, counts)
-                sql, reason = _statement(db, table, planned, counts, names, filled)
+                sql, reason, plain = _statement(db, table, planned, counts, names, filled, formulas)
                 if sql is None:
                     counts[table.oid] = 0
                     results.append(TableFill(table.name, planned, 0, 0, f"skipped: {reason}"))
                 else:
                     jobs.append((table, planned, _chunks(sql, planned, workers)))
+                    candidates[table.oid] = plain
+            if progress is not None and jobs:
+                progress("filling " + ", ".join(f"{t.name} ({n:,} rows)" for t, n, _ in jobs))
             outcomes = iter(pool.run([chunk for _, _, chunks in jobs for chunk in chunks]))
             for table, planned, chunks in jobs:
                 done = [next(outcomes) for _ in chunks]
@@ -366,12 +392,16 @@ def fill(db: Database, rows: int, workers: int = 0) -> FillReport:
                     if error is None and made < planned:
                         note = f"{planned - made} generated row(s) broke a CHECK and were left out"
                 counts[table.oid] = made
+                if error is None and made == planned:
+                    formulas[table.oid] = candidates[table.oid]
                 results.append(TableFill(table.name, planned, made, ms, note))
             filled.update(t.oid for t in level)
         for table in tables:
             _reset_sequences(db, table)
     finally:
         indexing = time.monotonic()
+        if progress is not None and aside:
+            progress(f"rebuilding {len(aside)} index(es) set aside while loading")
         try:
             _put_back(db, pool, aside, [t.name for t in tables if t.oid not in nonempty])
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,7 +137,7 @@ def _tables(db: Database) -> dict[int, tuple[str, int]]:
 
 
 def measure(db: Database, migrations: list[Migration], pending: list[Migration], limits: apply.Limits,
-            thresholds: Thresholds) -> list[Measured]:
+            thresholds: Thresholds, progress: Callable[[str], None] | None = None) -> list[Measured]:
     """Apply ``pending`` one by one on ``db`` (on any database: a scratch one or a clone) and measure each."""
     found: list[Measured] = []
     stopped: str | None = None
@@ -144,6 +145,8 @@ def measure(db: Database, migrations: list[Migration], pending: list[Migration],
         if stopped is not None:
             found.append(Measured(m.id, m.path.name, "not measured", problems=[stopped]))
             continue
+        if progress is not None:
+            progress(f"applying {m.path.name}")
         before = _tables(db)
         watch = LockWatch(db.url, db.pid)
         try:
@@ -195,7 +198,7 @@ def split(migrations: list[Migration], applied: set[str]) -> tuple[Migration | N
 
 
 def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits, rows: int,
-        thresholds: Thresholds, applied: set[str]) -> PerformanceReport:
+        thresholds: Thresholds, applied: set[str], progress: Callable[[str], None] | None = None) -> PerformanceReport:
     """Build the schema up to the base on a scratch database, fill it with ``rows``, measure the rest."""
     base, pending = split(migrations, applied)
     with scratch.empty(admin) as url, Database.connect(url) as db:
@@ -206,6 +209,6 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits, r
                 return PerformanceReport(rows, base.id, [], thresholds,
                                          note=f"nothing measured: the migrations up to {base.id} do not apply "
                                               f"(see forward): {error}")
-        fill = datagen.fill(db, rows)
-        measured = measure(db, migrations, pending, limits, thresholds)
+        fill = datagen.fill(db, rows, progress=progress)
+        measured = measure(db, migrations, pending, limits, thresholds, progress)
     return PerformanceReport(rows, base.id if base else None, measured, thresholds, fill)

@@ -72,9 +72,10 @@ def backward(settings: Settings, p: Plan | None = None) -> backward_check.Backwa
     return backward_check.run(p.admin, p.migrations, p.limits)
 
 
-def performance(settings: Settings, rows: int, p: Plan | None = None) -> performance_check.PerformanceReport:
+def performance(settings: Settings, rows: int, p: Plan | None = None,
+                progress: Callable[[str], None] | None = None) -> performance_check.PerformanceReport:
     p = p or plan(settings)
-    return performance_check.run(p.admin, p.migrations, p.limits, rows, thresholds(settings), p.applied)
+    return performance_check.run(p.admin, p.migrations, p.limits, rows, thresholds(settings), p.applied, progress)
 
 
 def constraints(settings: Settings, p: Plan | None = None) -> constraints_check.ConstraintsReport:
