@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pgshift import source
 from pgshift.checks import constraints, lint
@@ -121,3 +122,16 @@ def test_constraints_reports_each_smell_with_its_fix(db_url: DatabaseUrl) -> Non
     assert "has used 88% of its range" in found["sequence", "child"].problem
     assert found["sequence", "child"].fix.startswith("ALTER TABLE child ALTER COLUMN id TYPE bigint;")
     assert not report.ok
+
+
+def test_lint_in_the_suite_knows_the_tables_the_target_has(
+        db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    from pgshift.checks import suite
+
+    write_migration(migrations_dir, "20250101000000_index_legacy", "CREATE INDEX legacy_a ON legacy (a);")
+    assert suite.lint(make_settings(db_url)).ok  # nothing says legacy exists: it is new to these migrations
+    with Database.connect(db_url) as db:
+        db.execute("CREATE TABLE legacy (a int)")  # made by hand, long ago
+    report = suite.lint(make_settings(db_url))
+    assert [(f.file, f.rule) for f in report.findings] == [
+        ("20250101000000_index_legacy.sql", "require-concurrent-index-creation")]

@@ -1,14 +1,15 @@
 """The checks as the command line runs them: from Settings to reports.
 
 Every check runs on scratch databases on the target's server (the embedded one in development
-without a DATABASE_URL). The target itself is only read, and only for which migrations it has
-applied: performance measures the ones it still lacks, and lint checks those (``every`` lints all).
+without a DATABASE_URL). The target itself is only read: which migrations it has applied
+(performance measures the ones it lacks, lint checks those; ``every`` lints all) and which tables it
+has (a table made outside the migrations exists all the same, for lint).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pgshift import apply, core, history, scratch, source, target
@@ -39,22 +40,31 @@ class Plan:
     limits: apply.Limits
     applied: set[str]             # ids the target has applied
     target: str                   # for printing
+    tables: set[str] = field(default_factory=set)  # the target's tables (schema.name), for lint
 
 
 def plan(settings: Settings) -> Plan:
     migrations = source.read(settings.migrations_dir)
     url = target.url(settings)
+    applied, tables = _read_target(url, settings.connect_timeout)
     return Plan(scratch.server_of(url, settings.connect_timeout), migrations, core.limits(settings),
-                _applied(url, settings.connect_timeout), settings.describe_target())
+                applied, settings.describe_target(), tables)
 
 
-def _applied(url: DatabaseUrl, connect_timeout: int) -> set[str]:
-    """The target's applied migrations, read only; a database not created yet has none."""
+_TARGET_TABLES = """
+SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+AND n.nspname NOT LIKE 'pg\\_%'"""
+
+
+def _read_target(url: DatabaseUrl, connect_timeout: int) -> tuple[set[str], set[str]]:
+    """The target's applied migrations and its tables, read only; a database not created yet has none."""
     try:
         with Database.connect(url, connect_timeout) as db:
-            return {r.id for r in history.records(db).values() if r.state == "applied"}
+            applied = {r.id for r in history.records(db).values() if r.state == "applied"}
+            return applied, {str(r[0]) for r in db.rows(_TARGET_TABLES)}
     except DatabaseMissing:
-        return set()
+        return set(), set()
 
 
 def thresholds(settings: Settings) -> performance_check.Thresholds:
@@ -86,7 +96,7 @@ def constraints(settings: Settings, p: Plan | None = None) -> constraints_check.
 def lint(settings: Settings, every: bool = False, p: Plan | None = None) -> lint_check.LintReport:
     p = p or plan(settings)
     only = None if every else {m.id for m in p.migrations if m.id not in p.applied}
-    return lint_check.lint(p.migrations, only)
+    return lint_check.lint(p.migrations, only, existing=set() if every else p.tables)
 
 
 def everything(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, Report]]:
