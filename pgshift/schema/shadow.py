@@ -82,10 +82,19 @@ class Prepared(Generic[T]):
 
     def _run(self, settings: Settings, url: DatabaseUrl, work: Callable[[Shadow], T]) -> None:
         try:
-            with Database.connect(url, settings.connect_timeout) as beside, shadow(settings, beside) as scratch:
+            # CREATE and DROP DATABASE run from the maintenance database when it can be opened: a
+            # DROP from a session in the target would hold a snapshot there, which a concurrent
+            # CREATE INDEX CONCURRENTLY in the target waits for. From the target itself, the drop
+            # is over before the caller goes on.
+            try:
+                beside, apart = Database.connect(url.with_dbname("postgres"), settings.connect_timeout), True
+            except PgShiftError:
+                beside, apart = Database.connect(url, settings.connect_timeout), False
+            with beside, shadow(settings, beside) as scratch:
                 self.where = scratch.where
                 self._value = work(scratch)
-                self._ready.set()  # the caller goes on; the shadow is dropped as the block ends
+                if apart:
+                    self._ready.set()  # the caller goes on; the shadow is dropped as the block ends
         except BaseException as error:  # handed to the caller by result(), raised there
             if not self._ready.is_set():
                 self._error = error
