@@ -95,7 +95,7 @@ def backup(c: Context) -> None:
 @task(help={"yes": "do not ask for confirmation (needed without a terminal)"})
 @boundary
 def reset(c: Context, yes: bool = False) -> None:
-    """Drop and rebuild the development database: migrations, then seed."""
+    """Rebuild the development database and seed it."""
     from pgshift import core
     from pgshift.schema import reset as schema_reset
     from tasks import _prompts
@@ -110,7 +110,7 @@ def reset(c: Context, yes: bool = False) -> None:
 @task(help={"output": "where to write the models module (default: models.py beside schema.sql)"})
 @boundary
 def generate(c: Context, output: str = "") -> None:
-    """Write typed SQLAlchemy models for the current schema."""
+    """Write typed SQLAlchemy models of the schema."""
     from pathlib import Path
 
     from pgshift.schema import generate as schema_generate
