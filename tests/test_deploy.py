@@ -9,6 +9,7 @@ it is released at each timeout rather than when the blocker ends).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -190,7 +191,8 @@ def test_a_failing_rehearsal_never_touches_the_target(
     with Database.connect(db_url) as db:
         after = (snapshot.take(db), history.records(db), db.rows("SELECT * FROM items ORDER BY id"))
         assert not deploys.exists(db) and not maintenance.exists(db)
-        leftovers = db.rows("SELECT datname FROM pg_database WHERE datname LIKE 'pgshift\\_scratch\\_%%'")
+        leftovers = db.rows("SELECT datname FROM pg_database WHERE datname LIKE %s",  # this process's clones
+                            [f"pgshift\\_scratch\\_{os.getpid()}\\_%"])
     assert before == after and leftovers == []
     assert not settings.backups_dir.exists() or not list(settings.backups_dir.iterdir())
     assert stub.received == []

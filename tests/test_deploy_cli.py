@@ -110,8 +110,9 @@ def test_dry_run_refuses_an_edited_migration_and_a_held_lock(
         held = inv(env, "deploy", "--dry-run")
         assert held.returncode == 1
         assert f"a deploy would NOT proceed: another migration holds the lock: pid {holder.pid}" in held.stdout
-        real = inv(env, "deploy", "--yes")
-        assert real.returncode == 1 and f"pid {holder.pid}" in real.stderr and "Traceback" not in real.stderr
+        real = inv({**env, "ENVIRONMENT": "production"}, "prod.deploy", "--yes")  # waits lock_wait (1s), gives up
+        assert real.returncode == 1 and "Traceback" not in real.stderr
+        assert f"another migration holds the lock: pid {holder.pid}" in real.stderr and "waited 1s" in real.stderr
 
     path = migrations_dir / f"{M1}.sql"
     path.write_text(path.read_text() + "-- edited\n")

@@ -117,7 +117,7 @@ def backup_name(settings: Settings) -> str:
 
 
 def build(settings: Settings, db: Database, migrations: list[Migration], *, rehearse: bool,
-          on_failure: str = "stop", extra_warnings: list[str] | None = None) -> Plan:
+          on_failure: str = "stop", dry_run: bool = True, extra_warnings: list[str] | None = None) -> Plan:
     """Preflight and plan. Reads the target only.
 
     Lint findings on the pending migrations block a deploy with rehearsal (``inv deploy``, the
@@ -145,8 +145,12 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
             problems.append(f"--on-failure=rollback needs a rollback file for every pending migration; "
                             f"{missing[0]}.rollback.sql is missing (write it, or use --on-failure=stop)")
     if not lock.is_free(db):
-        problems.append(f"another migration holds the lock: {lock.holder(db)}; wait for it to finish, or if "
-                        "that process is gone, end its session with SELECT pg_terminate_backend(pid)")
+        held = f"another migration holds the lock: {lock.holder(db)}"
+        if dry_run:  # a pipeline asking "would a deploy proceed now?": not while another one runs
+            problems.append(f"{held}; wait for it to finish, or if that process is gone, end its session with "
+                            "SELECT pg_terminate_backend(pid)")
+        else:  # a real deploy waits for it (lock_wait), then gives up naming the holder
+            warnings.append(f"{held}; this deploy waits up to {settings.lock_wait:g}s for it")
     flag = maintenance.state(db)
     interrupted = deploys.stale(db)
     for d in interrupted:

@@ -64,7 +64,7 @@ def _drift_warnings(settings: Settings, db: Database, migrations: list[source.Mi
     return lines
 
 
-def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop") -> Plan:
+def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop", dry_run: bool = True) -> Plan:
     """The plan, built over a read-only session: the server itself refuses any write."""
     if on_failure not in ON_FAILURE:
         raise ConfigError(f"--on-failure={on_failure} is not one of: {', '.join(ON_FAILURE)}")
@@ -75,7 +75,7 @@ def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop") -> Pla
             warnings = _drift_warnings(settings, db, migrations)
     with target.connect(settings) as db:
         db.execute("SET default_transaction_read_only = on")
-        return build(settings, db, migrations, rehearse=rehearse, on_failure=on_failure,
+        return build(settings, db, migrations, rehearse=rehearse, on_failure=on_failure, dry_run=dry_run,
                      extra_warnings=warnings)
 
 
@@ -90,7 +90,7 @@ def deploy(settings: Settings, *, rehearse: bool, on_failure: str = "stop", conf
                   f"lock_timeout={settings.lock_timeout:g}s, statement_timeout={settings.statement_timeout:g}s, "
                   f"lock_wait={settings.lock_wait:g}s, lock_retries={settings.lock_retries}")
         try:
-            planned = plan(settings, rehearse=rehearse, on_failure=on_failure)
+            planned = plan(settings, rehearse=rehearse, on_failure=on_failure, dry_run=False)
         except PgShiftError as error:
             log.write("preflight", f"failed: {error}")
             raise
