@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from invoke import Context, task
 
-from pgshift.errors import ExitCode
+from pgshift.errors import ConfigError, ExitCode
 from tasks._cli import boundary, emit_json, finish, out, settings, table
 
 if TYPE_CHECKING:
@@ -69,6 +69,12 @@ def _transaction(value: bool | None) -> str:
     return "" if value is None else "one transaction" if value else "statement by statement"
 
 
+def _rows(rows: int) -> int:
+    if rows < 0:
+        raise ConfigError(f"--rows {rows} is negative; give a number of rows, e.g. --rows 100000")
+    return rows
+
+
 def _progress(message: str) -> None:
     """Where a long check says what it is doing: stderr, so stdout stays a table or one JSON object."""
     sys.stderr.write(f"{message}\n")
@@ -110,7 +116,7 @@ def all_checks(c: Context, json: bool = False, rows: int = -1) -> None:
 
     config = settings(c)
     reports: list[tuple[str, Report]] = []
-    for name, report in suite.everything(config, None if rows < 0 else rows):
+    for name, report in suite.everything(config, None if rows == -1 else _rows(rows)):
         if not json:
             _show(name, report)
         reports.append((name, report))
@@ -142,7 +148,7 @@ def performance(c: Context, json: bool = False, rows: int = 0) -> None:
     from pgshift.checks import suite
 
     config = settings(c)
-    _single("performance", suite.performance(config, rows or config.perf_rows, progress=_progress), json)
+    _single("performance", suite.performance(config, _rows(rows) or config.perf_rows, progress=_progress), json)
 
 
 @task(help={"json": _JSON, "rows": "rows in the largest tables (default: config large_rows, 10,000,000)"})
@@ -152,7 +158,7 @@ def large_dataset(c: Context, json: bool = False, rows: int = 0) -> None:
     from pgshift.checks import suite
 
     config = settings(c)
-    _single("large-dataset", suite.performance(config, rows or config.large_rows, progress=_progress), json)
+    _single("large-dataset", suite.performance(config, _rows(rows) or config.large_rows, progress=_progress), json)
 
 
 @task(help={"json": _JSON})

@@ -71,6 +71,9 @@ def test_single_check_tasks_print_a_table_and_set_the_exit_code(db_url: Database
     assert "20250103000000_tracking.rollback.sql: after the rollback the schema differs" in done.stdout
     assert "      + column public.users.visits: integer" in done.stdout
     assert done.stdout.rstrip().splitlines()[-1].startswith("FAILED: 1 of 3 rollback(s) fail")
+    done, _ = _inv(db_url, migrations_dir, "test.performance", "--rows=-5")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: --rows -5 is negative; give a number of rows, e.g. --rows 100000\n"
     done, _ = _inv(db_url, migrations_dir, "test.lint", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["checks"]["lint"]["linted"] == [
         "20250101000000_users", "20250102000000_posts", "20250103000000_tracking"]

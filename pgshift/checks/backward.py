@@ -66,8 +66,12 @@ class _Scratch:
         self.db = self._fresh()
 
     def _fresh(self) -> Database:
-        url = self._stack.enter_context(scratch.empty(self.admin))
-        return self._stack.enter_context(Database.connect(url))
+        try:
+            url = self._stack.enter_context(scratch.empty(self.admin))
+            return self._stack.enter_context(Database.connect(url))
+        except BaseException:
+            self._stack.close()  # the database just made is dropped again
+            raise
 
     def rebuild(self, upto: Migration | None) -> None:
         self._stack.close()

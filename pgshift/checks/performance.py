@@ -201,7 +201,7 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits, r
         thresholds: Thresholds, applied: set[str], progress: Callable[[str], None] | None = None) -> PerformanceReport:
     """Build the schema up to the base on a scratch database, fill it with ``rows``, measure the rest."""
     base, pending = split(migrations, applied)
-    with scratch.empty(admin) as url, Database.connect(url) as db:
+    with scratch.empty(admin, durable=True) as url, Database.connect(url) as db:
         if base is not None:
             try:
                 apply.apply(db, migrations, limits, upto=base.id)
