@@ -52,6 +52,8 @@ def migration_lock(db: Database, wait: float) -> Iterator[None]:
         yield
     finally:
         if not db.conn.closed:
+            if db.in_transaction:  # interrupted (Ctrl-C, SIGTERM) inside a migration's transaction
+                db.execute("ROLLBACK")
             db.rows("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, LOCK_ID])
 
 

@@ -8,6 +8,7 @@ every backup listed is complete.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from dataclasses import replace
@@ -23,6 +24,7 @@ from pgshift.deploy import history as deploys
 from pgshift.deploy import maintenance, state
 from tests.conftest import INV, ROOT, cli_env, write_migration
 from tests.test_deploy import M1, M2, PASSWORD, write_set
+from tests.test_notify import SlackStub
 
 M3 = "20250105000000_create_audits"
 
@@ -94,3 +96,42 @@ def test_kill_at_each_step_then_rerun_recovers(db_url: DatabaseUrl, tmp_path: Pa
     assert set(rows.values()) <= {"interrupted", "succeeded"} and ("succeeded" in rows.values()) is (
         failpoint not in ("deploy:applied", "deploy:verified", "deploy:maintenance-off"))
     assert all(b.state == "verified" for b in backups.list_backups(config))
+
+
+def test_sigterm_mid_migration_cancels_it_and_cleans_up(db_url: DatabaseUrl, tmp_path: Path,
+                                                         migrations_dir: Path) -> None:
+    """A cancelled CI job sends SIGTERM: the deploy ends like Ctrl-C, not like kill -9."""
+    stub = SlackStub()
+    write_set(migrations_dir)
+    gated = "20250106000000_gated"
+    write_migration(migrations_dir, gated, "ALTER TABLE items ADD COLUMN gated int;\n"
+                    "SELECT pg_advisory_xact_lock_shared(7777, 1);\n", "ALTER TABLE items DROP COLUMN gated;\n")
+    env = cli_env(replace(db_url, password=PASSWORD), ENVIRONMENT="production", SKIP_BACKUP="1",
+                  SLACK_WEBHOOK_URL=stub.url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir),
+                  INVOKE_PGSHIFT_LOGS_DIR=str(tmp_path / "logs"), INVOKE_PGSHIFT_PREFLIGHT_DRIFT="0")
+    try:
+        with Database.connect(db_url) as gate:
+            gate.execute("SELECT pg_advisory_lock(7777, 1)")
+            process = subprocess.Popen([INV, "prod.deploy", "--yes"], cwd=ROOT, env=env, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while gate.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 "
+                           "AND classid = 7777 AND NOT granted") == (0,):
+                assert process.poll() is None and time.monotonic() < deadline, "the deploy never reached the gate"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=60)
+    finally:
+        stub.close()
+    assert process.returncode == 130 and stderr == "aborted\n", stdout + stderr
+    with Database.connect(db_url) as db:
+        records = history.records(db)
+        (row,) = deploys.recent(db)
+        assert maintenance.state(db).enabled is False
+        gated_column = db.one("SELECT count(*) FROM pg_attribute WHERE attrelid = 'items'::regclass "
+                              "AND attname = 'gated'")
+    assert records[M2].state == "applied" and gated not in records and gated_column == (0,)
+    assert row.outcome == "failed" and row.error == "interrupted (Ctrl-C or SIGTERM)"
+    texts = [m["text"] for m in stub.received]
+    assert texts[-2].startswith("maintenance mode off") and texts[-1].endswith("FAILED")
+    assert "interrupted (Ctrl-C or SIGTERM)" in stub.received[-1]["attachments"][0]["text"]

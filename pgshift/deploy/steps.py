@@ -117,7 +117,7 @@ def fail(run: Run, db: Database, migrations: list[source.Migration], error: Base
     before = list(getattr(error, "applied_before", ()))
     if not report.applied and before:
         report.applied = [apply.Applied(i, 0, True) for i in before]
-    reason = str(error) if isinstance(error, PgShiftError) else ("interrupted (Ctrl-C)" if isinstance(
+    reason = str(error) if isinstance(error, PgShiftError) else ("interrupted (Ctrl-C or SIGTERM)" if isinstance(
         error, KeyboardInterrupt) else f"{type(error).__name__}: {error}")
     run.say("apply", f"failed: {reason}")
     outcome = "failed"

@@ -16,8 +16,11 @@ maintenance off, notify, log.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 from pgshift import apply, history, source, target
 from pgshift.checks import suite
@@ -82,6 +85,13 @@ def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop", dry_ru
 def deploy(settings: Settings, *, rehearse: bool, on_failure: str = "stop", confirm: Confirm | None = None,
            notify: Notify | None = None, progress: Progress | None = None) -> DeployReport:
     """Deploy every pending migration to the target. Raises on failure (after cleaning up)."""
+    with _terminate_as_interrupt():
+        return _deploy(settings, rehearse=rehearse, on_failure=on_failure, confirm=confirm, notify=notify,
+                       progress=progress)
+
+
+def _deploy(settings: Settings, *, rehearse: bool, on_failure: str, confirm: Confirm | None,
+            notify: Notify | None, progress: Progress | None) -> DeployReport:
     redactor = Redactor.for_settings(settings)
     log = RunLog(settings.logs_dir, settings.environment, redactor)
     try:
@@ -113,6 +123,25 @@ def deploy(settings: Settings, *, rehearse: bool, on_failure: str = "stop", conf
         raise
     finally:
         log.close()
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, a stopped container) ends a deploy like Ctrl-C: the running
+    statement is cancelled, maintenance goes off, the history and Slack hear of it. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _log_plan(run: Run, planned: Plan) -> None:
@@ -204,6 +233,9 @@ def _execute(run: Run, planned: Plan, rehearsed: bool) -> None:
                 run.say("maintenance", "skipped: SKIP_MAINTENANCE is set")
             steps.apply_pending(run, db, migrations)
         except BaseException as error:
+            if not db.conn.closed and db.in_transaction:  # interrupted inside a migration's transaction
+                with suppress(PgShiftError):
+                    db.execute("ROLLBACK")
             steps.cleanup_maintenance(run, db, turned_on or dead_flag)
             steps.fail(run, db, migrations, error)
             raise
