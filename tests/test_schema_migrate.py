@@ -164,6 +164,23 @@ def test_set_not_null_on_an_existing_table_validates_a_check_first(db_url: Datab
         'alter table "public"."books" drop constraint "pgshift_pages_not_null";']
 
 
+def test_foreign_keys_are_left_alone_when_their_tables_change_elsewhere(
+        db_url: DatabaseUrl, make_settings: Any) -> None:
+    settings = make_settings(db_url)
+    write_migration(settings.migrations_dir, "20250101000000_base", CHANGES["foreign_key"])
+    changed = CHANGES["foreign_key"].replace("name text NOT NULL,", "name text NOT NULL,\n    bio text,").replace(
+        "pages integer\n", "pages integer,\n    subtitle text\n")
+    declare(settings, changed)
+    result = core.migrate(settings, "more_columns")
+    assert result.created is not None and result.remaining == []
+    assert "constraint" not in result.created.sql and "constraint" not in (result.created.rollback_sql() or "")
+    assert result.result.applied[-1].transactional is True
+    declare(settings, changed.replace("author_id bigint", "author_id integer"))  # the key's own column changes
+    retyped = core.migrate(settings, "narrow_author", allow_data_loss=True)
+    assert retyped.created is not None and retyped.remaining == []
+    assert 'drop constraint "books_author_id_fkey"' in retyped.created.sql
+
+
 def test_enum_that_only_gains_values_uses_add_value(db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     declare(settings, BASE)

@@ -14,6 +14,9 @@ Where the library is wrong or unsafe, it is corrected here, each with a test:
 * A column type change that keeps the base type (``varchar(100)`` to ``varchar(200)``) is taken
   as compatible, so views on the column are not dropped and recreated around it and the ALTER
   fails: compatibility compares the full type.
+* Every foreign key from or to a table with any change is dropped and added again (and validated,
+  scanning the referencing table), which leaves rows unchecked in between: only those whose own
+  columns, or the referenced key, change are recreated.
 * Its dependency-ordered output also emits every modified enum a second time, as a bare drop and
   create that fails while a column uses the type: that duplicate group is left out.
 * An enum that only gains values is changed with ``ALTER TYPE ... ADD VALUE`` instead of being
@@ -147,23 +150,66 @@ def inspect(db: Database) -> Schema:
 
 
 class _Changes:
-    """The library's change finder, minus the duplicated enum group (see the module docstring)."""
+    """The library's change finder, minus the duplicated enum group and the needless foreign key
+    recreations (see the module docstring)."""
 
     def __init__(self, changes: Any) -> None:
         self._changes = changes
 
     def __getattr__(self, name: str) -> Any:
         found = getattr(self._changes, name)
-        if name != "enums":
-            return found
+        if name == "enums":
+            def enums(**options: Any) -> Any:
+                only = (options.get("creations_only") or options.get("drops_only")
+                        or options.get("modifications_only"))
+                if options.get("modifications", True) and not only:
+                    return _Statements()  # the table changes already rename, recreate and recast
+                return found(**options)
 
-        def enums(**options: Any) -> Any:
-            only = options.get("creations_only") or options.get("drops_only") or options.get("modifications_only")
-            if options.get("modifications", True) and not only:
-                return _Statements()  # the table changes already rename, recreate and recast
-            return found(**options)
+            return enums
+        if name == "fk_constraints":
+            def foreign_keys(**options: Any) -> Any:
+                needless = self._needless_foreign_key_statements()
+                return _Statements([s for s in found(**options) if s not in needless])
 
-        return enums
+            return foreign_keys
+        return found
+
+    def _needless_foreign_key_statements(self) -> set[str]:
+        before, after = self._changes.i_from, self._changes.i_target
+        rekeyed: set[str] = set()  # tables whose primary key, unique constraints or unique indexes change
+        for found_before, found_after in ((before.constraints, after.constraints), (before.indexes, after.indexes)):
+            for key in set(found_before) | set(found_after):
+                a, b = found_before.get(key), found_after.get(key)
+                if a is not None and b is not None and a == b:
+                    continue
+                for item in (a, b):
+                    if item is not None and (getattr(item, "is_unique", False) or getattr(
+                            item, "constraint_type", None) in ("PRIMARY KEY", "UNIQUE")):
+                        rekeyed.add(item.quoted_full_table_name)
+        needless: set[str] = set()
+        for key, old in before.constraints.items():
+            new = after.constraints.get(key)
+            if old.constraint_type != "FOREIGN KEY" or new is None or old != new:
+                continue
+            if old.quoted_full_foreign_table_name in rekeyed:
+                continue
+            if _same_columns(before, after, old.quoted_full_table_name, old.fk_columns_local) and _same_columns(
+                    before, after, old.quoted_full_foreign_table_name, old.fk_columns_foreign):
+                needless.add(old.drop_statement)
+                needless.update(new.safer_create_statements)
+        return needless
+
+
+def _same_columns(before: Any, after: Any, table: str, columns: Any) -> bool:
+    old, new = before.tables.get(table), after.tables.get(table)
+    if old is None or new is None:
+        return False
+    for name in columns or ():
+        a, b = old.columns.get(name), new.columns.get(name)
+        if a is None or b is None or (a.dbtypestr, a.collation) != (b.dbtypestr, b.collation):
+            return False
+    return True
 
 
 def plan(current: Schema, desired: Schema) -> Plan:
