@@ -17,6 +17,8 @@ Where the library is wrong or unsafe, it is corrected here, each with a test:
 * Every foreign key from or to a table with any change is dropped and added again (and validated,
   scanning the referencing table), which leaves rows unchecked in between: only those whose own
   columns, or the referenced key, change are recreated.
+* Domains are inspected but never compared: their creations come before the tables, their
+  changes as ``ALTER DOMAIN`` (a new check added ``NOT VALID`` then validated), drops at the end.
 * Its dependency-ordered output also emits every modified enum a second time, as a bare drop and
   create that fails while a column uses the type: that duplicate group is left out.
 * An enum that only gains values is changed with ``ALTER TYPE ... ADD VALUE`` instead of being
@@ -27,6 +29,7 @@ Where the library is wrong or unsafe, it is corrected here, each with a test:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -236,8 +239,46 @@ def _changes(current: Schema, desired: Schema) -> list[Change]:
     migration = _Migration(current.inspected, desired.inspected, ignore_extension_versions=True)
     migration.set_safety(False)
     statements = [s for group in _ordered_changes(_Changes(migration.changes)) for s in group if s and s.strip()]
+    early, late = _domain_changes(current.inspected.domains, desired.inspected.domains)
+    if early:
+        first = next((i for i, s in enumerate(statements) if _NEEDS_DOMAINS.match(s.strip())), len(statements))
+        statements[first:first] = early
+    statements += late
     return [c for s in without_overridden_defaults(statements)
             for c in rewrite(s, current.inspected, desired.inspected)]
+
+
+# The first statement that may use a domain: everything before it creates schemas, extensions, types.
+_NEEDS_DOMAINS = re.compile(r"^(create (table|view|or replace view|materialized view|unlogged table)|alter table|"
+                            r"set check_function_bodies|create or replace function)\b", re.IGNORECASE)
+
+
+def _domain_changes(before: dict[str, Any], after: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Statements for domains: (before the tables change, after they have)."""
+    early: list[str] = []
+    late: list[str] = [before[k].drop_statement for k in before if k not in after]
+    for key, new in after.items():
+        old = before.get(key)
+        if old is None:
+            early.append(new.create_statement.strip() + ";")
+            continue
+        if (old.data_type, old.collation) != (new.data_type, new.collation):
+            early += [old.drop_statement, new.create_statement.strip() + ";"]  # cannot be altered in place
+            continue
+        name = new.signature
+        if old.default != new.default:
+            early.append(f"alter domain {name} set default {new.default};" if new.default
+                         else f"alter domain {name} drop default;")
+        if old.not_null != new.not_null:
+            early.append(f"alter domain {name} {'set' if new.not_null else 'drop'} not null;")
+        if (old.check or "") != (new.check or ""):
+            if old.constraint_name:
+                early.append(f'alter domain {name} drop constraint "{old.constraint_name}";')
+            if new.check:
+                check = new.constraint_name or f"{new.name}_check"
+                early += [f'alter domain {name} add constraint "{check}" {new.check} not valid;',
+                          f'alter domain {name} validate constraint "{check}";']
+    return early, late
 
 
 @contextmanager
