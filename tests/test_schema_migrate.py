@@ -55,6 +55,14 @@ CHANGES = {
         "CREATE FUNCTION shout(t text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN RETURN upper(t); END $$;"),
     "generated": BASE.replace(
         "pages integer\n", "pages integer,\n    sheets integer GENERATED ALWAYS AS (pages / 2) STORED\n"),
+    "trigger": BASE + "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      "NEW.title := trim(NEW.title); RETURN NEW; END $$;"
+                      "CREATE TRIGGER books_stamp BEFORE INSERT OR UPDATE ON books "
+                      "FOR EACH ROW EXECUTE FUNCTION stamp();",
+    "materialized_view": BASE + "CREATE MATERIALIZED VIEW pages_by_author AS SELECT author_id, sum(pages) AS pages "
+                                "FROM books GROUP BY author_id; CREATE UNIQUE INDEX ON pages_by_author (author_id);",
+    "sequence": BASE.replace("pages integer\n", "pages integer,\n    serial_no bigint DEFAULT nextval('serials')\n")
+                    .replace("CREATE TABLE books", "CREATE SEQUENCE serials START 1000;\nCREATE TABLE books"),
     "not_null": BASE.replace("pages integer\n", "pages integer NOT NULL\n"),
     "check": BASE.replace("pages integer\n", "pages integer CHECK (pages > 0)\n"),
 }
