@@ -121,8 +121,10 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
     # The lock and our session on the target end here: renaming needs the target free of sessions.
     try:
         with swap.admin(url, settings.connect_timeout) as admin:
-            swap.swap(admin, url.dbname, scratch)
+            replaced = swap.swap(admin, url.dbname, scratch)
     except BaseException:
         swap.drop_quietly(url, scratch, settings.connect_timeout)
         raise
+    with swap.admin(url, settings.connect_timeout) as admin:
+        swap.drop_replaced(admin, replaced)
     return RestoreResult(backup.path, url.dbname, head, safety, time.monotonic() - started)

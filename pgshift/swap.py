@@ -124,8 +124,8 @@ def drop_quietly(url: DatabaseUrl, name: str, connect_timeout: int = 10) -> None
         db.execute(f"DROP DATABASE IF EXISTS {db.identifier(name)} WITH (FORCE)")
 
 
-def swap(db: Database, target: str, replacement: str) -> None:
-    """Give ``replacement`` the name ``target`` in one commit, then drop the old database."""
+def swap(db: Database, target: str, replacement: str) -> str:
+    """Give ``replacement`` the name ``target`` in one commit; returns the name the old database now has."""
     q = db.identifier
     old = scratch_name(target, "old")
     for attempt in range(1, _SWAP_ATTEMPTS + 1):
@@ -144,5 +144,11 @@ def swap(db: Database, target: str, replacement: str) -> None:
                 raise ToolError(f"could not put the restored database in place of {target}: {exc}; "
                                 "nothing was changed") from None
             time.sleep(0.2 * attempt)
-    with contextlib.suppress(SqlFailure):  # the restore is done; the next one drops the leftover
-        db.execute(f"DROP DATABASE IF EXISTS {q(old)} WITH (FORCE)")
+    return old
+
+
+def drop_replaced(db: Database, old: str) -> None:
+    """Drop the database a swap replaced. PostgreSQL checkpoints on every DROP DATABASE, so this costs
+    about as long as flushing what the restore wrote; a failure leaves it for the next restore."""
+    with contextlib.suppress(SqlFailure):
+        db.execute(f"DROP DATABASE IF EXISTS {db.identifier(old)} WITH (FORCE)")

@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -199,8 +200,7 @@ def test_backup_file_and_manifest(pg18: DatabaseUrl, migrations_dir: Path, make_
     with fresh_database(pg18) as url:
         settings = make_settings(url)
         populate(url, migrations_dir, settings)
-        seen: list[dump.Progress] = []
-        backup = backups.take(settings, reason="pre-deploy", progress=seen.append)
+        backup = backups.take(settings, reason="pre-deploy")
     path = backup.path
     assert path.parent == settings.backups_dir
     assert backup.restore_command == f"inv rollback.restore {path.name}"
@@ -217,7 +217,23 @@ def test_backup_file_and_manifest(pg18: DatabaseUrl, migrations_dir: Path, make_
     assert data["duration_s"] > 0 and data["objects"] == len(dump.contents(path))
     assert any("TABLE DATA shop orders" in line for line in dump.contents(path))
     assert [p for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no temporary files left
-    assert all(p.phase == "dump" and p.unit == "bytes" for p in seen)
+
+
+def test_progress_reports_bytes_while_pg_dump_runs(pg18: DatabaseUrl, migrations_dir: Path,
+                                                   make_settings: Any) -> None:
+    with fresh_database(pg18) as url:
+        settings = make_settings(url, lock_wait=30)
+        populate(url, migrations_dir, settings)
+        seen: list[dump.Progress] = []
+        with table_locked(url, "shop.orders"):  # the dump cannot finish while this is held
+            worker = threading.Thread(target=lambda: backups.take(settings, progress=seen.append))
+            worker.start()
+            wait_for(lambda: len(seen) >= 2, "two progress reports")
+        worker.join(60)
+    assert {(p.phase, p.unit) for p in seen} == {("dump", "bytes")}
+    assert seen[0].total is not None and seen[0].total > 0  # the estimate from the catalog
+    assert seen[1].elapsed > seen[0].elapsed >= 0.4
+    assert len(backups.list_backups(settings)) == 1
 
 
 def test_backups_started_together_get_their_own_files(pg18: DatabaseUrl, migrations_dir: Path,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pgshift import backups, lock, restore
+from pgshift import backups, dump, lock, restore
 from pgshift.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Aborted, LockTimeout, PgShiftError, Refused
@@ -189,10 +189,14 @@ def test_killed_restore_leaves_target_as_before(db_url: DatabaseUrl, migrations_
         wait_for(lambda: db.one("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [leftover]) == (0,),
                  "the killed restore's children to go")
 
-    assert restore.restore(settings, path.name).migration_head == HEAD  # the next restore works...
+    seen: list[dump.Progress] = []
+    assert restore.restore(settings, path.name, progress=seen.append).migration_head == HEAD  # next one works...
     assert scratch_databases(db_url) == []                               # ...and clears the leftover
     with Database.connect(db_url) as db:
         assert db.one("SELECT count(*) FROM public.slow") == (150,)
+    restoring = [p for p in seen if p.phase == "restore"]  # loading the slow rows takes over a second
+    assert restoring and {p.unit for p in restoring} == {"objects"}
+    assert 0 < restoring[-1].done <= (restoring[-1].total or 0)
 
 
 def test_restore_waits_for_the_migration_lock(pg18: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
