@@ -1,9 +1,12 @@
 """Slack notifications: the one module that imports requests.
 
-A post uses one session, a short timeout and one retry. It never raises: a failure becomes a warning
-string the deploy logs, and after one failed post the rest of the run's messages are skipped except
-the final outcome (one try), so a dead Slack delays a deploy by a few seconds at most. The webhook
-URL is a credential: it never appears in a warning, and every text sent goes through the redactor.
+A post uses one session and a short timeout (``slack_timeout``). A refused connection or a server
+error is retried once; a post that timed out is not (a hanging Slack would only make us wait twice).
+It never raises: a failure becomes a warning string the deploy logs, and after one failed post the
+rest of the run's messages are skipped except the outcome, tried once with a one-second timeout. A
+hanging Slack so costs a deploy ``slack_timeout`` + 1 s (3 s by default), a refusing one almost
+nothing. The webhook URL is a credential: it never appears in a warning, and every text sent goes
+through the redactor.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pgshift.settings import Settings
 COLORS = {"start": "#439FE0", "success": "good", "failure": "danger", "rollback": "warning",
           "maintenance on": "warning", "maintenance off": "good"}
 RETRY_PAUSE = 0.2
+LAST_TRY_TIMEOUT = 1.0  # seconds: the outcome's one try after Slack failed earlier in the run
 
 
 class Slack:
@@ -48,16 +52,17 @@ class Slack:
         if self._down and not event.final:
             return f"Slack message '{event.kind}' skipped: Slack failed earlier in this run"
         attempts = 1 if self._down else 2
+        timeout = min(self._timeout, LAST_TRY_TIMEOUT) if self._down else self._timeout
         problem = "no answer"
         for attempt in range(attempts):
             if attempt:
                 time.sleep(RETRY_PAUSE)
             try:
                 response = self._session.post(self._url, json=self.payload(event),
-                                              timeout=(min(self._timeout, 1.0), self._timeout))
+                                              timeout=(min(timeout, 1.0), timeout))
             except requests.Timeout:
-                problem = f"no answer within {self._timeout:g}s"
-                continue
+                problem = f"no answer within {timeout:g}s"
+                break
             except requests.RequestException as exc:
                 problem = f"cannot reach Slack ({type(exc).__name__})"
                 continue
