@@ -96,8 +96,7 @@ def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limi
         before.append(snapshot.take(db))
         measured = performance.measure(db, migrations, [m], limits, thresholds)[0]
         if measured.state == "not measured":
-            problems.append(f"{m.path.name} fails on a copy of the target: "
-                            f"{measured.problems[0].removeprefix('does not apply: ')}")
+            problems.append(f"on a copy of the target, {_bare(measured.problems[0].removeprefix('does not apply: '))}")
             return [_timing(x) for x in first]
         first.append(measured)
         problems.extend(f"{m.path.name} on a copy of the target {p}" for p in measured.problems)
@@ -115,7 +114,7 @@ def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limi
         try:
             down[m.id] = apply.rollback(db, m, limits)
         except MigrationError as error:
-            problems.append(f"the rollback of {m.id} fails on a copy of the target: {error}")
+            problems.append(f"on a copy of the target, the rollback fails: {_bare(str(error))}")
             break
         changed = snapshot.diff(before[k], snapshot.take(db))
         if changed:
@@ -127,13 +126,19 @@ def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limi
             try:
                 up[m.id] = apply_one(db, migrations, m, limits).duration_ms
             except MigrationError as error:
-                problems.append(f"{m.path.name} does not apply again after its rollback: {error}")
+                problems.append(f"on a copy of the target, {m.path.name} does not apply again after its rollback: "
+                                f"{_bare(str(error))}")
                 break
             changed = snapshot.diff(after[k], snapshot.take(db))
             if changed:
                 problems.append(f"{m.path.name} applied again gives a different schema: {'; '.join(changed[:3])}")
                 break
     return [_timing(x, down.get(x.id), up.get(x.id)) for x in first]
+
+
+def _bare(error: str) -> str:
+    """An apply error without its advice for a real target: the clone is thrown away anyway."""
+    return error.split("; nothing of it was applied")[0].split("; nothing of the rollback was applied")[0]
 
 
 def _timing(m: performance.Measured, down: int | None = None, up: int | None = None) -> Timing:

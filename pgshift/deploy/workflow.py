@@ -105,7 +105,7 @@ def _deploy(settings: Settings, *, rehearse: bool, on_failure: str, confirm: Con
             log.write("preflight", f"failed: {error}")
             raise
         run = Run(settings, planned, log, notify, progress)
-        _log_plan(run, planned)
+        _log_plan(run, planned, show=confirm is None)  # a confirmation shows the plan itself
         if not planned.proceed:
             more = f" (+{len(planned.problems) - 1} more)" if len(planned.problems) > 1 else ""
             log.write("outcome", "refused by preflight; nothing was done")
@@ -144,16 +144,17 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _log_plan(run: Run, planned: Plan) -> None:
-    run.say("preflight", f"{planned.applied} applied, {len(planned.pending)} pending on {planned.target}")
+def _log_plan(run: Run, planned: Plan, show: bool) -> None:
+    say = run.say if show else run.log.write
+    say("preflight", f"{planned.applied} applied, {len(planned.pending)} pending on {planned.target}")
     for m in planned.pending:
         run.log.write("plan", f"{m.id}: {m.mode}" + (", no rollback file" if m.rollback_file is None else ""))
     for s in planned.steps:
         run.log.write("plan", f"{'run ' if s.runs else 'skip'} {s.name}: {s.note}")
     for w in planned.warnings:
-        run.say("preflight", f"warning: {w}")
+        say("preflight", f"warning: {w}")
     for p in planned.problems:
-        run.say("preflight", f"problem: {p}")
+        say("preflight", f"problem: {p}")
 
 
 def _confirm(run: Run, planned: Plan, confirm: Confirm | None) -> None:
