@@ -98,3 +98,16 @@ def test_a_server_that_refuses_scratch_databases_gets_one_clear_line(
     finally:
         with Database.connect(db_url) as db:
             db.execute(f"DROP ROLE {role}")
+
+
+def test_production_gets_no_scratch_databases_but_may_lint(db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    good(migrations_dir)
+    env = cli_env(db_url, ENVIRONMENT="production", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    done = subprocess.run([INV, "test"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("error: inv test makes scratch databases on the target's server")
+    assert "point DATABASE_URL at a development or CI server" in done.stderr
+    done = subprocess.run([INV, "test.lint"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and "3 migration(s) linted, no unsafe statements" in done.stdout

@@ -88,8 +88,11 @@ def _rollback_file(m: Migration) -> str:
     return m.rollback_path.name if m.rollback_path else f"{m.id}.rollback.sql"
 
 
-def _round_trip(db: Database, migrations: list[Migration], m: Migration, limits: apply.Limits,
-                before: snapshot.Snapshot, after: snapshot.Snapshot) -> RoundTrip:
+def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: apply.Limits,
+               before: snapshot.Snapshot, after: snapshot.Snapshot) -> RoundTrip:
+    """Down, compare with ``before``; up, compare with ``after``; down again. ``m`` is the newest applied.
+
+    On "ok" the database is back where it was before ``m``; on "failed" its state is unknown."""
     name = _rollback_file(m)
     if m.rollback_path is None:
         return RoundTrip(m.id, name, "failed", f"no rollback file: write migrations/{name}")
@@ -139,7 +142,7 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -
         trips: list[RoundTrip] = [RoundTrip(m.id, _rollback_file(m), "not tested")
                                   for m in runnable[len(applied):]]
         for k in reversed(range(len(applied))):
-            trip = _round_trip(work.db, migrations, applied[k], limits, snaps[k], snaps[k + 1])
+            trip = round_trip(work.db, migrations, applied[k], limits, snaps[k], snaps[k + 1])
             trips.append(trip)
             if trip.state != "ok" and k > 0:
                 work.rebuild(applied[k - 1])

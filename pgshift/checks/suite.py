@@ -20,6 +20,7 @@ from pgshift.checks import lint as lint_check
 from pgshift.checks import performance as performance_check
 from pgshift.db import Database, DatabaseMissing
 from pgshift.dburl import DatabaseUrl
+from pgshift.errors import Refused
 from pgshift.settings import Settings
 from pgshift.source import Migration
 
@@ -43,12 +44,17 @@ class Plan:
     tables: set[str] = field(default_factory=set)  # the target's tables (schema.name), for lint
 
 
-def plan(settings: Settings) -> Plan:
+def plan(settings: Settings, scratch_databases: bool = True) -> Plan:
+    """What the checks need; ``scratch_databases=False`` (lint) only reads the target."""
+    if scratch_databases and settings.is_production:
+        raise Refused("inv test makes scratch databases on the target's server and fills them with generated "
+                      "data, which production's server must not carry; point DATABASE_URL at a development "
+                      "or CI server, or use inv deploy, which rehearses on a clone")
     migrations = source.read(settings.migrations_dir)
     url = target.url(settings)
     applied, tables = _read_target(url, settings.connect_timeout)
-    return Plan(scratch.server_of(url, settings.connect_timeout), migrations, core.limits(settings),
-                applied, settings.describe_target(), tables)
+    admin = scratch.server_of(url, settings.connect_timeout) if scratch_databases else url
+    return Plan(admin, migrations, core.limits(settings), applied, settings.describe_target(), tables)
 
 
 _TARGET_TABLES = """
@@ -94,7 +100,7 @@ def constraints(settings: Settings, p: Plan | None = None) -> constraints_check.
 
 
 def lint(settings: Settings, every: bool = False, p: Plan | None = None) -> lint_check.LintReport:
-    p = p or plan(settings)
+    p = p or plan(settings, scratch_databases=False)
     only = None if every else {m.id for m in p.migrations if m.id not in p.applied}
     return lint_check.lint(p.migrations, only, existing=set() if every else p.tables)
 
