@@ -34,6 +34,9 @@ CREATE TABLE folders (id bigint PRIMARY KEY, parent_id bigint REFERENCES folders
 CREATE TABLE events (id bigserial PRIMARY KEY, org_id integer NOT NULL, account_id integer NOT NULL,
                      at timestamptz NOT NULL DEFAULT now(), payload bytea,
                      FOREIGN KEY (org_id, account_id) REFERENCES memberships);
+CREATE SCHEMA "Audit";
+CREATE TABLE "Audit"."Log" (id bigint PRIMARY KEY, at timestamptz NOT NULL, "Who" integer REFERENCES accounts);
+CREATE INDEX "Log_at_idx" ON "Audit"."Log" (at DESC);
 """
 
 ORPHANS = """
@@ -57,6 +60,7 @@ def test_generated_rows_respect_types_keys_uniques_and_checks(db_url: DatabaseUr
         report = datagen.fill(db, 3000)
         rows = {t.table: t for t in report.tables}
         assert {name: t.rows for name, t in rows.items()} == {
+            '"Audit"."Log"': 3000,
             "public.accounts": 300,        # referenced: a tenth
             "public.events": 3000,         # nothing references it: the full count
             "public.folders": 3000,
