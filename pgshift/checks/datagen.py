@@ -383,12 +383,14 @@ def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], No
             outcomes = iter(pool.run([chunk for _, _, chunks in jobs for chunk in chunks]))
             for table, planned, chunks in jobs:
                 done = [next(outcomes) for _ in chunks]
-                ms = max((d[1] for d in done), default=0)
-                error = next((d[2] for d in done if d[2]), None)
+                ms = max((d[0] for d in done), default=0)
+                error = next((d[1] for d in done if d[1]), None)
                 note = f"skipped: {error}" if error else None
                 made = planned
                 if error is not None or table.checks:
                     made = int((db.one(f"SELECT count(*) FROM {table.name}") or (0,))[0])
+                    if error is not None and made:
+                        note = f"{made:,} of {planned:,} rows (part of the load failed: {error})"
                     if error is None and made < planned:
                         note = f"{planned - made} generated row(s) broke a CHECK and were left out"
                 counts[table.oid] = made
@@ -450,19 +452,19 @@ class _Pool:
             self._free.put(conn)
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="pgshift-datagen")
 
-    def _one(self, sql: str) -> tuple[int, int, str | None]:
+    def _one(self, sql: str) -> tuple[int, str | None]:
         conn = self._free.get()
         started = time.monotonic()
         try:
             conn.execute(sql)
-            return 0, int((time.monotonic() - started) * 1000), None
+            return int((time.monotonic() - started) * 1000), None
         except SqlFailure as failure:
-            return 0, int((time.monotonic() - started) * 1000), str(failure)
+            return int((time.monotonic() - started) * 1000), str(failure)
         finally:
             self._free.put(conn)
 
-    def run(self, scripts: list[str]) -> list[tuple[int, int, str | None]]:
-        """Run every script; (0, ms, error or None) for each, in order. Rows are counted by the caller."""
+    def run(self, scripts: list[str]) -> list[tuple[int, str | None]]:
+        """Run every script; (ms, error or None) for each, in order."""
         return list(self._executor.map(self._one, scripts))
 
     def close(self) -> None:
@@ -525,7 +527,7 @@ def _put_back(db: Database, pool: _Pool, aside: list[Aside], tables: list[str]) 
     keys = [f"ALTER TABLE {table} ADD CONSTRAINT {db.identifier(name)} "
             f"{'PRIMARY KEY' if kind == 'p' else 'UNIQUE'} USING INDEX {db.identifier(index)}"
             for kind, table, name, index, _ in aside if kind != "idx"]
-    failed = [(build, error) for build, (_, _, error) in zip(builds, pool.run(builds), strict=True) if error]
+    failed = [(build, error) for build, (_, error) in zip(builds, pool.run(builds), strict=True) if error]
     if failed:
         db.execute("TRUNCATE " + ", ".join(tables))
         for build, _ in failed:
