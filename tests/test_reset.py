@@ -79,3 +79,19 @@ def test_reset_cli_refuses_staging_and_a_missing_yes_without_a_terminal(db_url: 
     assert unasked.returncode == 2 and "--yes" in unasked.stderr
     assert "Traceback" not in staging.stderr + unasked.stderr
     assert count(db_url, "SELECT count(*) FROM made_by_hand") == 1
+
+
+def test_a_python_seed_runs_and_a_broken_sql_seed_names_its_line(make_settings: Any, db_url: DatabaseUrl) -> None:
+    settings = make_settings(db_url)
+    folder = settings.migrations_dir
+    (folder / "20250101000000_t.sql").write_text("CREATE TABLE t (id int PRIMARY KEY, note text);\n")
+    (folder / "seed.py").write_text("def seed(db):\n    db.execute(\"INSERT INTO t VALUES (1, 'from python')\")\n")
+    result = reset.reset(settings, lambda _q: True, core.limits(settings))
+    assert result.seed is not None and result.seed.name == "seed.py"
+    assert count(db_url, "SELECT count(*) FROM t WHERE note = 'from python'") == 1
+    (folder / "seed.py").unlink()
+    (folder / "seed.sql").write_text("INSERT INTO t VALUES (1, 'a');\n\nINSERT INTO nope VALUES (2);\n")
+    with pytest.raises(Exception, match=r"seed\.sql, line 3: relation \"nope\" does not exist; the database is "
+                                        r"migrated but not seeded"):
+        reset.reset(settings, lambda _q: True, core.limits(settings))
+    assert count(db_url, "SELECT count(*) FROM t") == 0  # the seed ran in one transaction
