@@ -25,7 +25,8 @@ def contexts() -> dict[str, ParserContext]:
 
 def commands(text: str) -> list[str]:
     """The argument part of every ``inv`` command line in ``text``."""
-    return [match.group(1).strip() for match in INV_LINE.finditer(text) if match.group(1).strip()]
+    found = (match.group(1).strip().rstrip("\\").strip() for match in INV_LINE.finditer(text))
+    return [command for command in found if command]  # ("\|" in a Markdown table ends a command too)
 
 
 def problems(command: str) -> list[str]:

@@ -9,6 +9,7 @@ import pytest
 
 from pgshift.db import Database
 from pgshift.dburl import DatabaseUrl
+from pgshift.lock import LOCK_NAMESPACE
 from tests.conftest import INV, ROOT, cli_env, write_migration
 
 
@@ -46,12 +47,14 @@ def test_parallel_runs_apply_each_migration_once(
 def test_a_waiting_process_gives_up_naming_the_holder(db_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20250101000000_slow", "SELECT pg_sleep(3);\nCREATE TABLE slow (id int);")
     first = start(db_url, migrations_dir, lock_wait="60")
+    ours = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     with Database.connect(db_url) as db:
         for _ in range(200):  # wait until the first process holds the lock
-            if db.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") != (0,):
+            if db.one(ours, [LOCK_NAMESPACE]) is not None:
                 break
             subprocess.run(["sleep", "0.05"], check=True)
-        holder = db.one("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        holder = db.one(ours, [LOCK_NAMESPACE])
     assert holder is not None
     second = start(db_url, migrations_dir, lock_wait="0.5")
     _out, err = second.communicate(timeout=60)
