@@ -199,6 +199,21 @@ def test_a_failing_rehearsal_never_touches_the_target(
     assert stub.received == []
 
 
+def test_a_rollback_that_leaves_something_behind_fails_the_rehearsal(
+        db_url: DatabaseUrl, make_settings: Any, migrations_dir: Path, stub: SlackStub) -> None:
+    write_set(migrations_dir)
+    (migrations_dir / f"{M2}.sql").write_text("ALTER TABLE items ADD COLUMN price int;\n"
+                                              "CREATE TABLE prices (id int PRIMARY KEY);\n")
+    settings = production(db_url, make_settings, stub)  # M2's rollback drops the column but forgets the table
+    apply_first(settings)
+    with pytest.raises(workflow.RehearsalFailed) as caught:
+        run_deploy(settings, [], rehearse=True)
+    message = str(caught.value)
+    assert f"on a copy of the target, {M2}.rollback.sql: after the rollback the schema differs" in message
+    assert "+ column public.prices.id" in message and "the target was not touched" in message
+    assert "price" not in columns(db_url) and stub.received == []
+
+
 def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,11 +3,12 @@
 On the clone (``pgshift.scratch.clone``: a template copy when nobody is connected to the target, a
 ``pg_dump | pg_restore`` otherwise; neither writes to the target) each pending migration is applied
 one by one over the target's real data, timed with the locks it took and the tables it rewrote
-(``pgshift.checks.performance.measure``: too slow, or a blocking lock held too long, fails); then all
-are rolled back newest first, each checked to restore the schema exactly (``pgshift.snapshot``); then
-all are applied again, checked to give the same schema as the first time. ``pgshift.checks.constraints``
-inspects the clone before and after: a smell the migrations introduce fails, one already there is
-reported. Only a rehearsal that passes lets the deploy touch the target; the clone is always dropped.
+(``pgshift.checks.performance.measure``: too slow, or a blocking lock held too long, fails); then,
+newest first, each is rolled back, applied and rolled back again, the schema compared each time
+(``pgshift.checks.backward.round_trip``); then all are applied again, checked to give the same schema
+as the first time. ``pgshift.checks.constraints`` inspects the clone before and after: a smell the
+migrations introduce fails, one already there is reported. Only a rehearsal that passes lets the
+deploy touch the target; the clone is always dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgshift import apply, scratch, snapshot
-from pgshift.checks import constraints, performance
+from pgshift.checks import backward, constraints, performance
 from pgshift.checks.forward import apply_one
 from pgshift.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -106,28 +107,21 @@ def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limi
     if problems:
         return [_timing(x) for x in first]
     down: dict[str, int] = {}
-    for k in reversed(range(len(todo))):
-        m = todo[k]
-        if m.rollback_path is None:
-            problems.append(f"{m.id} has no rollback file; write migrations/{m.id}.rollback.sql")
-            break
-        try:
-            down[m.id] = apply.rollback(db, m, limits)
-        except MigrationError as error:
-            problems.append(f"on a copy of the target, the rollback fails: {_bare(str(error))}")
-            break
-        changed = snapshot.diff(before[k], snapshot.take(db))
-        if changed:
-            problems.append(f"{m.id}.rollback.sql does not restore the schema: {'; '.join(changed[:3])}")
-            break
     up: dict[str, int] = {}
+    for k in reversed(range(len(todo))):  # newest first: down, compare, up, compare, down again
+        trip = backward.round_trip(db, migrations, todo[k], limits, before[k], after[k])
+        if trip.state != "ok":
+            shown = f": {'; '.join(trip.diff[:3])}" if trip.diff else ""
+            problems.append(f"on a copy of the target, {trip.file}: {_bare(trip.problem or 'failed')}{shown}")
+            break
+        down[trip.id], up[trip.id] = trip.rollback_ms or 0, trip.reapply_ms or 0
     if not problems:
-        for k, m in enumerate(todo):
+        for k, m in enumerate(todo):  # all of them again, in order, as the deploy will
             try:
-                up[m.id] = apply_one(db, migrations, m, limits).duration_ms
+                apply_one(db, migrations, m, limits)
             except MigrationError as error:
-                problems.append(f"on a copy of the target, {m.path.name} does not apply again after its rollback: "
-                                f"{_bare(str(error))}")
+                problems.append(f"on a copy of the target, {m.path.name} does not apply again after the "
+                                f"rollbacks: {_bare(str(error))}")
                 break
             changed = snapshot.diff(after[k], snapshot.take(db))
             if changed:

@@ -179,8 +179,8 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
         raise RehearsalFailed(f"cannot rehearse: {error}; the target was not touched. Deploy without a rehearsal "
                               f"(inv prod.deploy) only if you accept that. Log: {run.log.path}") from None
     for t in found.timings:
-        run.log.write("rehearse", f"{t.id}: apply {t.apply_ms} ms, rollback {t.rollback_ms} ms, "
-                      f"re-apply {t.reapply_ms} ms; locks: {'; '.join(t.locks) or 'none on existing tables'}; "
+        run.log.write("rehearse", f"{t.id}: apply {t.apply_ms} ms, rollback {_ms(t.rollback_ms)}, "
+                      f"re-apply {_ms(t.reapply_ms)}; locks: {'; '.join(t.locks) or 'none on existing tables'}; "
                       f"rewrote: {', '.join(t.rewrote) or 'nothing'}")
     for line in found.checks:
         run.say("rehearse", line)
@@ -188,6 +188,10 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
     if not found.ok:
         raise RehearsalFailed(f"{found.summary()}; the target was not touched. Log: {run.log.path}")
     return found
+
+
+def _ms(value: int | None) -> str:
+    return "not run" if value is None else f"{value} ms"
 
 
 def _execute(run: Run, planned: Plan, rehearsed: bool) -> None:
