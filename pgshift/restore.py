@@ -9,6 +9,7 @@ point before it leaves the target exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pgshift import backups, dump, lock, swap, target
 from pgshift.backups import BackupInvalid
 from pgshift.catalog import Backup
 from pgshift.db import Database
-from pgshift.errors import Aborted, Refused
+from pgshift.errors import Aborted, PgShiftError, Refused
 from pgshift.settings import Settings
 
 
@@ -125,6 +126,8 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
     except BaseException:
         swap.drop_quietly(url, scratch, settings.connect_timeout)
         raise
-    with swap.admin(url, settings.connect_timeout) as admin:
+    # Done: the restored database is in place. Dropping the one it replaced is tidying up; if that
+    # fails, the next restore drops it.
+    with contextlib.suppress(PgShiftError), swap.admin(url, settings.connect_timeout) as admin:
         swap.drop_replaced(admin, replaced)
     return RestoreResult(backup.path, url.dbname, head, safety, time.monotonic() - started)
