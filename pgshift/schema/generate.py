@@ -111,6 +111,21 @@ class _Names:
             self.enums[(enum.schema, enum.name)] = name
         self.custom: dict[str, str] = {}
         self.taken = taken
+        # Relationship attributes, unique per class: the referencing end of each foreign key first
+        # (named for its column: author_id -> author), then the referenced end (the other table).
+        tables = {(t.schema, t.name): t for t in found.tables}
+        used = {key: set(_column_attributes(t).values()) for key, t in tables.items()}
+        self.to_one: dict[tuple[str, str, str], str] = {}
+        self.to_many: dict[tuple[str, str, str], str] = {}
+        for key, table in tables.items():
+            for fk in table.foreign_keys:
+                if (fk.ref_schema, fk.ref_table) in tables:
+                    self.to_one[(*key, fk.name)] = _attribute(_to_one_name(fk), used[key])
+        for key, table in tables.items():
+            for fk in table.foreign_keys:
+                parent = (fk.ref_schema, fk.ref_table)
+                if parent in tables:
+                    self.to_many[(*key, fk.name)] = _attribute(_to_many_name(fk, table), used[parent])
 
     def custom_type(self, base: str) -> str:
         if base not in self.custom:
@@ -137,13 +152,10 @@ def render(found: Catalog) -> str:
         "from __future__ import annotations",
         "",
     ]
-    stdlib = [m for m in ("datetime", "decimal", "uuid") if f"{m}." in used]
-    head += [f"import {m}" for m in stdlib]
-    if "Any" in used:
-        head.append("from typing import Any")
-    if stdlib or "Any" in used:
-        head.append("")
-    head.append("import sqlalchemy as sa")
+    imports = [f"import {m}" for m in ("datetime", "decimal", "uuid") if f"{m}." in used]
+    if "Any" in used or names.custom:
+        imports.append("from typing import Any")
+    head += [*imports, *([""] if imports else []), "import sqlalchemy as sa"]
     if "postgresql." in used or found.enums:
         head.append("from sqlalchemy.dialects import postgresql")
     head += ["from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship", "",
@@ -160,9 +172,6 @@ def render(found: Catalog) -> str:
                  f'    """The {base} type (from an extension); values are read and written as text."""', "",
                  "    cache_ok = True", "",
                  "    def get_col_spec(self, **kw: Any) -> str:", f"        return {base!r}"]
-        if "from typing import Any" not in head:
-            head.insert(head.index("import sqlalchemy as sa"), "from typing import Any")
-            head.insert(head.index("import sqlalchemy as sa"), "")
     text = "\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"
     return re.sub(r"\n{4,}", "\n\n\n", text)
 
@@ -170,20 +179,18 @@ def render(found: Catalog) -> str:
 def _render_table(table: Table, found: Catalog, names: _Names) -> str:
     cls = names.classes[(table.schema, table.name)]
     lines = [f"class {cls}(Base):", f"    __tablename__ = {table.name!r}"]
-    args = _table_args(table, names)
+    args = _table_args(table)
     if args or table.schema != "public":
         options = f"{{'schema': {table.schema!r}}}" if table.schema != "public" else ""
         inner = [f"        {a}," for a in args] + ([f"        {options},"] if options else [])
         lines += ["    __table_args__ = (", *inner, "    )"]
     lines.append("")
-    attributes: set[str] = set()
-    column_attr: dict[str, str] = {}
+    attributes = _column_attributes(table)
     for column in table.columns:
-        attr = _attribute(column.name, attributes)
-        column_attr[column.name] = attr
+        attr = attributes[column.name]
         lines.append(f"    {attr}: Mapped[{_python_type(column, names)}] = mapped_column("
                      f"{_column_args(column, attr, table, names)})")
-    relations = _relationships(table, found, names, attributes)
+    relations = _relationships(table, found, names)
     if relations:
         lines += ["", *relations]
     return "\n".join(lines)
@@ -193,7 +200,7 @@ def _schemas(found: Catalog) -> tuple[str, ...]:
     return tuple(sorted(({t.schema for t in found.tables} | {e.schema for e in found.enums}) - {"public"}))
 
 
-def _table_args(table: Table, names: _Names) -> list[str]:
+def _table_args(table: Table) -> list[str]:
     args = []
     if table.primary_key:
         cols = ", ".join(repr(c) for c in table.primary_key)
@@ -276,37 +283,35 @@ def _python_type(column: Column, names: _Names) -> str:
     return python if column.not_null else f"{python} | None"
 
 
-def _relationships(table: Table, found: Catalog, names: _Names, attributes: set[str]) -> list[str]:
+def _relationships(table: Table, found: Catalog, names: _Names) -> list[str]:
     """Both ends of every foreign key: the referencing side here, the referenced side on its table."""
     lines: list[str] = []
-    cls = names.classes[(table.schema, table.name)]
+    me = (table.schema, table.name)
+    cls = names.classes[me]
     for fk in table.foreign_keys:  # this table references another (many-to-one, or one-to-one)
         parent = names.classes.get((fk.ref_schema, fk.ref_table))
         if parent is None:
             continue
-        attr = _attribute(_to_one_name(fk, fk.ref_table), attributes)
         optional = any(not c.not_null for c in table.columns if c.name in fk.columns)
-        options = [f"back_populates={_to_many_name(fk, table, found)!r}", f"foreign_keys={_fk_cols(cls, fk, table)}"]
-        if (fk.ref_schema, fk.ref_table) == (table.schema, table.name):
+        options = [f"back_populates={names.to_many[(*me, fk.name)]!r}", f"foreign_keys={_fk_cols(cls, fk, table)}"]
+        if (fk.ref_schema, fk.ref_table) == me:
             ref_attrs = ", ".join(f"{cls}.{_attribute_of(table, c)}" for c in fk.ref_columns)
             options.append(f"remote_side=\"[{ref_attrs}]\"")
         annotation = f"{parent} | None" if optional else parent
-        lines.append(f"    {attr}: Mapped[{annotation}] = relationship({', '.join(options)})")
+        lines.append(f"    {names.to_one[(*me, fk.name)]}: Mapped[{annotation}] = relationship({', '.join(options)})")
     for other in found.tables:  # other tables reference this one (one-to-many, or one-to-one)
         for fk in other.foreign_keys:
-            if (fk.ref_schema, fk.ref_table) != (table.schema, table.name):
+            if (fk.ref_schema, fk.ref_table) != me:
                 continue
             child = names.classes[(other.schema, other.name)]
-            attr = _attribute(_to_many_name(fk, other, found), attributes, exact=True)
-            back = _to_one_name(fk, fk.ref_table)
-            options = [f"back_populates={_attribute_in(other, back, fk, found)!r}",
-                       f"foreign_keys={_fk_cols(child, fk, other)}"]
+            key = (other.schema, other.name, fk.name)
+            options = [f"back_populates={names.to_one[key]!r}", f"foreign_keys={_fk_cols(child, fk, other)}"]
             if _one_to_one(fk, other):
                 options.append("uselist=False")
                 annotation = f"{child} | None"
             else:
                 annotation = f"list[{child}]"
-            lines.append(f"    {attr}: Mapped[{annotation}] = relationship({', '.join(options)})")
+            lines.append(f"    {names.to_many[key]}: Mapped[{annotation}] = relationship({', '.join(options)})")
     return lines
 
 
@@ -315,24 +320,13 @@ def _fk_cols(cls: str, fk: catalog.ForeignKey, table: Table) -> str:
 
 
 def _attribute_of(table: Table, column: str) -> str:
+    return _column_attributes(table).get(column, column)
+
+
+def _column_attributes(table: Table) -> dict[str, str]:
+    """Column name -> its attribute on the class (a valid, unreserved Python name, unique)."""
     taken: set[str] = set()
-    for c in table.columns:
-        attr = _attribute(c.name, taken)
-        if c.name == column:
-            return attr
-    return column
-
-
-def _attribute_in(table: Table, wanted: str, fk: catalog.ForeignKey, found: Catalog) -> str:
-    """The name ``_relationships`` gives the referencing end of ``fk`` on ``table``."""
-    taken = {_attribute(c.name, set()) for c in table.columns}
-    for candidate in table.foreign_keys:
-        if (candidate.ref_schema, candidate.ref_table) not in {(t.schema, t.name) for t in found.tables}:
-            continue
-        name = _attribute(_to_one_name(candidate, candidate.ref_table), taken)
-        if candidate == fk:
-            return name
-    return wanted
+    return {c.name: _attribute(c.name, taken) for c in table.columns}
 
 
 def _one_to_one(fk: catalog.ForeignKey, table: Table) -> bool:
@@ -340,13 +334,13 @@ def _one_to_one(fk: catalog.ForeignKey, table: Table) -> bool:
     return tuple(fk.columns) in keys or tuple(sorted(fk.columns)) in {tuple(sorted(k)) for k in keys}
 
 
-def _to_one_name(fk: catalog.ForeignKey, ref_table: str) -> str:
+def _to_one_name(fk: catalog.ForeignKey) -> str:
     if len(fk.columns) == 1 and fk.columns[0].endswith("_id") and len(fk.columns[0]) > 3:
         return fk.columns[0][:-3]
-    return _singular(ref_table)
+    return _singular(fk.ref_table)
 
 
-def _to_many_name(fk: catalog.ForeignKey, table: Table, found: Catalog) -> str:
+def _to_many_name(fk: catalog.ForeignKey, table: Table) -> str:
     same_target = [f for f in table.foreign_keys if (f.ref_schema, f.ref_table) == (fk.ref_schema, fk.ref_table)]
     base = _singular(table.name) if _one_to_one(fk, table) else table.name
     if len(same_target) > 1 or (table.schema, table.name) == (fk.ref_schema, fk.ref_table):
@@ -354,11 +348,11 @@ def _to_many_name(fk: catalog.ForeignKey, table: Table, found: Catalog) -> str:
     return _identifier(base)
 
 
-def _attribute(name: str, taken: set[str], exact: bool = False) -> str:
+def _attribute(name: str, taken: set[str]) -> str:
     attr = _identifier(name)
     if keyword.iskeyword(attr) or attr in _RESERVED or attr.startswith("_"):
         attr = f"{attr.lstrip('_') or 'column'}_"
-    while attr in taken and not exact:
+    while attr in taken:
         attr += "_"
     taken.add(attr)
     return attr
