@@ -3,8 +3,9 @@
 A backup is complete or absent. pg_dump writes a hidden ``.<name>.<pid>.<random>.partial`` created
 with mode 0600; when it succeeds the file is fsynced while it is read back for its SHA-256 (the two
 overlap), its table of contents is read back, the manifest is written (temporary name, fsync,
-rename), and only then is the file renamed to its final name and the folder fsynced. A failure or an interruption removes the partial file; a ``kill -9`` leaves a
-hidden partial that no listing shows and ``prod.cleanup`` removes.
+rename), and only then is the file renamed to its final name and the folder fsynced. A failure or an
+interruption removes the partial file; a ``kill -9`` leaves a hidden partial that no listing shows
+and ``prod.cleanup`` removes.
 """
 
 from __future__ import annotations
