@@ -34,9 +34,10 @@ class Meter:
         self._shown = False
 
     def __call__(self, p: Progress) -> None:
-        if not self.enabled or time.monotonic() - self._last < 0.5:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.5:
             return
-        self._last = time.monotonic()
+        self._last = now
         if p.unit == "bytes":
             done = size(p.done) + (f" of ~{size(p.total)}" if p.total else "")
             rate = f"{size(p.rate)}/s"

@@ -243,3 +243,21 @@ def test_interactive_restore_at_a_terminal(db18: DatabaseUrl, tmp_path: Path, mi
     assert right.finish() == 0, right.seen[-500:]
     assert f"migration head now in place: {HEAD}".encode() in right.seen
     assert fingerprint(db18, schema=False) != before
+
+
+def test_progress_line_at_a_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgshift.dump import Progress
+    from tasks import _backup
+
+    meter = _backup.Meter()
+    meter.enabled = True  # as at a terminal
+    monkeypatch.setattr(_backup.time, "monotonic", iter([10.0, 10.1, 11.0]).__next__)
+    meter(Progress("dump", 50_000_000, 200_000_000, "bytes", 2.0))
+    meter(Progress("dump", 60_000_000, 200_000_000, "bytes", 2.1))  # within half a second: not shown
+    meter(Progress("restore", 40, 120, "objects", 4.0))
+    meter.close()
+    err = capsys.readouterr().err
+    assert "\rdump: 50.0 MB of ~200.0 MB, 2 s, 25.0 MB/s" in err
+    assert "60.0 MB" not in err
+    assert "\rrestore: 40 of 120 objects, 4 s, 10 objects/s" in err
+    assert err.endswith("\r\033[K")
