@@ -265,3 +265,14 @@ def test_a_table_lock_held_longer_than_lock_timeout_fails_the_deploy_cleanly(
         assert db.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == (0,)
     assert stub.received[-1]["text"].endswith("FAILED")
     assert f"pid {blocker_pid}" in stub.received[-1]["attachments"][0]["text"]
+
+
+def test_a_plan_refuses_a_migration_that_does_not_parse(
+        db_url: DatabaseUrl, make_settings: Any, migrations_dir: Path, stub: SlackStub) -> None:
+    write_set(migrations_dir)
+    write_migration(migrations_dir, BAD, "ALTER TABLE items ADD COLUMN note text\nSELEC 1;\n", "SELECT 1;\n")
+    settings = production(db_url, make_settings, stub, preflight_drift=False)
+    planned = workflow.plan(settings, rehearse=False)
+    assert not planned.proceed and planned.exit_code == 1
+    assert any(f"{BAD}.sql" in p and "syntax error" in p for p in planned.problems), planned.problems
+    assert [m.id for m in planned.pending] == [M1, M2, BAD]

@@ -106,9 +106,8 @@ def _plan_migration(m: Migration, problems: list[str]) -> PlannedMigration:
     return PlannedMigration(m.id, m.path.name, m.sql, mode, m.rollback_path.name if m.rollback_path else None)
 
 
-def _lint(migrations: list[Migration], planned: list[PlannedMigration]) -> list[str]:
-    report = lint.lint(migrations, only={m.id for m in planned})
-    return [f"{f.file}:{f.line} {f.rule}: {f.message}" for f in report.findings]
+def _lint(migrations: list[Migration], planned: list[PlannedMigration]) -> list[lint.LintFinding]:
+    return lint.lint(migrations, only={m.id for m in planned}).findings
 
 
 def backup_name(settings: Settings) -> str:
@@ -160,8 +159,16 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
                         "(or now: inv prod.maintenance off)")
     elif flag.enabled:
         warnings.append(f"{flag.describe()}; a deploy leaves it on (turn it off with inv prod.maintenance off)")
-    findings = _lint(migrations, planned) if planned and not problems else []
-    if findings and rehearse:
+    try:
+        found = _lint(migrations, planned) if planned and not problems else []
+    except MigrationError as error:
+        found = []
+        problems.append(f"lint could not read the migrations: {error}")
+    findings = [f"{f.file}:{f.line} {f.rule}: {f.message}" for f in found]
+    broken = [f for f in found if f.rule == "syntax"]
+    if broken:  # a file that does not parse fails whichever deploy runs it
+        problems.append(f"{broken[0].message}; fix the file")
+    elif findings and rehearse:
         problems.append(f"lint: {len(findings)} unsafe statement(s) block a deploy with testing; first: "
                         f"{findings[0]}. Fix it, or if it is safe here silence it with a comment "
                         "-- pgshift: ignore <rule>")
