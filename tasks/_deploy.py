@@ -81,9 +81,9 @@ def run(config: Settings, *, rehearse: bool, dry_run: bool, yes: bool, on_failur
 def show_report(report: DeployReport) -> None:
     if report.rehearsal is not None:
         out(report.rehearsal.summary())
-        out(table(["migration", "apply", "rollback", "re-apply"],
-                  [(t.id, f"{t.apply_ms} ms", _ms(t.rollback_ms), _ms(t.reapply_ms))
-                   for t in report.rehearsal.timings]))
+        out(table(["migration", "apply", "rollback", "re-apply", "locks on existing tables", "rewrote"],
+                  [(t.id, f"{t.apply_ms} ms", _ms(t.rollback_ms), _ms(t.reapply_ms),
+                    "; ".join(t.locks) or "-", ", ".join(t.rewrote) or "-") for t in report.rehearsal.timings]))
     if report.applied:
         out(table(["migration", "took", "attempts"],
                   [(a.id, f"{a.duration_ms} ms", a.attempts) for a in report.applied]))

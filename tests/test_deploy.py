@@ -196,7 +196,8 @@ def test_a_failing_rehearsal_never_touches_the_target(
                             [f"pgshift\\_scratch\\_{os.getpid()}\\_%"])
     assert before == after and leftovers == []
     assert not settings.backups_dir.exists() or not list(settings.backups_dir.iterdir())
-    assert stub.received == []
+    (told,) = stub.received  # the team hears of it; nothing else happened
+    assert told["text"].endswith("FAILED") and "the target was not touched" in told["attachments"][0]["text"]
 
 
 def test_a_rollback_that_leaves_something_behind_fails_the_rehearsal(
@@ -211,7 +212,7 @@ def test_a_rollback_that_leaves_something_behind_fails_the_rehearsal(
     message = str(caught.value)
     assert f"on a copy of the target, {M2}.rollback.sql: after the rollback the schema differs" in message
     assert "+ column public.prices.id" in message and "the target was not touched" in message
-    assert "price" not in columns(db_url) and stub.received == []
+    assert "price" not in columns(db_url) and [m["text"][-6:] for m in stub.received] == ["FAILED"]
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:

@@ -186,6 +186,7 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
         run.say("rehearse", line)
     run.say("rehearse", found.summary())
     if not found.ok:
+        run.event("failure", migrations=planned.ids, detail=f"{found.summary()[:500]}; the target was not touched")
         raise RehearsalFailed(f"{found.summary()}; the target was not touched. Log: {run.log.path}")
     return found
 
