@@ -80,6 +80,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     """Apply what is pending, write the difference to schema.sql as migration ``name`` and its
     rollback, and apply it (unless ``create_only``). In sync: nothing is written."""
     from pgshift import apply
+    from pgshift.lock import migration_lock
     from pgshift.schema import autogen, models_path, shadow
 
     if upto:
@@ -87,7 +88,9 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
                           "the difference from the fully migrated database; run inv dev.migrate --to ID first")
     autogen.check_name(settings.migrations_dir, name)
     say = progress or (lambda _msg: None)
-    with target.connect(settings) as db:
+    # One lock over apply, compare, write and apply: a second generator waits, then finds it done.
+    # (Advisory locks stack within a session, so apply() taking it again inside is fine.)
+    with target.connect(settings) as db, migration_lock(db, settings.lock_wait):
         before = apply.apply(db, source.read(settings.migrations_dir), limits(settings), progress=progress)
         say("comparing the database with schema.sql")
         generated = autogen.generate(settings, db, name, allow_data_loss=allow_data_loss, confirm=confirm)

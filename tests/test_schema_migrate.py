@@ -248,6 +248,21 @@ def test_in_sync_writes_nothing_and_create_only_does_not_apply(
     assert hand.created is not None and hand.created.empty  # --empty: the template, for writing by hand
 
 
+def test_a_second_migrator_waits_for_the_lock_and_writes_nothing_meanwhile(
+        db_url: DatabaseUrl, make_settings: Any) -> None:
+    from pgshift.errors import LockTimeout
+    from pgshift.lock import LOCK_ID, LOCK_NAMESPACE
+
+    settings = make_settings(db_url, lock_wait=0.3)
+    declare(settings, BASE)
+    with Database.connect(db_url) as other:
+        other.rows("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, LOCK_ID])
+        with pytest.raises(LockTimeout, match="another migration holds the lock"):
+            core.migrate(settings, "base")
+    assert list(settings.migrations_dir.iterdir()) == []
+    assert core.migrate(settings, "base").created is not None
+
+
 def test_bad_schema_file_names_the_line_and_writes_nothing(db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     declare(settings, "CREATE TABLE a (id int);\n\nCREATE TABLE b (id nosuchtype);\n")
