@@ -47,6 +47,8 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
             f"and {result.created.id}.rollback.sql {how}")
         if generated is not None and generated.shadow != "the target's server":
             out(f"note: schema.sql was loaded on {generated.shadow}")
+    for warning in generated.not_compared if generated is not None else ():
+        out(f"warning: {warning}")
     for ident in result.result.empty:
         out(f"skipped {ident}: no statements yet (write it, then run inv dev.migrate)")
     if not create_only:

@@ -263,6 +263,19 @@ def test_a_second_migrator_waits_for_the_lock_and_writes_nothing_meanwhile(
     assert core.migrate(settings, "base").created is not None
 
 
+def test_statements_the_differ_ignores_are_named_not_silently_dropped(
+        db_url: DatabaseUrl, make_settings: Any) -> None:
+    settings = make_settings(db_url)
+    extra = "\nGRANT SELECT ON books TO PUBLIC;\nCREATE STATISTICS books_stats ON author_id, pages FROM books;\n"
+    write_migration(settings.migrations_dir, "20250101000000_base", BASE + extra)
+    declare(settings, BASE + extra)
+    result = core.migrate(settings, "nothing")
+    assert result.generated is not None and result.generated.in_sync
+    lines = BASE.count("\n") + 2
+    assert [w.split(" is not compared")[0] for w in result.generated.not_compared] == [
+        f"schema.sql, line {lines}: GRANT/REVOKE", f"schema.sql, line {lines + 1}: CREATE STATISTICS"]
+
+
 def test_bad_schema_file_names_the_line_and_writes_nothing(db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     declare(settings, "CREATE TABLE a (id int);\n\nCREATE TABLE b (id nosuchtype);\n")

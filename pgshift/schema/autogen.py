@@ -12,14 +12,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgshift import source
+from pgshift import source, sqltext
 from pgshift.db import Database
-from pgshift.errors import Aborted, ConfigError, Refused
+from pgshift.errors import Aborted, ConfigError, MigrationError, Refused
 from pgshift.schema import declared_path, diff
 from pgshift.schema.shadow import Prepared, Shadow, load
 from pgshift.settings import Settings
 
 Confirm = Callable[[str], bool]
+
+# Statements of schema.sql whose effect the differ does not compare: they would be silently left
+# out of every generated migration, so each is named in a warning instead.
+_NOT_COMPARED = {
+    "GrantStmt": "GRANT/REVOKE", "GrantRoleStmt": "GRANT of a role", "AlterDefaultPrivilegesStmt":
+    "ALTER DEFAULT PRIVILEGES", "CreateStatsStmt": "CREATE STATISTICS", "CreatePublicationStmt":
+    "CREATE PUBLICATION", "CreateSubscriptionStmt": "CREATE SUBSCRIPTION", "CreateEventTrigStmt":
+    "CREATE EVENT TRIGGER", "CreateCastStmt": "CREATE CAST", "CreateForeignTableStmt": "CREATE FOREIGN TABLE",
+    "CreateForeignServerStmt": "CREATE SERVER", "CreateUserMappingStmt": "CREATE USER MAPPING",
+    "CreateFdwStmt": "CREATE FOREIGN DATA WRAPPER", "RuleStmt": "CREATE RULE", "CreateRoleStmt": "CREATE ROLE",
+    "CreateOpClassStmt": "CREATE OPERATOR CLASS", "CreateOpFamilyStmt": "CREATE OPERATOR FAMILY",
+    "CreateConversionStmt": "CREATE CONVERSION", "CreateTransformStmt": "CREATE TRANSFORM",
+    "CreateRangeStmt": "CREATE TYPE ... AS RANGE", "AlterOwnerStmt": "ALTER ... OWNER",
+}
+_DEFINE_COMPARED = ("CREATE COLLATION",)  # DefineStmt is also CREATE AGGREGATE, OPERATOR, base TYPE
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,7 @@ class Generated:
     rollback: diff.Plan
     desired: diff.Schema  # schema.sql as loaded, to check the result against after applying
     shadow: str           # where schema.sql was loaded
+    not_compared: tuple[str, ...] = ()  # warnings: statements of schema.sql the differ ignores
 
     @property
     def in_sync(self) -> bool:
@@ -61,8 +77,9 @@ def generate(settings: Settings, db: Database, name: str, *, allow_data_loss: bo
     current = diff.inspect(db)
     desired = prepared.result()
     forward = diff.plan(current, desired)
+    ignored = not_compared(declared, path.name)
     if forward.empty:
-        return Generated(None, forward, diff.Plan([]), desired, prepared.where)
+        return Generated(None, forward, diff.Plan([]), desired, prepared.where, ignored)
     backward = diff.plan(current=desired, desired=current)
     if forward.data_loss and not allow_data_loss:
         what = "; ".join(str(c.data_loss) for c in forward.data_loss)
@@ -72,7 +89,26 @@ def generate(settings: Settings, db: Database, name: str, *, allow_data_loss: bo
         if not confirm(f"The change loses data: {what}. Write and apply it?"):
             raise Aborted("nothing was written: the change loses data and was not confirmed")
     migration = write(settings.migrations_dir, name, forward, backward)
-    return Generated(migration, forward, backward, desired, prepared.where)
+    return Generated(migration, forward, backward, desired, prepared.where, ignored)
+
+
+def not_compared(sql: str, origin: str) -> tuple[str, ...]:
+    """One warning per statement of ``sql`` whose effect no generated migration would carry."""
+    found = []
+    try:
+        statements = sqltext.statements(sql, origin)
+    except MigrationError:  # syntax newer than the parser's (the server accepted it): no warnings
+        return ()
+    for statement in statements:
+        what = _NOT_COMPARED.get(statement.kind)
+        if statement.kind == "DefineStmt" and not statement.text.upper().startswith(_DEFINE_COMPARED):
+            what = " ".join(statement.text.split()[:2]).upper()
+        if statement.kind == "AlterTableStmt" and " OWNER TO " in " ".join(statement.text.upper().split()):
+            what = "ALTER TABLE ... OWNER TO"
+        if what:
+            found.append(f"{origin}, line {statement.line}: {what} is not compared, so no generated migration "
+                         "carries it; write it in a migration by hand (inv dev.migrate NAME --empty)")
+    return tuple(found)
 
 
 def remaining(db: Database, desired: diff.Schema) -> diff.Plan:
