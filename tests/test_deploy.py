@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pgshift import apply, history, snapshot, source
+from pgshift import apply, history, snapshot, source, target
 from pgshift.core import limits
 from pgshift.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -95,12 +95,18 @@ def test_a_rehearsed_deploy_applies_backs_up_records_logs_and_tells_slack(
     apply_first(settings)
     asked: list[str] = []
     lines: list[str] = []
-
-    slack = Slack.from_settings(settings)
-    report = workflow.deploy(settings, rehearse=True, notify=slack, progress=lines.append,
-                             confirm=lambda plan: asked.append(",".join(plan.ids)) is None)
+    admin = db_url.with_dbname("postgres")
+    left = f"pgshift_scratch_{os.getpid()}_deadbeef00"  # as a killed rehearsal would leave it
+    target.create_database(admin, left)
+    try:
+        slack = Slack.from_settings(settings)
+        report = workflow.deploy(settings, rehearse=True, notify=slack, progress=lines.append,
+                                 confirm=lambda plan: asked.append(",".join(plan.ids)) is None)
+    finally:
+        target.drop_database(admin, left)
 
     assert asked == [M2]
+    assert any(left in line and "drop those no run is using" in line for line in lines)
     assert report.outcome == "succeeded" and [a.id for a in report.applied] == [M2]
     assert report.rehearsal is not None and report.rehearsal.ok
     (timing,) = report.rehearsal.timings

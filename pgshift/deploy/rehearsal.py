@@ -69,6 +69,7 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
     """Rehearse applying ``pending`` (ids, in order) to a clone of ``url``'s database."""
     say = progress or (lambda _m: None)
     admin = scratch.server_of(url, connect_timeout)
+    others = scratch.leftovers(admin, connect_timeout)  # before ours exists: runs elsewhere, or killed ones
     todo = [m for m in migrations if m.id in set(pending)]
     started = time.monotonic()
     say(f"cloning {url.dbname} into a scratch database")
@@ -84,6 +85,9 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
                     notes.append(f"constraints (already there): {f.table}: {f.problem}")
                 else:
                     problems.append(f"constraints: the migrations leave {f.table}: {f.problem}; fix: {f.fix}")
+    if others:
+        notes.append(f"scratch databases on the server that another run is using or a killed one left: "
+                     f"{', '.join(others)}; drop those no run is using (DROP DATABASE ... WITH (FORCE))")
     return Rehearsal(url.dbname, clone_s, timings, problems, notes)
 
 
