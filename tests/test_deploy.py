@@ -174,6 +174,8 @@ def test_a_failing_migration_names_the_backup_and_leaves_maintenance_off(
     else:
         assert "price" not in columns(db_url) and M2 not in records
         assert f"Rolled back (their rollback files, newest first): {M2}" in message
+        log = Path(message.rsplit("Log: ", 1)[1]).read_text()  # rolled back while the application was away
+        assert log.index(f"[rollback] rolled back {M2}") < log.index("[maintenance] maintenance off")
         assert (row.outcome, row.migrations) == ("rolled back", [])
         assert stub.received[-1]["text"].endswith("failed and was rolled back")
     assert records[BAD].state == "failed"

@@ -4,6 +4,7 @@ maintenance on and off, apply and verify, and what happens after a failure."""
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 
 from pgshift import apply, backups, history, source
 from pgshift.core import limits
@@ -110,19 +111,36 @@ def apply_pending(run: Run, db: Database, migrations: list[source.Migration]) ->
     failpoint("deploy:verified")
 
 
-def fail(run: Run, db: Database, migrations: list[source.Migration], error: BaseException) -> None:
-    """After a failure: optional rollback, the history row, the message naming the backup, Slack."""
+def _reason(error: BaseException) -> str:
+    if isinstance(error, PgShiftError):
+        return str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGTERM)"
+    return f"{type(error).__name__}: {error}"
+
+
+def undo(run: Run, db: Database, migrations: list[source.Migration], error: BaseException) -> None:
+    """After a failure, while maintenance is still on: note what this run applied before failing, and
+    with ``--on-failure=rollback`` run their rollback files, newest first."""
+    report = run.report
+    before = list(getattr(error, "applied_before", ()))
+    run.say("apply", f"failed: {_reason(error)}")
+    if not report.applied and before:
+        with suppress(PgShiftError):
+            records = history.records(db)
+            report.applied = [apply.Applied(i, records[i].duration_ms or 0, records[i].transactional)
+                              for i in before if i in records]
+    if report.plan.on_failure == "rollback" and before and isinstance(error, PgShiftError):
+        report.outcome = _roll_back(run, db, migrations, before)
+
+
+def fail(run: Run, db: Database, error: BaseException) -> None:
+    """After a failure and maintenance off: the history row, the message naming the backup, Slack."""
     report = run.report
     assert report.deploy_id is not None
+    reason = _reason(error)
     before = list(getattr(error, "applied_before", ()))
-    if not report.applied and before:
-        report.applied = [apply.Applied(i, 0, True) for i in before]
-    reason = str(error) if isinstance(error, PgShiftError) else ("interrupted (Ctrl-C or SIGTERM)" if isinstance(
-        error, KeyboardInterrupt) else f"{type(error).__name__}: {error}")
-    run.say("apply", f"failed: {reason}")
-    outcome = "failed"
-    if run.report.plan.on_failure == "rollback" and before and isinstance(error, PgShiftError):
-        outcome = _roll_back(run, db, migrations, before)
+    outcome = "rolled back" if report.outcome == "rolled back" else "failed"
     stay = [i for i in before if i not in report.rolled_back]
     parts = [f"deploy #{report.deploy_id} failed: {reason}."]
     if report.rolled_back:

@@ -242,8 +242,9 @@ def _execute(run: Run, planned: Plan, rehearsed: bool) -> None:
             if not db.conn.closed and db.in_transaction:  # interrupted inside a migration's transaction
                 with suppress(PgShiftError):
                     db.execute("ROLLBACK")
+            steps.undo(run, db, migrations, error)
             steps.cleanup_maintenance(run, db, turned_on or dead_flag)
-            steps.fail(run, db, migrations, error)
+            steps.fail(run, db, error)
             raise
         steps.cleanup_maintenance(run, db, turned_on or dead_flag)
         failpoint("deploy:maintenance-off")
