@@ -4,12 +4,14 @@ exactly."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pgshift import apply, core, history, source
+from pgshift import apply, core, history, source, target
 from pgshift.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ConfigError, Refused
@@ -101,11 +103,18 @@ def test_each_object_kind_migrates_rediffs_clean_and_rolls_back_exactly(
     assert_same(inspect(db_url), before)
 
 
+@pytest.fixture
+def pg18_db(pg18: DatabaseUrl) -> Iterator[DatabaseUrl]:
+    """A fresh database on the embedded PostgreSQL 18 only (VIRTUAL generated columns are new in 18)."""
+    name = f"pgshift_t_{uuid.uuid4().hex[:12]}"
+    target.create_database(pg18, name)
+    yield pg18.with_dbname(name)
+    target.drop_database(pg18, name)
+
+
 def test_virtual_generated_columns_of_postgresql_18_are_written_and_compared(
-        db_url: DatabaseUrl, make_settings: Any) -> None:
-    with Database.connect(db_url) as db:
-        if db.server_version < 180000:
-            pytest.skip("VIRTUAL generated columns are new in PostgreSQL 18")
+        pg18_db: DatabaseUrl, make_settings: Any) -> None:
+    db_url = pg18_db
     settings = make_settings(db_url)
     virtual = BASE.replace(
         "pages integer\n", "pages integer,\n    sheets integer GENERATED ALWAYS AS (pages / 2) VIRTUAL\n")
