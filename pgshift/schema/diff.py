@@ -30,6 +30,7 @@ Where the library is wrong or unsafe, it is corrected here, each with a test:
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,23 +97,27 @@ def _fill_function_bodies(db: Database, inspected: Any) -> None:
 
 
 _STRICT: dict[Any, Any] = {}
+_STRICT_LOCK = threading.Lock()  # schemas are read on two threads at once: one subclass per class
 
 
 def _strict(cls: Any) -> Any:
     """``cls`` with column compatibility judged on full types (typmods included), not base types."""
     if getattr(cls, "_pgshift_strict", False):
         return cls
-    if cls in _STRICT:
+    with _STRICT_LOCK:
+        if cls not in _STRICT:
+            _STRICT[cls] = _strict_subclass(cls)
         return _STRICT[cls]
+
+
+def _strict_subclass(cls: Any) -> Any:
 
     def has_compatible_columns(self: Any, other: Any) -> bool:
         mine = [(k, c.dbtypestr) for k, c in self.columns.items()]
         theirs = [(k, c.dbtypestr) for k, c in other.columns.items()]
         return (mine if self.relationtype == "f" else mine[: len(theirs)]) == theirs
 
-    _STRICT[cls] = type(cls.__name__, (cls,), {"has_compatible_columns": has_compatible_columns,
-                                               "_pgshift_strict": True})
-    return _STRICT[cls]
+    return type(cls.__name__, (cls,), {"has_compatible_columns": has_compatible_columns, "_pgshift_strict": True})
 
 
 @dataclass
