@@ -48,13 +48,14 @@ def problems(command: str) -> list[str]:
         if word.startswith("-"):
             flag = word.split("=", 1)[0]
             if flag in ("--help", "-h", "--list", "-l"):
+                skip = flag in ("--help", "-h") and current is None  # "inv --help TASK" names a task
                 continue
             if current is None or flag not in current.flags:
                 found.append(f"{command!r}: unknown flag {flag} for {current.name if current else 'inv'}")
                 continue
             skip = current.flags[flag].takes_value and "=" not in word
-        elif word in known:
-            current = known[word]
+        elif word in known or word == "TASK":
+            current = known.get(word)
         elif current is None or not current.positional_args:
             found.append(f"{command!r}: unknown task {word!r}")
     return found
