@@ -9,7 +9,6 @@ before the backup file is renamed into place, so a file that lists with a manife
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pgshift.dump import FORMATS
+from pgshift.pids import alive
 
 NAME = re.compile(r"^backup_(?P<env>[a-z0-9-]+)_(?P<ts>\d{8}_\d{6})(?:_\d+)?\.(?P<ext>dump|sql)$")
 PARTIAL = re.compile(r"^\.(?P<file>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.partial$")
@@ -139,7 +139,7 @@ def leftovers(folder: Path) -> list[Path]:
     stale = []
     for entry in entries:
         partial = PARTIAL.match(entry.name)
-        if partial and _alive(int(partial["pid"])):
+        if partial and alive(int(partial["pid"])):
             busy.add(partial["file"])
         elif partial:
             stale.append(entry)
@@ -149,12 +149,3 @@ def leftovers(folder: Path) -> list[Path]:
             stale.append(entry)
     return sorted(stale)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

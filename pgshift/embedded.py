@@ -27,6 +27,7 @@ from pathlib import Path
 from pgshift import pgbin
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ToolError
+from pgshift.pids import alive
 
 SYSTEM_USER = "embedded_postgres"
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; leave room for ".s.PGSQL.5432"
@@ -49,7 +50,7 @@ def running(folder: Path) -> ServerInfo | None:
         pid, port, socket_dir, status = int(lines[0]), int(lines[3]), lines[4].strip(), lines[7].strip()
     except (OSError, IndexError, ValueError):
         return None
-    if status != "ready" or not _alive(pid):
+    if status != "ready" or not alive(pid):
         return None
     return ServerInfo(pid=pid, port=port, socket_dir=Path(socket_dir))
 
@@ -90,16 +91,6 @@ def stop(folder: Path) -> bool:
     with _locked(folder):
         _run([str(pgbin.program("pg_ctl")), "-D", str(folder / "cluster"), "-m", "fast", "-w", "stop"],
              _system_user(), "stop the embedded PostgreSQL")
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -10,6 +10,9 @@ if TYPE_CHECKING:  # pgshift.status imports psycopg: inv --list must not
     from pgshift.settings import Settings
     from pgshift.status import Drift
 
+DRIFT_HELP = ("also compare the live schema with what the applied migrations make (replayed into a "
+              "shadow database; a second or two)")
+
 
 def show(settings: Settings, as_json: bool, drift: bool = False) -> None:
     from pgshift import core

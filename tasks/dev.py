@@ -61,9 +61,7 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
         out(f"refreshed {result.models.name} (SQLAlchemy models)")
 
 
-@task(help={"json": "print one JSON object instead of a table",
-            "drift": "also compare the live schema with what the applied migrations make (replayed "
-                     "into a shadow database; about a second)"})
+@task(help={"json": "print one JSON object instead of a table", "drift": _status.DRIFT_HELP})
 @boundary
 def status(c: Context, json: bool = False, drift: bool = False) -> None:
     """Migration status of the development database.

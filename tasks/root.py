@@ -6,14 +6,14 @@ from tasks import _backup, _status
 from tasks._cli import boundary, settings
 
 
-@task(help={"json": "print one JSON object instead of a table"})
+@task(help={"json": "print one JSON object instead of a table", "drift": _status.DRIFT_HELP})
 @boundary
-def status(c: Context, json: bool = False) -> None:
+def status(c: Context, json: bool = False, drift: bool = False) -> None:
     """Migration status of the current ENVIRONMENT's database.
 
     Exit codes: 0 up to date, 3 pending migrations only, 1 anything wrong, 2 usage error.
     """
-    _status.show(settings(c), json)
+    _status.show(settings(c), json, drift)
 
 
 @task

@@ -27,6 +27,7 @@ from pgshift import embedded, sqltext
 from pgshift.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ConfigError, PgShiftError
+from pgshift.pids import alive
 from pgshift.settings import Settings
 
 PREFIX = "pgshift_shadow_"
@@ -123,21 +124,11 @@ def sweep(admin: Database) -> list[str]:
             "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)",  # a live one is in use
             [PREFIX.replace("_", "\\_") + "%"]):
         pid = name[len(PREFIX):].split("_", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             with suppress(PgShiftError):  # no FORCE: if anyone connected meanwhile, it stays
                 admin.execute(f"DROP DATABASE IF EXISTS {admin.identifier(name)}")
                 gone.append(name)
     return gone
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _try_create(admin: Database, name: str) -> bool:
