@@ -167,23 +167,30 @@ def take(db: Database) -> Snapshot:
     return Snapshot({str(key): " ".join(str(definition or "").split()) for key, definition in rows})
 
 
+_RANK = {kind: rank for rank, kind in enumerate(_QUERIES)}
+
+
 def diff(before: Snapshot, after: Snapshot) -> list[str]:
     """What changed from ``before`` to ``after``, one readable line per object; empty when equal.
 
     ``- kind name: definition`` is gone, ``+ kind name: definition`` is new, and a changed
-    object shows ``~ kind name: <old> -> <new>``."""
-    lines: list[str] = []
-    for key in sorted(before.objects.keys() | after.objects.keys()):
+    object shows ``~ kind name: <old> -> <new>``. Lines come in the order schemas, extensions,
+    tables, columns, constraints, indexes, sequences, views, functions, triggers, types: a table
+    that appeared or vanished comes before its parts."""
+    lines: list[tuple[int, str, str]] = []
+    for key in before.objects.keys() | after.objects.keys():
         old, new = before.objects.get(key), after.objects.get(key)
         if old == new:
             continue
+        kind, _, name = key.partition(" ")
         if new is None:
-            lines.append(f"- {key}{_show(old)}")
+            line = f"- {key}{_show(old)}"
         elif old is None:
-            lines.append(f"+ {key}{_show(new)}")
+            line = f"+ {key}{_show(new)}"
         else:
-            lines.append(f"~ {key}: {_changed(old, new)}")
-    return lines
+            line = f"~ {key}: {_changed(old, new)}"
+        lines.append((_RANK.get(kind, len(_RANK)), name, line))
+    return [line for _, _, line in sorted(lines)]
 
 
 def _changed(old: str, new: str, width: int = 160) -> str:

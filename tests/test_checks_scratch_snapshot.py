@@ -55,6 +55,12 @@ def test_snapshot_sees_every_kind_of_change(db_url: DatabaseUrl) -> None:
             lines = snapshot.diff(base, snapshot.take(db))
             db.execute("ROLLBACK")
             assert any(line.startswith(expected) for line in lines), (change, lines)
+        db.execute("BEGIN; CREATE TABLE zoo (id int PRIMARY KEY, keeper_id bigint REFERENCES people)")
+        lines = snapshot.diff(base, snapshot.take(db))
+        db.execute("ROLLBACK")
+        assert [line.split(":")[0] for line in lines] == [  # the table first, then its parts
+            "+ table public.zoo", "+ column public.zoo.id", "+ column public.zoo.keeper_id",
+            "+ constraint public.zoo.zoo_keeper_id_fkey", "+ constraint public.zoo.zoo_pkey", "+ index public.zoo_pkey"]
         db.execute("CREATE SCHEMA pgshift; CREATE TABLE pgshift.migrations (id text)")
         assert snapshot.diff(base, snapshot.take(db)) == [], "the tool's own schema is not part of the snapshot"
 
