@@ -179,3 +179,20 @@ def test_a_deploy_keeps_secrets_out_of_output_log_slack_and_process_list(
     assert shown.returncode == 0 and f"last deploy #{row['id']} succeeded: 2 migration(s)" in shown.stdout
     table = inv(env, "deploy.status")
     assert "succeeded" in table.stdout and "pending: none" in table.stdout
+
+
+def test_restoring_the_pre_deploy_backup_gives_back_the_database_before_the_deploy(
+        db_url: DatabaseUrl, tmp_path: Path, migrations_dir: Path) -> None:
+    write_set(migrations_dir)
+    env = env_for(db_url, tmp_path, migrations_dir, ENVIRONMENT="production")
+    before = dump(db_url)
+    deployed = inv(env, "prod.deploy", "--yes")
+    assert deployed.returncode == 0, deployed.stderr
+    backup = next((tmp_path / "backups").glob("backup_production_*.dump"))
+    restored = inv(env, "rollback.restore", backup.name, "--yes")
+    assert restored.returncode == 0, restored.stderr
+    shown = inv(env, "deploy.status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["interrupted"] == [] and all(d["outcome"] != "running" for d in data["deploys"])
+    assert dump(db_url).count("CREATE TABLE public.items") == before.count("CREATE TABLE public.items") == 0

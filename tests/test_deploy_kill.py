@@ -31,8 +31,8 @@ M3 = "20250105000000_create_audits"
 # (failpoint, maintenance left on by the kill, history row written before the kill)
 STEPS = [
     ("deploy:locked", False, False),
+    ("deploy:backed-up", False, False),
     ("deploy:started", False, True),
-    ("deploy:backed-up", False, True),
     ("deploy:maintenance-on", True, True),
     (f"committed:{M2}", True, True),
     ("deploy:applied", True, True),

@@ -35,12 +35,11 @@ def recover(run: Run, db: Database) -> maintenance.Maintenance:
     return flag
 
 
-def backup(run: Run, db: Database) -> None:
-    assert run.report.deploy_id is not None
+def backup(run: Run) -> None:
+    """Back up the target before the deploy writes its history row (the caller records the file)."""
     run.say("backup", "backing up the target (pg_dump, verified)")
-    taken = backups.take(run.settings, reason=f"pre-deploy #{run.report.deploy_id}")
+    taken = backups.take(run.settings, reason="pre-deploy")
     run.report.backup = taken.path
-    deploys.step(db, run.report.deploy_id, "backed up", backup=taken.path.name)
     run.say("backup", f"backup: {taken.path} ({taken.size} bytes, verified)")
     failpoint("deploy:backed-up")
 

@@ -217,6 +217,16 @@ def _execute(run: Run, planned: Plan, rehearsed: bool) -> None:
                 steps.maintenance_off(run, db)
             run.say("apply", "nothing to deploy: up to date")
             return
+        # The backup comes before this deploy's history row: restoring it must give back the database
+        # as it was, not one that remembers a deploy "running" (which would read as a deploy that died).
+        backup_error: BaseException | None = None
+        try:
+            if not settings.skip_backup:
+                steps.backup(run)
+            else:
+                run.say("backup", "skipped: SKIP_BACKUP is set")
+        except BaseException as error:
+            backup_error = error
         report.deploy_id = deploys.start(db, environment=settings.environment, who=run.who.split("@")[0],
                                          host=run.who.split("@")[-1], pid=os.getpid(), migrations=planned.ids,
                                          rehearsed=rehearsed, log=str(run.log.path))
@@ -226,10 +236,10 @@ def _execute(run: Run, planned: Plan, rehearsed: bool) -> None:
         dead_flag = flag.left_on_by_crash(deploy_running=False)
         turned_on = False
         try:
-            if not settings.skip_backup:
-                steps.backup(run, db)
-            else:
-                run.say("backup", "skipped: SKIP_BACKUP is set")
+            if backup_error is not None:
+                raise backup_error
+            if report.backup is not None:
+                deploys.step(db, report.deploy_id, "backed up", backup=report.backup.name)
             if flag.enabled and flag.deploy_id is None:
                 run.say("maintenance", "maintenance is on already (by hand): left as it is")
             elif not settings.skip_maintenance:
