@@ -23,19 +23,16 @@ On a superuser connection foreign-key triggers are skipped while filling
 
 from __future__ import annotations
 
-import itertools
 import os
-import queue
 import re
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgshift import snapshot
-from pgshift.db import Database, SqlFailure
-from pgshift.dburl import DatabaseUrl
+from pgshift.checks import bulkload
+from pgshift.db import Database
 from pgshift.errors import MigrationError
 
 _TABLES = """
@@ -360,8 +357,8 @@ def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], No
     setup = "SET synchronous_commit = off" + ("; SET session_replication_role = replica" if superuser else "")
     before = snapshot.take(db)
     started = time.monotonic()
-    pool = _Pool(db.url, workers, setup)
-    aside = _set_aside(db, [t.oid for t in tables if t.oid not in nonempty])
+    pool = bulkload.Pool(db.url, workers, setup)
+    aside = bulkload.set_aside(db, [t.oid for t in tables if t.oid not in nonempty])
     try:
         for level in _levels(tables):
             jobs: list[tuple[_Table, int, list[str]]] = []
@@ -376,7 +373,7 @@ def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], No
                     counts[table.oid] = 0
                     results.append(TableFill(table.name, planned, 0, 0, f"skipped: {reason}"))
                 else:
-                    jobs.append((table, planned, _chunks(sql, planned, workers)))
+                    jobs.append((table, planned, bulkload.chunks(sql, planned, workers)))
                     candidates[table.oid] = plain
             if progress is not None and jobs:
                 progress("filling " + ", ".join(f"{t.name} ({n:,} rows)" for t, n, _ in jobs))
@@ -405,7 +402,7 @@ def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], No
         if progress is not None and aside:
             progress(f"rebuilding {len(aside)} index(es) set aside while loading")
         try:
-            _put_back(db, pool, aside, [t.name for t in tables if t.oid not in nonempty])
+            bulkload.put_back(db, pool, aside, [t.name for t in tables if t.oid not in nonempty])
         finally:
             pool.close()
     index_seconds = time.monotonic() - indexing
@@ -416,14 +413,6 @@ def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], No
     t0 = time.monotonic()
     db.execute("ANALYZE")
     return FillReport(sorted(results, key=lambda r: r.table), seconds, time.monotonic() - t0, index_seconds)
-
-
-def _chunks(template: str, rows: int, workers: int, smallest: int = 200_000) -> list[str]:
-    """The INSERT split into row ranges, so one big table loads on several connections at once."""
-    parts = max(1, min(workers, rows // smallest))
-    bounds = [rows * i // parts for i in range(parts + 1)]
-    return [template.replace("__LO__", str(lo + 1)).replace("__HI__", str(hi))
-            for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
 def _levels(tables: list[_Table]) -> list[list[_Table]]:
@@ -437,105 +426,6 @@ def _levels(tables: list[_Table]) -> list[list[_Table]]:
     for oid, level in depth.items():
         grouped.setdefault(level, []).append(by_oid[oid])
     return [grouped[k] for k in sorted(grouped)]
-
-
-class _Pool:
-    """A few extra connections to the same database, each running one statement at a time."""
-
-    def __init__(self, url: DatabaseUrl, size: int, setup: str) -> None:
-        self._free: queue.Queue[Database] = queue.Queue()
-        self._all: list[Database] = []
-        for _ in range(size):
-            conn = Database.connect(url)
-            conn.execute(f"{setup}; SET maintenance_work_mem = '256MB'")
-            self._all.append(conn)
-            self._free.put(conn)
-        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="pgshift-datagen")
-
-    def _one(self, sql: str) -> tuple[int, str | None]:
-        conn = self._free.get()
-        started = time.monotonic()
-        try:
-            conn.execute(sql)
-            return int((time.monotonic() - started) * 1000), None
-        except SqlFailure as failure:
-            return int((time.monotonic() - started) * 1000), str(failure)
-        finally:
-            self._free.put(conn)
-
-    def run(self, scripts: list[str]) -> list[tuple[int, str | None]]:
-        """Run every script; (ms, error or None) for each, in order."""
-        return list(self._executor.map(self._one, scripts))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        for conn in self._all:
-            conn.close()
-
-
-_ASIDE = """
-SELECT co.contype::text, co.conrelid::regclass::text, co.conname, ic.relname, pg_get_indexdef(co.conindid)
-FROM pg_constraint co JOIN pg_index i ON i.indexrelid = co.conindid JOIN pg_class ic ON ic.oid = co.conindid
-WHERE co.contype IN ('p', 'u') AND co.conrelid = ANY(%(t)s) AND NOT co.condeferrable
-AND i.indnkeyatts = i.indnatts
-AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = co.conindid)
-UNION ALL
-SELECT 'idx', i.indrelid::regclass::text, c.relname, c.relname, pg_get_indexdef(i.indexrelid)
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-WHERE i.indrelid = ANY(%(t)s) AND NOT EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conindid = i.indexrelid
-                                              AND co.contype IN ('p', 'u', 'x', 'f'))"""
-
-_KEEP = """
-SELECT i.indrelid FROM pg_index i WHERE i.indrelid = ANY(%s) AND (i.indisclustered OR i.indisreplident)
-UNION SELECT c.oid FROM pg_class c WHERE c.oid = ANY(%s) AND (c.relkind = 'p' OR c.relhassubclass)"""
-
-
-Aside = tuple[str, str, str, str, str]  # kind (p, u or idx), table, constraint or index name, index name, index def
-
-
-def _set_aside(db: Database, oids: list[int]) -> list[Aside]:
-    """Drop the indexes (and the unique and primary keys no foreign key needs) of the tables to fill.
-
-    Returns what was dropped. Keys a foreign key references stay, and with them the foreign keys, so
-    nothing has to be validated again afterwards; so do deferrable keys and exclusion constraints."""
-    keep = {r[0] for r in db.rows(_KEEP, [oids, oids])}
-    oids = [o for o in oids if o not in keep]
-    if not oids:
-        return []
-    found: list[Aside] = [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]))
-                          for r in db.rows(_ASIDE, {"t": oids})]  # type: ignore[arg-type]
-    drops = [f"DROP INDEX {_schema_of(table)}{db.identifier(name)}" if kind == "idx"
-             else f"ALTER TABLE {table} DROP CONSTRAINT {db.identifier(name)}"
-             for kind, table, name, _, _ in found]
-    if drops:
-        db.execute("BEGIN; " + "; ".join(drops) + "; COMMIT")
-    return found
-
-
-def _schema_of(table: str) -> str:
-    """The schema prefix (with its dot) of a regclass text; nothing when the table is on the search path."""
-    head, dot, _ = table.rpartition(".")
-    return head + dot if dot and (not table.startswith('"') or '".' in table) else ""
-
-
-def _put_back(db: Database, pool: _Pool, aside: list[Aside], tables: list[str]) -> None:
-    """Re-create what ``_set_aside`` dropped, as it was: every index at once (each on a connection of
-    its own; builds on one table do not block each other), then the keys on their indexes.
-
-    If the data breaks a unique index, the tables are emptied and everything is put back anyway."""
-    builds = [definition for _, _, _, _, definition in aside]
-    keys = [f"ALTER TABLE {table} ADD CONSTRAINT {db.identifier(name)} "
-            f"{'PRIMARY KEY' if kind == 'p' else 'UNIQUE'} USING INDEX {db.identifier(index)}"
-            for kind, table, name, index, _ in aside if kind != "idx"]
-    failed = [(build, error) for build, (_, error) in zip(builds, pool.run(builds), strict=True) if error]
-    if failed:
-        db.execute("TRUNCATE " + ", ".join(tables))
-        for build, _ in failed:
-            db.execute(build)
-    if keys:
-        db.execute("BEGIN; " + ";\n".join(keys) + "; COMMIT")
-    if failed:
-        raise MigrationError(f"generated rows broke a unique index ({failed[0][1]}); the tables were emptied")
 
 
 def _reset_sequences(db: Database, table: _Table) -> None:
