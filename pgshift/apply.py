@@ -131,7 +131,7 @@ def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Ap
     migration = item.migration
     transactional = migration.forced_transactional
     if transactional is None:
-        transactional = not sqltext.may_need_parse(migration.sql) or all(
+        transactional = not migration.may_need_parse or all(
             s.transactional for s in sqltext.statements(migration.sql, migration.path.name))
     if not transactional:
         return _apply_statements(db, item, limits)
@@ -319,7 +319,8 @@ def rollback(db: Database, migration: Migration, limits: Limits) -> int:
         try:
             db.execute(f"{prefix}{sql}\n;\n{history.delete_sql(db, migration.id)};\nCOMMIT;")
         except SqlFailure as failure:
-            line = sqltext.line_of(sql, failure.position - len(prefix)) if failure.position else 0
-            raise MigrationError(f"{migration.id}.rollback.sql, line {line}: {failure}; nothing of the "
-                                 "rollback was applied") from None
+            where = f"{migration.id}.rollback.sql"
+            if failure.position:
+                where += f", line {sqltext.line_of(sql, failure.position - len(prefix))}"
+            raise MigrationError(f"{where}: {failure}; nothing of the rollback was applied") from None
     return int((time.monotonic() - started) * 1000)

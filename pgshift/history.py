@@ -83,7 +83,7 @@ def upsert_sql(db: Database, *, id: str, checksum: str, state: str, duration_ms:
     """The statement that writes a record; returned as text to send inside the migration's own script.
 
     ``duration_ms`` may be ``ELAPSED_MS`` to let the server measure the script it is part of."""
-    values = ", ".join(v if v is ELAPSED_MS else db.literal(v) for v in (
+    values = ", ".join(_literal(db, v) for v in (
         id, checksum, state, duration_ms, transactional, total, done, list(hashes), error))
     return (
         "INSERT INTO pgshift.migrations (id, checksum, state, duration_ms, transactional, "
@@ -94,6 +94,24 @@ def upsert_sql(db: Database, *, id: str, checksum: str, state: str, duration_ms:
         "statements_total = EXCLUDED.statements_total, statements_done = EXCLUDED.statements_done, "
         "done_hashes = EXCLUDED.done_hashes, error = EXCLUDED.error"
     )
+
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _literal(db: Database, value: object) -> str:
+    """SQL literal; the common values (ids, hex checksums, numbers) without a round through the driver."""
+    if value is ELAPSED_MS:
+        return ELAPSED_MS
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and _PLAIN.issuperset(value):
+        return f"'{value}'"
+    return db.literal(value)
 
 
 def delete_sql(db: Database, id: str) -> str:

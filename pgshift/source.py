@@ -48,11 +48,23 @@ class Migration:
         return checksum(self.sql)
 
     @cached_property
-    def empty(self) -> bool:
-        """True when the file has no statement yet (only comments and blanks)."""
+    def _words(self) -> tuple[frozenset[str], bool]:
         from pgshift import sqltext  # its lexer's regex is compiled on import; status rarely needs it
 
-        return sqltext.is_empty(self.sql)
+        found, any_token = sqltext.words(self.sql)
+        return frozenset(found), any_token
+
+    @property
+    def empty(self) -> bool:
+        """True when the file has no statement yet (only comments and blanks)."""
+        return not self._words[1]
+
+    @property
+    def may_need_parse(self) -> bool:
+        """False when no statement in the file can refuse a transaction (see ``sqltext.NEEDS_PARSE``)."""
+        from pgshift.sqltext import NEEDS_PARSE
+
+        return bool(self._words[0] & NEEDS_PARSE)
 
     @property
     def forced_transactional(self) -> bool | None:

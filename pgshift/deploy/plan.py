@@ -94,7 +94,7 @@ def transactional(m: Migration) -> bool:
     forced = m.forced_transactional
     if forced is not None:
         return forced
-    return not sqltext.may_need_parse(m.sql) or all(s.transactional for s in sqltext.statements(m.sql, m.path.name))
+    return not m.may_need_parse or all(s.transactional for s in sqltext.statements(m.sql, m.path.name))
 
 
 def _plan_migration(m: Migration, problems: list[str]) -> PlannedMigration:
