@@ -27,7 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pgshift import embedded, pgbin, target  # noqa: E402
+from _server import URL_HELP, admin_url  # noqa: E402
+
+from pgshift import pgbin, target  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -80,24 +82,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--migrations", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--url", help="admin URL of a server (database postgres); default: embedded 18")
+    parser.add_argument("--url", help=URL_HELP)
     args = parser.parse_args()
-
-    folder = None
-    if args.url:
-        admin = DatabaseUrl.parse(args.url)
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="pgshift-bench-", dir="/tmp"))
-        folder.chmod(0o755)
-        admin = embedded.ensure_running(folder).url("postgres")
     work = Path(tempfile.mkdtemp(prefix="pgshift-bench-work-"))
     try:
-        run(admin, work, args.migrations, args.repeat)
+        with admin_url(args.url) as admin:
+            run(admin, work, args.migrations, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if folder is not None:
-            embedded.stop(folder)
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def fresh(admin: DatabaseUrl) -> DatabaseUrl:

@@ -31,7 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pgshift import embedded, target  # noqa: E402
+from _server import URL_HELP, admin_url  # noqa: E402
+
+from pgshift import target  # noqa: E402
 from pgshift.db import Database  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
@@ -89,26 +91,17 @@ def main() -> None:
     parser.add_argument("--migrations", type=int, default=50)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--url", help="admin URL of a server (database postgres); default: embedded 18")
+    parser.add_argument("--url", help=URL_HELP)
     args = parser.parse_args()
-    folder = None
-    if args.url:
-        admin = DatabaseUrl.parse(args.url)
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="pgshift-bench-", dir="/tmp"))
-        folder.chmod(0o755)
-        admin = embedded.ensure_running(folder).url("postgres")
     work = Path(tempfile.mkdtemp(prefix="pgshift-bench-work-"))
     created: list[str] = []
-    try:
-        run(admin, work, args.migrations, args.rows, args.repeat, created)
-    finally:
-        for name in created:
-            target.drop_database(admin, name)
-        shutil.rmtree(work, ignore_errors=True)
-        if folder is not None:
-            embedded.stop(folder)
-            shutil.rmtree(folder, ignore_errors=True)
+    with admin_url(args.url) as admin:
+        try:
+            run(admin, work, args.migrations, args.rows, args.repeat, created)
+        finally:
+            for name in created:
+                target.drop_database(admin, name)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def run(admin: DatabaseUrl, work: Path, count: int, rows: int, repeat: int, created: list[str]) -> None:

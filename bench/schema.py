@@ -28,7 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pgshift import embedded, target  # noqa: E402
+from _server import URL_HELP, admin_url  # noqa: E402
+
+from pgshift import target  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -62,26 +64,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--migrations", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--url", help="admin URL of a server (database postgres); default: embedded 18")
+    parser.add_argument("--url", help=URL_HELP)
     args = parser.parse_args()
-    folder = None
-    if args.url:
-        admin = DatabaseUrl.parse(args.url)
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="pgshift-bench-", dir="/tmp"))
-        folder.chmod(0o755)
-        admin = embedded.ensure_running(folder).url("postgres")
     work = Path(tempfile.mkdtemp(prefix="pgshift-bench-work-"))
     name = f"bench_{uuid.uuid4().hex[:10]}"
-    target.create_database(admin, name)
-    try:
-        rows = run(admin.with_dbname(name), work, args.migrations, args.repeat)
-    finally:
-        target.drop_database(admin, name)
-        shutil.rmtree(work, ignore_errors=True)
-        if folder is not None:
-            embedded.stop(folder)
-            shutil.rmtree(folder, ignore_errors=True)
+    with admin_url(args.url) as admin:
+        target.create_database(admin, name)
+        try:
+            rows = run(admin.with_dbname(name), work, args.migrations, args.repeat)
+        finally:
+            target.drop_database(admin, name)
+            shutil.rmtree(work, ignore_errors=True)
     print(f"server: {admin.host}:{admin.port}   medians of {args.repeat} runs, whole processes")
     print(f"{'case':<34}{'seconds':>9}{'ratio':>8}")
     for case, seconds, ratio in rows:
