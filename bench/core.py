@@ -14,34 +14,23 @@ Figures are medians of --repeat runs; ratios are against the floor of each row.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _server import URL_HELP, admin_url  # noqa: E402
+from _harness import URL_HELP, admin_url, env_for, timed  # noqa: E402
 
 from pgshift import pgbin, target  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode not in (0, 3):
-        raise SystemExit(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return elapsed
 
 
 def median(samples: list[float]) -> float:
@@ -59,16 +48,6 @@ def write_set(folder: Path, count: int) -> list[str]:
         (folder / f"{ident}.rollback.sql").write_text(f"DROP TABLE t_{n};\n")
         bodies.append(body)
     return bodies
-
-
-def env_for(url: DatabaseUrl, folder: Path) -> dict[str, str]:
-    # Bytecode caching on, as on a user's machine (some CI images set PYTHONDONTWRITEBYTECODE, which
-    # would make every run compile the tool's own modules and measure that instead).
-    drop = ("ENVIRONMENT", "DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(DATABASE_URL=str(url), ENVIRONMENT="development", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(folder))
-    env.update(url.env())
-    return env
 
 
 def yoyo_url(url: DatabaseUrl) -> str:
@@ -136,7 +115,7 @@ def run(admin: DatabaseUrl, work: Path, count: int, repeat: int) -> None:
         bare = [sys.executable, "-c",
                 "import invoke, psycopg, os\n"
                 "with psycopg.connect(os.environ['DATABASE_URL']) as c: c.execute('SELECT 1').fetchone()"]
-        status_ours = [timed([inv, "dev.status"], env_for(ours_db, mig)) for _ in range(repeat)]
+        status_ours = [timed([inv, "dev.status"], env_for(ours_db, mig), ok=(0, 3)) for _ in range(repeat)]
         status_yoyo = [timed([yoyo, "list", "--no-config-file", "--database", yoyo_url(yoyo_db), str(mig)],
                              env_for(yoyo_db, mig)) for _ in range(repeat)]
         status_bare = [timed(bare, env_for(ours_db, mig)) for _ in range(repeat)]

@@ -16,10 +16,8 @@ one table of --rows rows (so the backup and the rehearsal's clone have data to c
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,22 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _server import URL_HELP, admin_url  # noqa: E402
+from _harness import URL_HELP, admin_url, env_for, timed  # noqa: E402
 
 from pgshift import target  # noqa: E402
 from pgshift.db import Database  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
 INV = str(Path(sys.executable).parent / "inv")
-
-
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[1:])} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return elapsed
 
 
 def write_set(folder: Path, count: int) -> None:
@@ -57,14 +46,9 @@ def write_set(folder: Path, count: int) -> None:
         (folder / f"{ident}.rollback.sql").write_text(f"DROP TABLE t_{n};\n")
 
 
-def env_for(url: DatabaseUrl, work: Path, folder: Path, **extra: str) -> dict[str, str]:
-    drop = ("ENVIRONMENT", "DATABASE_URL", "PYTHONDONTWRITEBYTECODE", "SLACK_WEBHOOK_URL", "SKIP_BACKUP",
-            "SKIP_MAINTENANCE")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(DATABASE_URL=str(url), ENVIRONMENT="production", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(folder),
-               INVOKE_PGSHIFT_BACKUPS_DIR=str(work / "backups"), INVOKE_PGSHIFT_LOGS_DIR=str(work / "logs"))
-    env.update(extra)
-    return env
+def deploy_env(url: DatabaseUrl, work: Path, folder: Path, **extra: str) -> dict[str, str]:
+    return env_for(url, folder, "production", INVOKE_PGSHIFT_BACKUPS_DIR=str(work / "backups"),
+                   INVOKE_PGSHIFT_LOGS_DIR=str(work / "logs"), **extra)
 
 
 def seeded(admin: DatabaseUrl, rows: int) -> DatabaseUrl:
@@ -118,10 +102,10 @@ def run(admin: DatabaseUrl, work: Path, count: int, rows: int, repeat: int, crea
         samples = []
         for _ in range(repeat):
             url = fresh()
-            samples.append(timed(argv, env_for(url, work, folder, **extra)))
+            samples.append(timed(argv, deploy_env(url, work, folder, **extra)))
         return statistics.median(samples)
 
-    timed([INV, "--list"], env_for(admin, work, many))  # bytecode caches first
+    timed([INV, "--list"], deploy_env(admin, work, many))  # bytecode caches first
     no_drift = {"INVOKE_PGSHIFT_PREFLIGHT_DRIFT": "0"}
     figures = [
         (f"inv dev.migrate ({count} pending, the floor)",

@@ -15,44 +15,24 @@ Figures are medians of --repeat runs; the ratio is against the bare Python proce
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _server import URL_HELP, admin_url  # noqa: E402
+from _harness import URL_HELP, admin_url, env_for, timed  # noqa: E402
 
 from pgshift import target  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
 BIN = Path(sys.executable).parent
 INV = str(BIN / "inv")
-
-
-def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - started
-    if done.returncode not in ok:
-        raise SystemExit(f"{' '.join(argv[1:3])} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return elapsed
-
-
-def env_for(url: DatabaseUrl, folder: Path) -> dict[str, str]:
-    drop = ("ENVIRONMENT", "DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(DATABASE_URL=str(url), ENVIRONMENT="development", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(folder))
-    env.update(url.env())
-    return env
 
 
 def table_sql(n: int) -> str:
