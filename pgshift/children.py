@@ -51,9 +51,17 @@ def _prctl() -> Callable[..., int] | None:
 _PRCTL = _prctl()
 
 
-def _die_with_parent() -> None:
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with(parent: int) -> Callable[[], None]:
+    """The child's hook: die with ``parent``. If the parent died between the fork and this call, the
+    signal would never come (it is armed too late), so the child checks and ends at once."""
+
+    def hook() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return hook
 
 
 class Child:
@@ -68,7 +76,7 @@ class Child:
             self.proc = subprocess.Popen(
                 list(argv), env=env, stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=subprocess.DEVNULL if stdout is None else stdout, stderr=subprocess.PIPE,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None, close_fds=True)
+                preexec_fn=_die_with(os.getpid()) if _PRCTL is not None else None, close_fds=True)
         except OSError as exc:
             raise ToolError(f"could not start {self.name}: {exc.strerror}") from None
         self._reader = threading.Thread(target=self._drain, daemon=True)
