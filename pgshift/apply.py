@@ -258,7 +258,7 @@ def _settle(db: Database, statement: sqltext.Statement) -> bool:
         db.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {statement.indexes[0]}")
         return False
     if statement.kind == "DropStmt" and statement.indexes:
-        return all(db.one("SELECT to_regclass(%s) IS NULL", [name]) == (True,) for name in statement.indexes)
+        return not any(db.has_relation(name) for name in statement.indexes)
     return False
 
 

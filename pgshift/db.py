@@ -105,6 +105,11 @@ class Database:
         found = self.rows(query, params)
         return found[0] if found else None
 
+    def has_relation(self, name: str) -> bool:
+        """True if the (schema-qualified) table, view or index exists."""
+        row = self.one("SELECT to_regclass(%s) IS NOT NULL", [name])
+        return bool(row and row[0])
+
     def literal(self, value: Any) -> str:
         """A value quoted as an SQL literal, for scripts that cannot take parameters."""
         return sql.Literal(value).as_string(self.conn)

@@ -50,8 +50,7 @@ class Record:
 
 
 def exists(db: Database) -> bool:
-    row = db.one("SELECT to_regclass('pgshift.migrations') IS NOT NULL")
-    return bool(row and row[0])
+    return db.has_relation("pgshift.migrations")
 
 
 def ensure(db: Database) -> None:

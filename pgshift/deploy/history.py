@@ -86,8 +86,7 @@ _COLUMNS = ("id, started_at, finished_at, environment, who, host, pid, step, out
 
 
 def exists(db: Database) -> bool:
-    row = db.one("SELECT to_regclass('pgshift.deploys') IS NOT NULL")
-    return bool(row and row[0])
+    return db.has_relation("pgshift.deploys")
 
 
 def ensure(db: Database) -> None:

@@ -76,8 +76,7 @@ OFF = Maintenance(False)
 
 
 def exists(db: Database) -> bool:
-    row = db.one("SELECT to_regclass('pgshift.maintenance') IS NOT NULL")
-    return bool(row and row[0])
+    return db.has_relation("pgshift.maintenance")
 
 
 def ensure(db: Database) -> None:
