@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -40,6 +41,22 @@ def test_list_shows_every_namespace_without_heavy_imports() -> None:
     assert "HEAVY []" in done.stdout, done.stdout + done.stderr
     for name in ("status", "dev.migrate", "dev.status", "prod.status"):
         assert f"  {name} " in done.stdout
+
+
+@pytest.mark.parametrize(("told_not_to", "writes"), [(False, True), (True, False)])
+def test_the_task_modules_keep_their_bytecode_unless_python_is_told_not_to(told_not_to: bool,
+                                                                            writes: bool) -> None:
+    # Invoke turns bytecode writing off before loading tasks.py; tasks.py turns it back on, so a
+    # command does not compile every module again, except where the user said not to write it.
+    code = ("import sys; from invoke.main import program\n"
+            "program.run(['inv', '--list'], exit=False)\n"
+            "print('WRITES', not sys.dont_write_bytecode)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if told_not_to:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True, capture_output=True, timeout=60,
+                          env=env)
+    assert f"WRITES {writes}" in done.stdout, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(("env", "code", "fragment"), [
