@@ -29,7 +29,7 @@ _HEADER = re.compile(r"^--\s*transactional\s*:\s*(true|false)\s*$", re.IGNORECAS
 
 def normalise(raw: bytes) -> str:
     text = raw.decode("utf-8-sig")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def checksum(text: str) -> str:
@@ -39,32 +39,35 @@ def checksum(text: str) -> str:
 @dataclass(frozen=True)
 class Migration:
     id: str
-    path: Path
+    folder: Path
     sql: str
-    rollback_path: Path | None
+    has_rollback: bool
+
+    @cached_property
+    def path(self) -> Path:
+        return self.folder / f"{self.id}.sql"
+
+    @cached_property
+    def rollback_path(self) -> Path | None:
+        return self.folder / f"{self.id}{ROLLBACK_SUFFIX}" if self.has_rollback else None
 
     @cached_property
     def checksum(self) -> str:
         return checksum(self.sql)
 
     @cached_property
-    def _words(self) -> tuple[frozenset[str], bool]:
-        from pgshift import sqltext  # its lexer's regex is compiled on import; status rarely needs it
-
-        found, any_token = sqltext.words(self.sql)
-        return frozenset(found), any_token
-
-    @property
     def empty(self) -> bool:
         """True when the file has no statement yet (only comments and blanks)."""
-        return not self._words[1]
+        from pgshift import sqltext  # its lexer's regex is compiled on import; status rarely needs it
 
-    @property
+        return sqltext.is_empty(self.sql)
+
+    @cached_property
     def may_need_parse(self) -> bool:
         """False when no statement in the file can refuse a transaction (see ``sqltext.NEEDS_PARSE``)."""
-        from pgshift.sqltext import NEEDS_PARSE
+        from pgshift import sqltext
 
-        return bool(self._words[0] & NEEDS_PARSE)
+        return sqltext.may_need_parse(self.sql)
 
     @property
     def forced_transactional(self) -> bool | None:
@@ -80,33 +83,36 @@ def read(folder: Path) -> list[Migration]:
     """Every migration in the folder, in apply order (by id). Raises ConfigError on a stray file."""
     if not folder.is_dir():
         raise ConfigError(f"migrations folder {folder} does not exist; create it or set pgshift.migrations_dir")
-    forward: dict[str, Path] = {}
-    rollbacks: dict[str, Path] = {}
-    with os.scandir(folder) as entries:  # scandir: no extra stat per file (status reads every file)
+    forward: list[str] = []
+    rollbacks: set[str] = set()
+    # Names stay strings and each file is opened once, unbuffered: status reads every file on every
+    # call, and a Path per file costs more than reading it.
+    with os.scandir(folder) as entries:
         listing = [(entry.name, entry.is_file()) for entry in entries]
     for name, is_file in listing:
-        path = folder / name
         if not name.endswith(".sql") or name in NOT_MIGRATIONS or not is_file:
             continue
         if name.endswith(ROLLBACK_SUFFIX):
-            rollbacks[name[: -len(ROLLBACK_SUFFIX)]] = path
+            rollbacks.add(name[: -len(ROLLBACK_SUFFIX)])
             continue
         stem = name[:-4]
         if not ID_PATTERN.match(stem):
             raise ConfigError(
-                f"{path} is not named YYYYMMDDHHMMSS_name.sql; rename it (inv dev.migrate NAME makes one)")
-        forward[stem] = path
-    orphans = sorted(set(rollbacks) - set(forward))
+                f"{folder / name} is not named YYYYMMDDHHMMSS_name.sql; rename it (inv dev.migrate NAME makes one)")
+        forward.append(stem)
+    orphans = sorted(rollbacks.difference(forward))
     if orphans:
-        raise ConfigError(f"{rollbacks[orphans[0]]} has no forward migration {orphans[0]}.sql; "
+        raise ConfigError(f"{folder / (orphans[0] + ROLLBACK_SUFFIX)} has no forward migration {orphans[0]}.sql; "
                           "restore it or delete the rollback file")
-    return [Migration(id=i, path=forward[i], sql=normalise(_read(forward[i])), rollback_path=rollbacks.get(i))
-            for i in sorted(forward)]
+    prefix = os.path.join(folder, "")
+    forward.sort()
+    return [Migration(id=i, folder=folder, sql=normalise(_read(f"{prefix}{i}.sql")), has_rollback=i in rollbacks)
+            for i in forward]
 
 
-def _read(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+def _read(path: str) -> bytes:
+    with open(path, "rb", buffering=0) as handle:
+        return handle.readall()
 
 
 TEMPLATE = """-- {id}
@@ -143,4 +149,4 @@ def create(folder: Path, name: str, now: datetime | None = None) -> Migration:
         handle.write(TEMPLATE.format(id=ident))
     with open(rollback, "x") as handle:
         handle.write(ROLLBACK_TEMPLATE.format(id=ident))
-    return Migration(id=ident, path=path, sql=normalise(path.read_bytes()), rollback_path=rollback)
+    return Migration(id=ident, folder=folder, sql=normalise(path.read_bytes()), has_rollback=True)

@@ -74,10 +74,19 @@ def _skip_block_comment(sql: str, pos: int) -> int:
 
 
 def is_empty(sql: str) -> bool:
+    """True when ``sql`` has no statement, only comments and blanks."""
+    if "/*" not in sql:
+        # Without block comments a token starts every line that is neither blank nor a -- comment
+        # (a line inside a multi-line string follows the token that opened it), so no lexing is needed.
+        return all(not line or line.startswith("--") for line in map(str.lstrip, sql.split("\n")))
     return not words(sql)[1]
 
 
 def may_need_parse(sql: str) -> bool:
+    """False when no statement in ``sql`` can refuse a transaction (see ``NEEDS_PARSE``)."""
+    upper = sql.upper()
+    if not any(word in upper for word in NEEDS_PARSE):  # not even inside a comment or a longer word
+        return False
     return bool(words(sql)[0] & NEEDS_PARSE)
 
 

@@ -1,4 +1,4 @@
-"""The migrations folder: names, templates, checksums, and yoyo reading the same layout."""
+"""The migrations folder: names, templates, checksums, yoyo reading the same layout, and the quick scan."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pgshift import source
+from pgshift import source, sqltext
 from pgshift.errors import ConfigError
 from tests.conftest import write_migration
 
@@ -72,3 +72,19 @@ def test_the_shipped_migrations_are_well_formed() -> None:
     shipped = source.read(Path(__file__).resolve().parent.parent / "migrations")
     assert shipped, "the repository ships an initial schema"
     assert all(m.rollback_path is not None and not m.empty for m in shipped)
+
+
+TRICKY = [
+    "", "  \n\t\n", "-- only a comment\n-- and another", "/* block */", "/* nested /* twice */ still */\n",
+    "/* a\n-- b */", "select 1", "  -- c\n  select 1;", "'--not a comment'", "-1", "/* x */ select 1",
+    "E'\\'' -- x", "$$ -- body $$", "select '\n-- inside a string\n'", "\ufeffselect 1", "  \r\n-- x\r\n",
+    "create index concurrently i on t (a)", "-- concurrently\nselect 1", "select 'vacuum'",
+    "create table legend (starts_at date)", '"BEGIN"', "do $$ begin end $$", "commit", "/* commit */",
+]
+
+
+@pytest.mark.parametrize("sql", TRICKY)
+def test_quick_answers_agree_with_the_lexer(sql: str) -> None:
+    found, any_token = sqltext.words(sql)
+    assert sqltext.is_empty(sql) is (not any_token)
+    assert sqltext.may_need_parse(sql) is bool(found & sqltext.NEEDS_PARSE)
