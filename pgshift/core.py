@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pgshift import source, target
+from pgshift import deploy, source, target
 from pgshift.errors import ConfigError
 from pgshift.settings import Settings
 from pgshift.status import Status, collect
@@ -32,9 +32,11 @@ def status(settings: Settings, *, drift: bool = False) -> Status:
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
         found = collect(db, migrations, settings.describe_target(), settings.environment)
-        from pgshift.deploy.state import status_extra  # the last deploy, a maintenance flag left on
+        present = deploy.tables(db)
+        if any(present):  # the last deploy, a maintenance flag left on
+            from pgshift.deploy.state import status_extra
 
-        found = replace(found, extra={**found.extra, **status_extra(db)})
+            found = replace(found, extra={**found.extra, **status_extra(db, present)})
         if drift:
             from pgshift.schema import drift as schema_drift
 

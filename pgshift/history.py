@@ -8,8 +8,8 @@ and ``status`` shows where it stopped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from pgshift.db import Database, SqlFailure
 
@@ -34,8 +34,9 @@ CREATE TABLE IF NOT EXISTS pgshift.migrations (
 """
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
+    """One row of the record. A named tuple: every status and apply builds one per migration."""
+
     id: str
     checksum: str
     state: str
@@ -69,7 +70,7 @@ def records(db: Database) -> dict[str, Record]:
         if failure.sqlstate in ("42P01", "3F000"):  # undefined table / schema: nothing applied yet
             return {}
         raise
-    return {row[0]: Record(*row[:9], tuple(row[9]), row[10]) for row in rows}  # type: ignore[call-arg]
+    return {row[0]: Record._make((*row[:9], tuple(row[9]), row[10])) for row in rows}
 
 
 # Server-side time since the script arrived: the duration of a migration sent as one script.
@@ -110,6 +111,8 @@ def _literal(db: Database, value: object) -> str:
         return str(value)
     if isinstance(value, str) and _PLAIN.issuperset(value):
         return f"'{value}'"
+    if isinstance(value, list) and not value:
+        return "'{}'"
     return db.literal(value)
 
 

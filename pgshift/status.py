@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pgshift import history
 from pgshift.db import Database
 from pgshift.errors import ExitCode
 from pgshift.source import Migration
 
+if TYPE_CHECKING:  # only status --drift builds one; its module is heavy
+    from pgshift.schema.drift import Drift
+
 STATES = ("applied", "pending", "modified", "missing", "failed")
 
 
-@dataclass(frozen=True)
-class MigrationState:
+class MigrationState(NamedTuple):
+    """One row of the status table. A named tuple: status builds one per migration on every call."""
+
     id: str
     state: str
     applied_at: datetime | None = None
@@ -24,35 +28,9 @@ class MigrationState:
     detail: str | None = None  # failed: the error and where it stopped
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
         data["applied_at"] = self.applied_at.isoformat() if self.applied_at else None
         return data
-
-
-@dataclass(frozen=True)
-class DriftItem:
-    kind: str    # table, column, index, function, ...
-    name: str    # schema-qualified: public.users.nickname
-    change: str  # unexpected (no migration made it), missing (made, now gone), changed
-    detail: str = ""
-
-    def describe(self) -> str:
-        what = {"unexpected": "exists, but no migration made it", "missing": "a migration made it; it is gone",
-                "changed": "differs from what the migrations made"}.get(self.change, self.change)
-        return f"{self.kind} {self.name}: {what}" + (f" ({self.detail})" if self.detail else "")
-
-
-@dataclass(frozen=True)
-class Drift:
-    """How the live schema differs from the schema its applied migrations make."""
-
-    items: list[DriftItem]
-    replayed: int  # migrations replayed into the shadow database
-    shadow: str    # where that shadow database ran
-
-    def as_json(self) -> dict[str, Any]:
-        return {"clean": not self.items, "replayed": self.replayed, "shadow": self.shadow,
-                "differences": [asdict(i) for i in self.items]}
 
 
 @dataclass(frozen=True)

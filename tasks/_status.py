@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from tasks._cli import emit_json, finish, out, table
 
-if TYPE_CHECKING:  # pgshift.status imports psycopg: inv --list must not
+if TYPE_CHECKING:  # the engine imports psycopg: inv --list must not
+    from pgshift.schema.drift import Drift
     from pgshift.settings import Settings
-    from pgshift.status import Drift
 
 DRIFT_HELP = ("also compare the live schema with what the applied migrations make (replayed into a "
               "shadow database; a second or two)")

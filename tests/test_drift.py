@@ -14,7 +14,7 @@ from pgshift import core, target
 from pgshift.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ExitCode
-from pgshift.status import DriftItem
+from pgshift.schema.drift import DriftItem
 from tests.conftest import INV, ROOT, cli_env, write_migration
 
 SCHEMA = """

@@ -12,7 +12,7 @@ from typing import Any
 from pgshift import history, lock, source, target
 from pgshift.db import Database
 from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance
+from pgshift.deploy import maintenance, tables
 from pgshift.settings import Settings
 from pgshift.status import states
 
@@ -47,20 +47,22 @@ def collect(settings: Settings, limit: int = 10) -> DeployState:
                        flag.left_on_by_crash(running), running, stale)
 
 
-def status_extra(db: Database) -> dict[str, Any]:
-    """``last_deploy`` and ``maintenance`` for ``Status.extra``; nothing before the first deploy."""
-    row = db.one("SELECT to_regclass('pgshift.deploys') IS NOT NULL, to_regclass('pgshift.maintenance') IS NOT NULL")
-    if row is None or not (row[0] or row[1]):
+def status_extra(db: Database, present: tuple[bool, bool] | None = None) -> dict[str, Any]:
+    """``last_deploy`` and ``maintenance`` for ``Status.extra``; nothing before the first deploy.
+
+    ``present`` is what ``pgshift.deploy.tables`` said, if the caller asked it already."""
+    has_deploys, has_flag = present if present is not None else tables(db)
+    if not (has_deploys or has_flag):
         return {}
     extra: dict[str, Any] = {}
     running = not lock.is_free(db)
-    if row[0]:
+    if has_deploys:
         last = deploys.recent(db, 1)
         if last:
             d = last[0]
             dead = d.outcome == "running" and not running
             extra["last_deploy"] = {**d.as_json(), "describe": d.describe(), "died": dead}
-    if row[1]:
+    if has_flag:
         flag = maintenance.state(db)
         extra["maintenance"] = {**flag.as_json(), "left_by_crash": flag.left_on_by_crash(running),
                                 "describe": flag.describe()}
