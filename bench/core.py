@@ -4,7 +4,9 @@
 
 Without --url it uses a private embedded PostgreSQL 18 (started and stopped here). Measured:
   apply:     N migrations (a table and an index each) from empty: inv dev.migrate, psql -1 -f of the
-             same SQL (the floor), yoyo apply (a peer)
+             same SQL (the floor), yoyo apply (a peer), and the bound for any Python tool: the bare
+             Python process below sending that same SQL as one transaction
+             (its start-up plus the server's work: no Invoke tool can beat it)
   status:    with N applied: inv dev.status, yoyo list, and a bare Python process that imports invoke
              and psycopg and runs one query (the floor for any Python tool)
   apply-one: one new migration on top of N: inv dev.migrate, yoyo apply, the bare Python process
@@ -96,7 +98,11 @@ def run(admin: DatabaseUrl, work: Path, count: int, repeat: int) -> None:
     for argv in ([inv, "--list"], [inv, "dev.status"], [yoyo, "--help"]):  # write bytecode caches first
         subprocess.run(argv, cwd=ROOT, env=env_for(warm, mig), capture_output=True, check=False)
     try:
-        apply_ours, apply_psql, apply_yoyo = [], [], []
+        bare_apply = [sys.executable, "-c",
+                      "import invoke, psycopg, os, sys\n"
+                      "sql = open(sys.argv[1], 'rb').read()\n"
+                      "with psycopg.connect(os.environ['DATABASE_URL']) as c: c.execute(sql)", str(combined)]
+        apply_ours, apply_psql, apply_yoyo, apply_bound = [], [], [], []
         for _ in range(repeat):
             url = new_db()
             apply_ours.append(timed([inv, "dev.migrate"], env_for(url, mig)))
@@ -104,14 +110,17 @@ def run(admin: DatabaseUrl, work: Path, count: int, repeat: int) -> None:
             apply_psql.append(timed([psql, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-f", str(combined)],
                                     env_for(url, mig)))
             url = new_db()
+            apply_bound.append(timed(bare_apply, env_for(url, mig)))
+            url = new_db()
             apply_yoyo.append(timed([yoyo, "apply", "--batch", "--no-config-file", "--database", yoyo_url(url),
                                      str(mig)], env_for(url, mig)))
         floor = median(apply_psql)
         rows += [(f"apply {count}", "psql -1 -f (floor)", floor, 1.0),
+                 (f"apply {count}", "python bound", median(apply_bound), median(apply_bound) / floor),
                  (f"apply {count}", "inv dev.migrate", median(apply_ours), median(apply_ours) / floor),
                  (f"apply {count}", "yoyo apply", median(apply_yoyo), median(apply_yoyo) / floor)]
 
-        ours_db, yoyo_db = created[-3], created[-1]  # fully migrated by the last round
+        ours_db, yoyo_db = created[-4], created[-1]  # fully migrated by the last round
         bare = [sys.executable, "-c",
                 "import invoke, psycopg, os\n"
                 "with psycopg.connect(os.environ['DATABASE_URL']) as c: c.execute('SELECT 1').fetchone()"]
