@@ -7,6 +7,10 @@
   statements still commit together with their journal step; a non-transactional one is followed by
   its journal step, and on resume after a crash it is first settled (a half-built index is dropped
   and rebuilt, one already built is kept).
+* Consecutive transactional migrations never tried before go to the server together, up to
+  ``BATCH_SIZE`` per message: each still in its own transaction with its own record, so the server
+  runs them as it would one by one, without a round trip and a wait on the client between them.
+  After a failure the record tells which committed; the failed one is reported, or retried alone.
 * Every commit but the last of a run is asynchronous (``synchronous_commit = off``). Each one is still
   atomic; the final synchronous commit flushes the log up to it, so a finished run is durable, and a
   server crash mid-run loses only whole migrations, which the next run re-applies.
@@ -107,19 +111,98 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
             pending = [p for p in pending if p.migration.id <= upto]
         runnable = [p for p in pending if not p.migration.empty]
         done: list[Applied] = []
-        for index, item in enumerate(runnable):
-            say(f"applying {item.migration.id}")
-            last = index == len(runnable) - 1
+        index = 0
+        while index < len(runnable):
+            batch = _batch(runnable, index)
+            for item in batch:
+                say(f"applying {item.migration.id}")
             try:
-                done.append(_apply_one(db, item, limits, durable=last))
+                failure: SqlFailure | None = None
+                if len(batch) > 1:
+                    end = index + len(batch) == len(runnable)
+                    applied, failed, failure = _apply_batch(db, batch, limits, durable=end)
+                else:
+                    applied, failed = [], batch[0]
+                for one in applied:
+                    done.append(one)
+                    _failpoint(f"committed:{one.id}")
+                    say(f"applied {one.id} in {one.duration_ms} ms")
+                index += len(applied)
+                if failed is not None:
+                    index += 1
+                    if failure is not None and not failure.lock_timeout and failure.sqlstate != "25001":
+                        _record_failure(db, failed.migration, transactional=True, error=str(failure))
+                        raise _explain(failed.migration, failure)
+                    # Alone, the one-migration path applies it, retrying a lock timeout or running a
+                    # statement that refuses a transaction outside one. What a failed batch did not
+                    # reach is batched again on the next round.
+                    done.append(_apply_one(db, failed, limits, durable=index == len(runnable)))
+                    _failpoint(f"committed:{failed.migration.id}")
+                    say(f"applied {failed.migration.id} in {done[-1].duration_ms} ms")
             except PgShiftError as error:
                 # Those commits were asynchronous; the failure record written since was not, and
                 # flushing it flushed them: what is reported as applied is durable.
                 error.applied_before = tuple(a.id for a in done)
                 raise
-            _failpoint(f"committed:{item.migration.id}")
-            say(f"applied {item.migration.id} in {done[-1].duration_ms} ms")
         return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
+
+
+BATCH_SIZE = 50             # migrations per message at most
+BATCH_CHARS = 1_000_000     # and this much SQL: a big file goes alone
+
+
+def _batch(runnable: list[Pending], start: int) -> list[Pending]:
+    """The migrations from ``start`` on that can share one message: transactional, never tried."""
+    batch: list[Pending] = []
+    size = 0
+    for item in runnable[start:start + BATCH_SIZE]:
+        m = item.migration
+        plain = item.record is None and m.forced_transactional is None and not m.may_need_parse
+        size += len(m.sql)
+        if not plain or (batch and size > BATCH_CHARS):
+            break
+        batch.append(item)
+    return batch or runnable[start:start + 1]
+
+
+def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
+                 durable: bool) -> tuple[list[Applied], Pending | None, SqlFailure | None]:
+    """Send ``batch`` as one message. Returns what committed, then the migration it stopped at (if
+    it did) and that migration's failure, its position made relative to the migration's SQL."""
+    message: list[str] = []
+    spans: list[tuple[int, int, int]] = []  # each migration's part of the message: start, its SQL, end
+    length = 0
+    for n, item in enumerate(batch):
+        m = item.migration
+        sync = "" if durable and n == len(batch) - 1 else " SET LOCAL synchronous_commit = off;"
+        prefix = f"RESET ALL; BEGIN; {_settings_sql(limits, local=True)}{sync} {history.NOTE_START};\n"
+        record = history.upsert_sql(db, id=m.id, checksum=m.checksum, state="applied",
+                                    duration_ms=history.SINCE_NOTED_MS, transactional=True)
+        part = f"{prefix}{m.sql}\n;\n{record};\nCOMMIT;\n"
+        spans.append((length, length + len(prefix), length + len(part)))
+        length += len(part)
+        message.append(part)
+    failure: SqlFailure | None = None
+    try:
+        db.execute("".join(message))
+    except SqlFailure as error:
+        failure = error
+    ids = [item.migration.id for item in batch]
+    took = dict(db.rows("SELECT id, duration_ms FROM pgshift.migrations WHERE id = ANY(%s)", [ids]))
+    applied = [Applied(i, int(took[i] or 0), transactional=True) for i in ids if i in took]
+    if failure is None:
+        return applied, None, None
+    # The message stops at the first error and each record commits with its migration, so the first
+    # migration without a record is where it stopped. The error is that migration's, unless it points
+    # elsewhere: a syntax error anywhere rejects the whole message before any of it runs. Then the
+    # migration is handed back without an error, to be applied alone, and the rest batched again.
+    stopped = len(applied)
+    start, sql_start, end = spans[stopped]
+    if failure.position is not None:
+        if not start < failure.position <= end:
+            return applied, batch[stopped], None
+        failure.position -= sql_start
+    return applied, batch[stopped], failure
 
 
 def _settings_sql(limits: Limits, local: bool) -> str:

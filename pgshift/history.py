@@ -75,6 +75,11 @@ def records(db: Database) -> dict[str, Record]:
 
 # Server-side time since the script arrived: the duration of a migration sent as one script.
 ELAPSED_MS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::integer"
+# The same for a migration sent among others in one message, where statement_timestamp() is the
+# message's: its script runs NOTE_START first.
+NOTE_START = "SELECT set_config('pgshift.started', clock_timestamp()::text, true)"
+SINCE_NOTED_MS = ("(extract(epoch FROM clock_timestamp() - current_setting('pgshift.started')::timestamptz)"
+                  " * 1000)::integer")
 
 
 def upsert_sql(db: Database, *, id: str, checksum: str, state: str, duration_ms: int | str | None,
@@ -82,7 +87,8 @@ def upsert_sql(db: Database, *, id: str, checksum: str, state: str, duration_ms:
                hashes: tuple[str, ...] = (), error: str | None = None) -> str:
     """The statement that writes a record; returned as text to send inside the migration's own script.
 
-    ``duration_ms`` may be ``ELAPSED_MS`` to let the server measure the script it is part of."""
+    ``duration_ms`` may be ``ELAPSED_MS`` or ``SINCE_NOTED_MS`` to let the server measure the script
+    it is part of."""
     values = ", ".join(_literal(db, v) for v in (
         id, checksum, state, duration_ms, transactional, total, done, list(hashes), error))
     return (
@@ -101,8 +107,8 @@ _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 def _literal(db: Database, value: object) -> str:
     """SQL literal; the common values (ids, hex checksums, numbers) without a round through the driver."""
-    if value is ELAPSED_MS:
-        return ELAPSED_MS
+    if value is ELAPSED_MS or value is SINCE_NOTED_MS:
+        return value
     if value is None:
         return "NULL"
     if isinstance(value, bool):
