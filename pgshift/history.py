@@ -76,8 +76,8 @@ def records(db: Database) -> dict[str, Record]:
 # Server-side time since the script arrived: the duration of a migration sent as one script.
 ELAPSED_MS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::integer"
 # The same for a migration sent among others in one message, where statement_timestamp() is the
-# message's: its script runs NOTE_START first.
-NOTE_START = "SELECT set_config('pgshift.started', clock_timestamp()::text, true)"
+# message's: its script first selects NOTE_START.
+NOTE_START = "set_config('pgshift.started', clock_timestamp()::text, true)"
 SINCE_NOTED_MS = ("(extract(epoch FROM clock_timestamp() - current_setting('pgshift.started')::timestamptz)"
                   " * 1000)::integer")
 
