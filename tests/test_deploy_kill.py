@@ -50,7 +50,10 @@ def inv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_kill_at_each_step_then_rerun_recovers(db_url: DatabaseUrl, tmp_path: Path, migrations_dir: Path,
                                                 failpoint: str, left_on: bool, recorded: bool) -> None:
     write_set(migrations_dir)
-    write_migration(migrations_dir, M3, "CREATE TABLE audits (id int PRIMARY KEY);\n", "DROP TABLE audits;\n")
+    # The header sends M3 on its own (consecutive plain migrations share one message), so there is a
+    # moment when M2 is committed and M3 is not, for the committed:M2 failpoint to fall on.
+    write_migration(migrations_dir, M3, "-- transactional: true\nCREATE TABLE audits (id int PRIMARY KEY);\n",
+                    "DROP TABLE audits;\n")
     env = cli_env(replace(db_url, password=PASSWORD), ENVIRONMENT="production",
                   INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir), INVOKE_PGSHIFT_BACKUPS_DIR=str(tmp_path / "b"),
                   INVOKE_PGSHIFT_LOGS_DIR=str(tmp_path / "logs"), INVOKE_PGSHIFT_PREFLIGHT_DRIFT="0")
