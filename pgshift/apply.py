@@ -174,7 +174,7 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
     length = 0
     for n, item in enumerate(batch):
         m = item.migration
-        # One statement sets the limits and notes the start: the server runs 500 of these for 500 migrations.
+        # One statement, not four, sets the limits and notes the start: it runs once per migration.
         sync = "" if durable and n == len(batch) - 1 else ", set_config('synchronous_commit', 'off', true)"
         prefix = (f"RESET ALL; BEGIN; SELECT set_config('lock_timeout', '{int(limits.lock_timeout * 1000)}ms', true), "
                   f"set_config('statement_timeout', '{int(limits.statement_timeout * 1000)}ms', true){sync}, "
