@@ -173,15 +173,7 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
     spans: list[tuple[int, int, int]] = []  # each migration's part of the message: start, its SQL, end
     length = 0
     for n, item in enumerate(batch):
-        m = item.migration
-        # One statement, not four, sets the limits and notes the start: it runs once per migration.
-        sync = "" if durable and n == len(batch) - 1 else ", set_config('synchronous_commit', 'off', true)"
-        prefix = (f"RESET ALL; BEGIN; SELECT set_config('lock_timeout', '{int(limits.lock_timeout * 1000)}ms', true), "
-                  f"set_config('statement_timeout', '{int(limits.statement_timeout * 1000)}ms', true){sync}, "
-                  f"{history.NOTE_START};\n")
-        record = history.upsert_sql(db, id=m.id, checksum=m.checksum, state="applied",
-                                    duration_ms=history.SINCE_NOTED_MS, transactional=True)
-        part = f"{prefix}{m.sql}\n;\n{record};\nCOMMIT;\n"
+        prefix, part = _script(db, item.migration, limits, durable=durable and n == len(batch) - 1)
         spans.append((length, length + len(prefix), length + len(part)))
         length += len(part)
         message.append(part)
@@ -236,16 +228,25 @@ def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Ap
         raise _explain(migration, failure, offset=None) from None
 
 
-def _apply_script(db: Database, migration: Migration, limits: Limits, durable: bool) -> int:
-    prefix = f"RESET ALL; BEGIN; {_settings_sql(limits, local=True)}"
-    if not durable:
-        prefix += " SET LOCAL synchronous_commit = off;"
-    prefix += "\n"
-    started = time.monotonic()
+def _script(db: Database, migration: Migration, limits: Limits, durable: bool) -> tuple[str, str]:
+    """A transactional migration as the script that applies it: its prefix, and the whole script.
+
+    One statement, not four, sets the limits and notes the start (the duration is measured from it,
+    since a batch shares one statement_timestamp()); the record commits with the migration."""
+    sync = "" if durable else ", set_config('synchronous_commit', 'off', true)"
+    prefix = (f"RESET ALL; BEGIN; SELECT set_config('lock_timeout', '{int(limits.lock_timeout * 1000)}ms', true), "
+              f"set_config('statement_timeout', '{int(limits.statement_timeout * 1000)}ms', true){sync}, "
+              f"{history.NOTE_START};\n")
     record = history.upsert_sql(db, id=migration.id, checksum=migration.checksum, state="applied",
-                                duration_ms=history.ELAPSED_MS, transactional=True)
+                                duration_ms=history.SINCE_NOTED_MS, transactional=True)
+    return prefix, f"{prefix}{migration.sql}\n;\n{record};\nCOMMIT;\n"
+
+
+def _apply_script(db: Database, migration: Migration, limits: Limits, durable: bool) -> int:
+    prefix, script = _script(db, migration, limits, durable)
+    started = time.monotonic()
     try:
-        db.execute(f"{prefix}{migration.sql}\n;\n{record};\nCOMMIT;")
+        db.execute(script)
     except SqlFailure as failure:
         if failure.position is not None:
             failure.position -= len(prefix)

@@ -73,10 +73,8 @@ def records(db: Database) -> dict[str, Record]:
     return {row[0]: Record._make((*row[:9], tuple(row[9]), row[10])) for row in rows}
 
 
-# Server-side time since the script arrived: the duration of a migration sent as one script.
-ELAPSED_MS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::integer"
-# The same for a migration sent among others in one message, where statement_timestamp() is the
-# message's: its script first selects NOTE_START.
+# A migration's duration, measured by the server: its script first selects NOTE_START (within one
+# message of several migrations, statement_timestamp() is the message's, so it cannot serve).
 NOTE_START = "set_config('pgshift.started', clock_timestamp()::text, true)"
 SINCE_NOTED_MS = ("(extract(epoch FROM clock_timestamp() - current_setting('pgshift.started')::timestamptz)"
                   " * 1000)::integer")
@@ -87,8 +85,7 @@ def upsert_sql(db: Database, *, id: str, checksum: str, state: str, duration_ms:
                hashes: tuple[str, ...] = (), error: str | None = None) -> str:
     """The statement that writes a record; returned as text to send inside the migration's own script.
 
-    ``duration_ms`` may be ``ELAPSED_MS`` or ``SINCE_NOTED_MS`` to let the server measure the script
-    it is part of."""
+    ``duration_ms`` may be ``SINCE_NOTED_MS`` to let the server measure the script it is part of."""
     values = ", ".join(_literal(db, v) for v in (
         id, checksum, state, duration_ms, transactional, total, done, list(hashes), error))
     return (
@@ -107,7 +104,7 @@ _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 def _literal(db: Database, value: object) -> str:
     """SQL literal; the common values (ids, hex checksums, numbers) without a round through the driver."""
-    if value is ELAPSED_MS or value is SINCE_NOTED_MS:
+    if value is SINCE_NOTED_MS:
         return value
     if value is None:
         return "NULL"
