@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pgshift import embedded
+from pgshift.databases import embedded
 from pgshift.dburl import DatabaseUrl
 
 ROOT = Path(__file__).resolve().parent.parent

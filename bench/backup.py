@@ -8,10 +8,10 @@ For each size it generates a database server-side (generate_series: a wide table
 and a narrow one with an index), then in the same run times, one after the other:
 
     bare dump     pg_dump --format=custom --compress=0 --file=...      (the format backups use)
-    our backup    pgshift.backups.take: the same pg_dump, plus fsync, SHA-256, table-of-contents
+    our backup    pgshift.backups.files.take: the same pg_dump, plus fsync, SHA-256, table-of-contents
                   check and manifest
     bare restore  CREATE DATABASE + pg_restore --exit-on-error into it
-    our restore   pgshift.restore.restore (SKIP_BACKUP): checksum and contents check, a scratch
+    our restore   pgshift.backups.restore.restore (SKIP_BACKUP): checksum and contents check, a scratch
                   database shaped like the target, pg_restore, swap, drop the old one. DROP DATABASE
                   forces a checkpoint, which bare pg_restore never pays, so the time until the
                   restored database is in place is shown too.
@@ -39,9 +39,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pgshift import backups, embedded, pgbin, restore, settings, swap, target  # noqa: E402
-from pgshift.children import env_for  # noqa: E402
-from pgshift.db import Database  # noqa: E402
+from pgshift import settings  # noqa: E402
+from pgshift.backups import files as backups  # noqa: E402
+from pgshift.backups import restore, swap  # noqa: E402
+from pgshift.databases import embedded, pgbin, target  # noqa: E402
+from pgshift.databases.children import env_for  # noqa: E402
+from pgshift.databases.db import Database  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
 ROW_BYTES = 190  # heap bytes per row of the wide table, measured; sizes are approximate

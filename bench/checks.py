@@ -23,11 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pgshift import apply, embedded, scratch, source  # noqa: E402
 from pgshift.checks import backward, datagen, forward  # noqa: E402
-from pgshift.db import Database  # noqa: E402
+from pgshift.databases import embedded, scratch  # noqa: E402
+from pgshift.databases.db import Database  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 from pgshift.errors import PgShiftError  # noqa: E402
+from pgshift.migrations import apply, source  # noqa: E402
 
 PG15 = DatabaseUrl(host="127.0.0.1", port=5432, dbname="postgres", user="postgres")
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from _harness import URL_HELP, admin_url, env_for, timed  # noqa: E402
 
-from pgshift import pgbin, target  # noqa: E402
+from pgshift.databases import pgbin, target  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
 BIN = Path(sys.executable).parent

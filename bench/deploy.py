@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from _harness import URL_HELP, admin_url, env_for, timed  # noqa: E402
 
-from pgshift import target  # noqa: E402
-from pgshift.db import Database  # noqa: E402
+from pgshift.databases import target  # noqa: E402
+from pgshift.databases.db import Database  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 
 INV = str(Path(sys.executable).parent / "inv")

@@ -8,18 +8,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pgshift import deploy, source, target
+from pgshift import deploy
+from pgshift.databases import target
 from pgshift.errors import ConfigError
+from pgshift.migrations import source
+from pgshift.migrations.status import Status, collect
 from pgshift.settings import Settings
-from pgshift.status import Status, collect
 
 if TYPE_CHECKING:  # apply is imported where it is used: status, the hot path, never needs it
-    from pgshift import apply
+    from pgshift.migrations import apply
     from pgshift.schema.autogen import Generated
 
 
 def limits(settings: Settings) -> apply.Limits:
-    from pgshift import apply
+    from pgshift.migrations import apply
 
     return apply.Limits(lock_timeout=settings.lock_timeout, statement_timeout=settings.statement_timeout,
                         lock_wait=settings.lock_wait, lock_retries=settings.lock_retries,
@@ -60,7 +62,7 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
 
     With ``schema.sql`` present the new migration is generated (see ``_migrate_to_schema``);
     ``empty`` asks for the hand-written template instead."""
-    from pgshift import apply
+    from pgshift.migrations import apply
     from pgshift.schema import declared_path
 
     if name and not empty and declared_path(settings).exists():
@@ -81,8 +83,8 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
                        confirm: Callable[[str], bool] | None) -> MigrateResult:
     """Apply what is pending, write the difference to schema.sql as migration ``name`` and its
     rollback, and apply it (unless ``create_only``). In sync: nothing is written."""
-    from pgshift import apply
-    from pgshift.lock import migration_lock
+    from pgshift.migrations import apply
+    from pgshift.migrations.lock import migration_lock
     from pgshift.schema import autogen, models_path, shadow
 
     if upto:

@@ -22,7 +22,7 @@ class PgShiftError(Exception):
     """Base of every error the engine raises on purpose."""
 
     exit_code: ExitCode = ExitCode.FAILED
-    # Set by pgshift.apply.apply on a failure: the ids it applied (and committed) before failing.
+    # Set by pgshift.migrations.apply.apply on a failure: the ids it applied (and committed) before failing.
     applied_before: tuple[str, ...] = ()
 
 

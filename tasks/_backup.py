@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from tasks._cli import out, tty
 
 if TYPE_CHECKING:
-    from pgshift.catalog import Backup
-    from pgshift.dump import Progress
-    from pgshift.restore import RestoreResult
+    from pgshift.backups.inventory import Backup
+    from pgshift.backups.restore import RestoreResult
+    from pgshift.databases.dump import Progress
     from pgshift.settings import Settings
 
 COLUMNS = ["file", "environment", "taken at (UTC)", "size", "migration head", "verified"]
@@ -83,7 +83,7 @@ def show_restore(result: RestoreResult, settings: Settings) -> None:
 
 def take(config: Settings) -> None:
     """Back up the settings' target with a progress line, then say where the backup went."""
-    from pgshift import backups
+    from pgshift.backups import files as backups
 
     meter = Meter()
     try:

@@ -56,7 +56,7 @@ def run(config: Settings, *, rehearse: bool, dry_run: bool, yes: bool, on_failur
             out(verdict(plan))
         finish(plan.exit_code)
         return
-    from pgshift import notify
+    from pgshift.deploy import notify
 
     def confirm(plan: Plan) -> bool:
         show_plan(plan, dry_run=False)

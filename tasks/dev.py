@@ -78,7 +78,7 @@ def stop(c: Context) -> None:
 
     It starts on first use and keeps running between commands, so each command pays no start-up.
     """
-    from pgshift import embedded
+    from pgshift.databases import embedded
 
     folder = settings(c, require="development").embedded_dir
     stopped = embedded.stop(folder)

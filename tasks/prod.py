@@ -28,7 +28,7 @@ def backup(c: Context) -> None:
 @boundary
 def cleanup(c: Context, dry_run: bool = False, json: bool = False) -> None:
     """Remove old backups under the retention policy."""
-    from pgshift import retention
+    from pgshift.backups import retention
 
     config = settings(c, require="production")
     plan = retention.cleanup(config, dry_run=dry_run)
@@ -85,7 +85,7 @@ def maintenance(c: Context, action: str | None = None, reason: str = "", yes: bo
         return
     if not _prompts.confirm(f"turn maintenance {action} for {config.describe_target()}?", yes=yes):
         raise Aborted(f"maintenance not switched {action}")
-    from pgshift import notify
+    from pgshift.deploy import notify
 
     slack = notify.Slack.from_settings(config)
     try:

@@ -11,7 +11,7 @@ from tasks import _backup, _prompts
 from tasks._cli import boundary, emit_json, out, settings, table
 
 if TYPE_CHECKING:
-    from pgshift.restore import Confirm, RestorePlan
+    from pgshift.backups.restore import Confirm, RestorePlan
 
 
 def _confirmation(yes: bool, always: bool) -> Confirm | None:
@@ -27,7 +27,7 @@ def _confirmation(yes: bool, always: bool) -> Confirm | None:
 
 
 def _restore(c: Context, path: str, confirm_always: bool, yes: bool) -> None:
-    from pgshift import restore
+    from pgshift.backups import restore
 
     config = settings(c)
     confirm = _confirmation(yes, confirm_always or config.is_production)
@@ -43,7 +43,7 @@ def _restore(c: Context, path: str, confirm_always: bool, yes: bool) -> None:
 @boundary
 def list_(c: Context, json: bool = False) -> None:
     """List the backups, newest first."""
-    from pgshift import backups
+    from pgshift.backups import files as backups
 
     config = settings(c)
     found = backups.list_backups(config)
@@ -59,7 +59,7 @@ def list_(c: Context, json: bool = False) -> None:
 @boundary
 def interactive(c: Context, yes: bool = False) -> None:
     """Pick a backup from a list and restore it."""
-    from pgshift import backups
+    from pgshift.backups import files as backups
 
     config = settings(c)
     found = backups.list_backups(config)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pgshift import embedded, settings, target
-from pgshift.db import Database
+from pgshift import settings
+from pgshift.databases import embedded, target
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import PgShiftError
 

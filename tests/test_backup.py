@@ -20,9 +20,12 @@ from typing import Any
 
 import pytest
 
-from pgshift import backups, core, dump, pgbin, restore, retention, target
-from pgshift.children import env_for
-from pgshift.db import Database
+from pgshift import core
+from pgshift.backups import files as backups
+from pgshift.backups import restore, retention
+from pgshift.databases import dump, pgbin, target
+from pgshift.databases.children import env_for
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import PgShiftError, ToolError
 from tests.conftest import ROOT, write_migration
@@ -57,7 +60,8 @@ TAKE = """
 import sys
 from dataclasses import replace
 from pathlib import Path
-from pgshift import backups, settings
+from pgshift.backups import files as backups
+from pgshift import settings
 from pgshift.dburl import DatabaseUrl
 loaded = settings.load(Path(sys.argv[2]), {"backups_dir": sys.argv[3]}, env={})
 backups.take(replace(loaded, url=DatabaseUrl.parse(sys.argv[1])))

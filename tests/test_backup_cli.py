@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Refused
 from tasks import _prompts
@@ -246,7 +246,7 @@ def test_interactive_restore_at_a_terminal(db18: DatabaseUrl, tmp_path: Path, mi
 
 
 def test_progress_line_at_a_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgshift.dump import Progress
+    from pgshift.databases.dump import Progress
     from tasks import _backup
 
     meter = _backup.Meter()

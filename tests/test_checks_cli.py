@@ -8,8 +8,8 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from pgshift import pgbin, scratch
-from pgshift.db import Database
+from pgshift.databases import pgbin, scratch
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from tests.conftest import INV, ROOT, cli_env
 from tests.test_checks_sets import good, rollback_leaves_column

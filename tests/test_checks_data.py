@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgshift import apply, snapshot, source
 from pgshift.checks import datagen, performance
-from pgshift.db import Database
+from pgshift.databases import snapshot
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
+from pgshift.migrations import apply, source
 from tests.conftest import write_migration
 
 RICH = """

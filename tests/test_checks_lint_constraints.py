@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pgshift import source
 from pgshift.checks import constraints, lint
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
+from pgshift.migrations import source
 from tests.conftest import write_migration
 
 BASE = "CREATE TABLE t (id int PRIMARY KEY, a int, b text);\nCREATE TABLE p (id int PRIMARY KEY);\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pgshift import scratch, snapshot
-from pgshift.db import Database
+from pgshift.databases import scratch, snapshot
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 
 SCHEMA = """

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pgshift import target
-from pgshift.db import _connect_error
+from pgshift.databases import target
+from pgshift.databases.db import _connect_error
 from pgshift.dburl import DatabaseUrl
 from tests.conftest import INV, ROOT, cli_env, write_migration
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from pgshift import core, history
-from pgshift.db import Database
+from pgshift import core
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ChecksumMismatch, ExitCode, MigrationError
+from pgshift.migrations import history
 from tests.conftest import write_migration
 
 
@@ -144,7 +145,7 @@ def test_lock_timeout_retries_then_names_the_blocker(
 
 def test_migration_lock_holder_is_named(db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     from pgshift.errors import LockTimeout
-    from pgshift.lock import LOCK_ID, LOCK_NAMESPACE
+    from pgshift.migrations.lock import LOCK_ID, LOCK_NAMESPACE
 
     write_migration(migrations_dir, "20250101000000_a", "CREATE TABLE a (id int);")
     with Database.connect(db_url) as other:

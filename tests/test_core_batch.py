@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from pgshift import apply, core, history
-from pgshift.db import Database
+from pgshift import core
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
+from pgshift.migrations import apply, history
 from tests.conftest import INV, ROOT, cli_env, write_migration
 
 IDS = [f"2025010{n}000000_m{n}" for n in range(1, 6)]
@@ -44,7 +45,7 @@ def tables(url: DatabaseUrl) -> set[str]:
 
 def test_plain_migrations_share_a_batch_and_special_ones_go_alone(migrations_dir: Path) -> None:
     write_five(migrations_dir, "CREATE INDEX CONCURRENTLY i ON t1 (id);")
-    from pgshift import source
+    from pgshift.migrations import source
 
     pending = [apply.Pending(m, None) for m in source.read(migrations_dir)]
     assert [p.migration.id for p in apply._batch(pending, 0)] == IDS[:2]

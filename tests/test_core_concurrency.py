@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from pgshift.lock import LOCK_NAMESPACE
+from pgshift.migrations.lock import LOCK_NAMESPACE
 from tests.conftest import INV, ROOT, cli_env, write_migration
 
 

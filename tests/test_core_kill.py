@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pgshift import history, lock
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
+from pgshift.migrations import history, lock
 from tests.conftest import INV, ROOT, cli_env, write_migration
 
 M1, M2, M3 = "20250101000000_tx_one", "20250102000000_no_tx", "20250103000000_tx_three"

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from pgshift import apply, history, snapshot, source, target
 from pgshift.core import limits
-from pgshift.db import Database
+from pgshift.databases import snapshot, target
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance, workflow
+from pgshift.deploy import deploys, maintenance, workflow
+from pgshift.deploy.notify import Slack
 from pgshift.errors import LockTimeout, MigrationError
-from pgshift.notify import Slack
+from pgshift.migrations import apply, history, source
 from pgshift.settings import Settings
 from tests.conftest import write_migration
 from tests.test_notify import TOKEN, SlackStub

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from pgshift import history, pgbin, snapshot
-from pgshift.db import Database
+from pgshift.databases import pgbin, snapshot
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance
+from pgshift.deploy import deploys, maintenance
+from pgshift.migrations import history
 from tests.conftest import INV, ROOT, cli_env, write_migration
 from tests.test_deploy import M1, M2, PASSWORD, write_set
 from tests.test_notify import TOKEN, SlackStub

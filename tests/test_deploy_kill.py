@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from pgshift import apply, backups, history, settings, source
+from pgshift import settings
+from pgshift.backups import files as backups
 from pgshift.core import limits
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance, state
+from pgshift.deploy import deploys, maintenance, state
+from pgshift.migrations import apply, history, source
 from tests.conftest import INV, ROOT, cli_env, write_migration
 from tests.test_deploy import M1, M2, PASSWORD, write_set
 from tests.test_notify import SlackStub

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from pgshift import core, target
-from pgshift.db import Database
+from pgshift import core
+from pgshift.databases import target
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ExitCode
 from pgshift.schema.drift import DriftItem

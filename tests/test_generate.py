@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from pgshift import core, target
-from pgshift.db import Database
+from pgshift import core
+from pgshift.databases import target
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.schema import diff, generate, orm
 from tests.conftest import INV, ROOT, cli_env, write_migration

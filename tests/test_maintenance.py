@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 
-from pgshift import history
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance, workflow
+from pgshift.deploy import deploys, maintenance, workflow
 from pgshift.errors import ToolError
+from pgshift.migrations import history
 from tests.conftest import INV, ROOT, cli_env
 from tests.test_deploy import M2, PASSWORD, apply_first, production, run_deploy, write_set
 from tests.test_notify import TOKEN, SlackStub

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from pgshift.deploy.events import Event
+from pgshift.deploy.notify import Slack
 from pgshift.deploy.redaction import Redactor
-from pgshift.notify import Slack
 
 TOKEN = "XyZsecretWebhookToken42"
 PASSWORD = "pw-Secret-4711"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pgshift import core
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Aborted, Refused
 from pgshift.schema import reset

@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 
-from pgshift import backups, dump, lock, restore
-from pgshift.db import Database
+from pgshift.backups import files as backups
+from pgshift.backups import restore
+from pgshift.databases import dump
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Aborted, LockTimeout, PgShiftError, Refused
+from pgshift.migrations import lock
 from pgshift.settings import Settings
 from tests.conftest import ROOT
 from tests.test_backup import HEAD, fingerprint, fresh_database, populate, scratch_databases, wait_for
@@ -28,7 +31,8 @@ RESTORE = """
 import sys
 from dataclasses import replace
 from pathlib import Path
-from pgshift import restore, settings
+from pgshift.backups import restore
+from pgshift import settings
 from pgshift.dburl import DatabaseUrl
 loaded = settings.load(Path(sys.argv[2]), {"backups_dir": sys.argv[3]}, env={"SKIP_BACKUP": "1"})
 restore.restore(replace(loaded, url=DatabaseUrl.parse(sys.argv[1])), sys.argv[4])

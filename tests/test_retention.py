@@ -7,8 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pgshift import retention, settings
-from pgshift.catalog import STAMP, Manifest, manifest_path, scan
+from pgshift import settings
+from pgshift.backups import retention
+from pgshift.backups.inventory import STAMP, Manifest, manifest_path, scan
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from pgshift import apply, core, history, source, target
-from pgshift.db import Database
+from pgshift import core
+from pgshift.databases import target
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ConfigError, Refused
+from pgshift.migrations import apply, history, source
 from pgshift.schema import diff
 from tests.conftest import write_migration
 
@@ -260,7 +262,7 @@ def test_in_sync_writes_nothing_and_create_only_does_not_apply(
 def test_a_second_migrator_waits_for_the_lock_and_writes_nothing_meanwhile(
         db_url: DatabaseUrl, make_settings: Any) -> None:
     from pgshift.errors import LockTimeout
-    from pgshift.lock import LOCK_ID, LOCK_NAMESPACE
+    from pgshift.migrations.lock import LOCK_ID, LOCK_NAMESPACE
 
     settings = make_settings(db_url, lock_wait=0.3)
     declare(settings, BASE)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pgshift import source, sqltext
 from pgshift.errors import ConfigError
+from pgshift.migrations import source, sqltext
 from tests.conftest import write_migration
 
 

@@ -15,12 +15,13 @@ import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgshift import apply, scratch, snapshot
 from pgshift.checks.forward import apply_one
-from pgshift.db import Database
+from pgshift.databases import scratch, snapshot
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
-from pgshift.source import Migration
+from pgshift.migrations import apply
+from pgshift.migrations.source import Migration
 
 
 @dataclass(frozen=True)

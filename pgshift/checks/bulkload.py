@@ -14,7 +14,7 @@ import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from pgshift.db import Database, SqlFailure
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgshift import apply, scratch
 from pgshift.checks.forward import ForwardReport
 from pgshift.checks.forward import run as apply_all
-from pgshift.db import Database
+from pgshift.databases import scratch
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from pgshift.source import Migration
+from pgshift.migrations import apply
+from pgshift.migrations.source import Migration
 
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%' "
          "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgshift import snapshot
 from pgshift.checks import bulkload
-from pgshift.db import Database
+from pgshift.databases import snapshot
+from pgshift.databases.db import Database
 from pgshift.errors import MigrationError
 
 _TABLES = """

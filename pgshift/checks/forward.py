@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgshift import apply, scratch
-from pgshift.db import Database
+from pgshift.databases import scratch
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
-from pgshift.source import Migration
+from pgshift.migrations import apply
+from pgshift.migrations.source import Migration
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgshift import sqltext
 from pgshift.errors import MigrationError
-from pgshift.source import Migration
+from pgshift.migrations import sqltext
+from pgshift.migrations.source import Migration
 
 RULES: dict[str, str] = {
     "require-concurrent-index-creation": "CREATE INDEX without CONCURRENTLY blocks writes to {table} while it builds; "

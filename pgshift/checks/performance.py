@@ -19,13 +19,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgshift import apply, scratch
 from pgshift.checks import datagen
 from pgshift.checks.forward import apply_one
-from pgshift.db import Database
+from pgshift.databases import scratch
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError, PgShiftError
-from pgshift.source import Migration
+from pgshift.migrations import apply
+from pgshift.migrations.source import Migration
 
 # What each table lock mode keeps other sessions from doing.
 BLOCKS = {

@@ -12,17 +12,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pgshift import apply, core, history, scratch, source, target
+from pgshift import core
 from pgshift.checks import backward as backward_check
 from pgshift.checks import constraints as constraints_check
 from pgshift.checks import forward as forward_check
 from pgshift.checks import lint as lint_check
 from pgshift.checks import performance as performance_check
-from pgshift.db import Database, DatabaseMissing
+from pgshift.databases import scratch, target
+from pgshift.databases.db import Database, DatabaseMissing
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Refused
+from pgshift.migrations import apply, history, source
+from pgshift.migrations.source import Migration
 from pgshift.settings import Settings
-from pgshift.source import Migration
 
 
 class Report(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pgshift.db import Database
+    from pgshift.databases.db import Database
 
 TABLES = ("pgshift.deploys", "pgshift.maintenance")
 

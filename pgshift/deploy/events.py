@@ -1,6 +1,6 @@
 """What a deploy tells the team: one ``Event`` per moment worth a message.
 
-The workflow hands events to a ``notify`` callback (Slack, in ``pgshift.notify``); the callback
+The workflow hands events to a ``notify`` callback (Slack, in ``pgshift.deploy.notify``); the callback
 returns a warning when the message could not be delivered, which the deploy logs and goes on.
 """
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pgshift.db import Database, SqlFailure
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import redact
 from pgshift.errors import ToolError
 

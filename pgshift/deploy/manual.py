@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pgshift import lock, target
+from pgshift.databases import target
 from pgshift.deploy import maintenance
 from pgshift.deploy.events import Event, Notify
 from pgshift.deploy.redaction import Redactor
 from pgshift.deploy.run import who
 from pgshift.deploy.runlog import RunLog
 from pgshift.errors import PgShiftError
+from pgshift.migrations import lock
 from pgshift.settings import Settings
 
 HAND_LOCK_WAIT = 5.0  # seconds: a running deploy holds the lock far longer; say so rather than wait

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgshift import apply, dump, history, lock, sqltext
 from pgshift.checks import lint
-from pgshift.db import Database
-from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance
+from pgshift.databases import dump
+from pgshift.databases.db import Database
+from pgshift.deploy import deploys, maintenance
 from pgshift.errors import ExitCode, MigrationError
+from pgshift.migrations import apply, history, lock, sqltext
+from pgshift.migrations.source import Migration
 from pgshift.settings import Settings
-from pgshift.source import Migration
 
 ON_FAILURE = ("stop", "rollback")
 

@@ -1,6 +1,6 @@
 """The rehearsal: the pending migrations run on a scratch clone of the target before the real deploy.
 
-On the clone (``pgshift.scratch.clone``: a template copy when nobody is connected to the target, a
+On the clone (``pgshift.databases.scratch.clone``: a template copy when nobody is connected to the target, a
 ``pg_dump | pg_restore`` otherwise; neither writes to the target) each pending migration is applied
 one by one over the target's real data, timed with the locks it took and the tables it rewrote
 (``pgshift.checks.performance.measure``: too slow, or a blocking lock held too long, fails); then,
@@ -18,13 +18,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgshift import apply, scratch, snapshot
 from pgshift.checks import backward, constraints, performance
 from pgshift.checks.forward import apply_one
-from pgshift.db import Database
+from pgshift.databases import scratch, snapshot
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
-from pgshift.source import Migration
+from pgshift.migrations import apply
+from pgshift.migrations.source import Migration
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgshift import apply
 from pgshift.deploy.events import Event, Notify
 from pgshift.deploy.plan import Plan
 from pgshift.deploy.redaction import Redactor
 from pgshift.deploy.rehearsal import Rehearsal
 from pgshift.deploy.runlog import RunLog
 from pgshift.errors import ExitCode, MigrationError, PgShiftError
+from pgshift.migrations import apply
 from pgshift.settings import Settings
 
 Progress = Callable[[str], None]
@@ -76,7 +76,7 @@ def who() -> str:
 
 
 def failpoint(name: str) -> None:
-    """Crash-test hook (as in ``pgshift.apply``): PGSHIFT_FAILPOINT=<name> dies by SIGKILL here.
+    """Crash-test hook (as in ``pgshift.migrations.apply``): PGSHIFT_FAILPOINT=<name> dies by SIGKILL here.
 
     Deploy boundaries: ``deploy:locked``, ``deploy:started``, ``deploy:backed-up``,
     ``deploy:maintenance-on``, ``deploy:applied``, ``deploy:verified``, ``deploy:maintenance-off``."""

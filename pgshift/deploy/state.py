@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pgshift import history, lock, source, target
-from pgshift.db import Database
-from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance, tables
+from pgshift.databases import target
+from pgshift.databases.db import Database
+from pgshift.deploy import deploys, maintenance, tables
+from pgshift.migrations import history, lock, source
+from pgshift.migrations.status import states
 from pgshift.settings import Settings
-from pgshift.status import states
 
 
 @dataclass(frozen=True)

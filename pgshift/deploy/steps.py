@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 from contextlib import suppress
 
-from pgshift import apply, backups, history, source
+from pgshift.backups import files
 from pgshift.core import limits
-from pgshift.db import Database
-from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance
+from pgshift.databases.db import Database
+from pgshift.deploy import deploys, maintenance
 from pgshift.deploy.run import DeployFailed, Run, failpoint
 from pgshift.errors import PgShiftError
-from pgshift.status import states
+from pgshift.migrations import apply, history, source
+from pgshift.migrations.status import states
 
 
 def recover(run: Run, db: Database) -> maintenance.Maintenance:
@@ -38,7 +38,7 @@ def recover(run: Run, db: Database) -> maintenance.Maintenance:
 def backup(run: Run) -> None:
     """Back up the target before the deploy writes its history row (the caller records the file)."""
     run.say("backup", "backing up the target (pg_dump, verified)")
-    taken = backups.take(run.settings, reason="pre-deploy")
+    taken = files.take(run.settings, reason="pre-deploy")
     run.report.backup = taken.path
     run.say("backup", f"backup: {taken.path} ({taken.size} bytes, verified)")
     failpoint("deploy:backed-up")

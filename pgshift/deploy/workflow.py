@@ -22,12 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-from pgshift import apply, history, source, target
 from pgshift.checks import suite
 from pgshift.core import limits
-from pgshift.db import Database
-from pgshift.deploy import history as deploys
-from pgshift.deploy import maintenance, rehearsal, steps
+from pgshift.databases import target
+from pgshift.databases.db import Database
+from pgshift.deploy import deploys, maintenance, rehearsal, steps
 from pgshift.deploy.events import Notify
 from pgshift.deploy.plan import ON_FAILURE, Plan, build
 from pgshift.deploy.redaction import Redactor
@@ -43,7 +42,8 @@ from pgshift.deploy.run import (  # the names callers use, re-exported
 )
 from pgshift.deploy.runlog import RunLog
 from pgshift.errors import Aborted, ConfigError, ConnectionFailed, PgShiftError, Refused
-from pgshift.lock import migration_lock
+from pgshift.migrations import apply, history, source
+from pgshift.migrations.lock import migration_lock
 from pgshift.settings import Settings
 
 __all__ = ["Confirm", "DeployFailed", "DeployReport", "PreflightFailed", "RehearsalFailed", "deploy", "plan", "who"]

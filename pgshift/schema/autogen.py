@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgshift import source, sqltext
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.errors import Aborted, ConfigError, MigrationError, Refused
+from pgshift.migrations import source, sqltext
 from pgshift.schema import declared_path, diff
 from pgshift.schema.shadow import Prepared, Shadow, load
 from pgshift.settings import Settings

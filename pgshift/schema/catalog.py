@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pgshift.db import Database
+from pgshift.databases.db import Database
 
 _USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') "
                  "AND n.nspname NOT LIKE 'pg\\_%'")

@@ -42,7 +42,7 @@ import results.dbdiff.statements
 import results.dbdiff.util
 import results.schemainspect
 
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.schema.rewrite import Change, Plan, rewrite, unquote, without_overridden_defaults
 
 __all__ = ["Change", "Difference", "Plan", "Schema", "differences", "inspect", "plan", "unquote"]

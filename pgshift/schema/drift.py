@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pgshift import apply, history
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.errors import MigrationError
+from pgshift.migrations import apply, history
+from pgshift.migrations.source import Migration
 from pgshift.schema import diff
 from pgshift.schema.shadow import Prepared, Shadow
 from pgshift.settings import Settings
-from pgshift.source import Migration
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgshift import target
-from pgshift.db import Database
+from pgshift.databases import target
+from pgshift.databases.db import Database
 from pgshift.schema import catalog, models_path
 from pgshift.schema.catalog import Catalog, Column, Table
 from pgshift.settings import Settings

@@ -3,7 +3,7 @@
 It refuses, before connecting to anything, unless ENVIRONMENT is development and the database is on
 the embedded server or a local one (a Unix socket or a loopback address). The seed is
 ``migrations/seed.sql`` (run in one transaction) or ``migrations/seed.py`` (its ``seed(db)`` is
-called with a ``pgshift.db.Database``); neither is a migration.
+called with a ``pgshift.databases.db.Database``); neither is a migration.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgshift import apply, source, sqltext, target
-from pgshift.db import Database, SqlFailure
+from pgshift.databases import target
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import Aborted, MigrationError, Refused
+from pgshift.migrations import apply, source, sqltext
 from pgshift.settings import Settings
 
 SEED_FILES = ("seed.sql", "seed.py")

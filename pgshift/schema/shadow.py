@@ -23,11 +23,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pgshift import embedded, sqltext
-from pgshift.db import Database, SqlFailure
+from pgshift.databases import embedded
+from pgshift.databases.db import Database, SqlFailure
+from pgshift.databases.pids import alive
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ConfigError, PgShiftError
-from pgshift.pids import alive
+from pgshift.migrations import sqltext
 from pgshift.settings import Settings
 
 PREFIX = "pgshift_shadow_"

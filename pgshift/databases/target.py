@@ -6,7 +6,7 @@ embedded server, which is started on first use and created if it does not exist 
 
 from __future__ import annotations
 
-from pgshift.db import Database, DatabaseMissing
+from pgshift.databases.db import Database, DatabaseMissing
 from pgshift.dburl import DatabaseUrl
 from pgshift.settings import Settings
 
@@ -15,7 +15,7 @@ def url(settings: Settings) -> DatabaseUrl:
     """The target's URL, starting the embedded server if that is the target."""
     if settings.url is not None:
         return settings.url
-    from pgshift import embedded  # only without a DATABASE_URL: the common case of CI and production skips it
+    from pgshift.databases import embedded  # only without a DATABASE_URL: the common case of CI and production skips it
 
     info = embedded.ensure_running(settings.embedded_dir)
     return info.url(settings.embedded_database)

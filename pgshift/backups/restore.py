@@ -3,7 +3,7 @@
 Order: check the file (inside the backups folder, present, checksum as in its manifest, contents
 readable), confirm, take the migration lock, take a safety backup of the current state (unless
 SKIP_BACKUP), restore into a scratch database shaped like the target, then swap names in one commit
-(see ``pgshift.swap``). Until the swap the target is never written to, so a failure or a kill at any
+(see ``pgshift.backups.swap``). Until the swap the target is never written to, so a failure or a kill at any
 point before it leaves the target exactly as it was.
 """
 
@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgshift import backups, dump, lock, swap, target
-from pgshift.backups import BackupInvalid
-from pgshift.catalog import Backup
-from pgshift.db import Database
+from pgshift.backups import files, swap
+from pgshift.backups.files import BackupInvalid
+from pgshift.backups.inventory import Backup
+from pgshift.databases import dump, target
+from pgshift.databases.db import Database
 from pgshift.errors import Aborted, PgShiftError, Refused
+from pgshift.migrations import lock
 from pgshift.settings import Settings
 
 
@@ -81,7 +83,7 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
             progress: dump.ProgressFn | None = None) -> RestoreResult:
     """Replace the target database with the backup at ``path``."""
     started = time.monotonic()
-    backup = backups.verify(locate(settings, path))
+    backup = files.verify(locate(settings, path))
     if backup.environment == "production" and not settings.is_production:
         raise Refused(f"{backup.path.name} is a production backup and ENVIRONMENT is {settings.environment}; "
                       "set ENVIRONMENT=production to restore it")
@@ -105,7 +107,7 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
             swap.drop_leftovers(admin, url.dbname)
             shape = swap.shape(admin, url.dbname)
         if not settings.skip_backup:
-            safety = backups.take(settings, url, reason="pre-restore", progress=progress)
+            safety = files.take(settings, url, reason="pre-restore", progress=progress)
         try:
             with swap.admin(url, settings.connect_timeout) as admin:
                 swap.create_like(admin, scratch, shape)
@@ -113,7 +115,7 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
                          objects=backup.manifest.objects if backup.manifest else None, progress=progress,
                          connect_timeout=settings.connect_timeout)
             with Database.connect(url.with_dbname(scratch), settings.connect_timeout) as restored:
-                head = backups.head(restored)
+                head = files.head(restored)
             with swap.admin(url, settings.connect_timeout) as admin:
                 swap.copy_extras(admin, scratch, shape)
         except BaseException:

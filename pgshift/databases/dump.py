@@ -27,8 +27,8 @@ from functools import cache
 from pathlib import Path
 from typing import IO
 
-from pgshift import pgbin
-from pgshift.children import Child, env_for, supervise
+from pgshift.databases import pgbin
+from pgshift.databases.children import Child, env_for, supervise
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ToolError
 

@@ -15,7 +15,7 @@ import secrets
 import time
 from typing import Any
 
-from pgshift.db import Database, DatabaseMissing, SqlFailure
+from pgshift.databases.db import Database, DatabaseMissing, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ToolError
 

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgshift import pgbin
+from pgshift.databases import pgbin
+from pgshift.databases.pids import alive
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ToolError
-from pgshift.pids import alive
 
 SYSTEM_USER = "embedded_postgres"
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; leave room for ".s.PGSQL.5432"

@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pgshift import pgbin
-from pgshift.db import Database, SqlFailure
+from pgshift.databases import pgbin
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl, redact
 from pgshift.errors import ConnectionFailed, PgShiftError, ToolError
 

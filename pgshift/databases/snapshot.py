@@ -19,7 +19,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from pgshift.db import Database, SqlFailure
+from pgshift.databases.db import Database, SqlFailure
 
 _SKIP = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') "
          "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.errors import LockTimeout
 
 # Advisory locks are scoped to the current database, so one constant key pair serves every database.

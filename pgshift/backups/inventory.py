@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgshift.dump import FORMATS
-from pgshift.pids import alive
+from pgshift.databases.dump import FORMATS
+from pgshift.databases.pids import alive
 
 NAME = re.compile(r"^backup_(?P<env>[a-z0-9-]+)_(?P<ts>\d{8}_\d{6})(?:_\d+)?\.(?P<ext>dump|sql)$")
 PARTIAL = re.compile(r"^\.(?P<file>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.partial$")

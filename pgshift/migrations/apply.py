@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pgshift import history, sqltext
-from pgshift.blockers import BlockerWatch
-from pgshift.db import Database, SqlFailure
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ChecksumMismatch, LockTimeout, MigrationError, PgShiftError
-from pgshift.lock import migration_lock
-from pgshift.source import Migration
+from pgshift.migrations import history, sqltext
+from pgshift.migrations.blockers import BlockerWatch
+from pgshift.migrations.lock import migration_lock
+from pgshift.migrations.source import Migration
 
 Progress = Callable[[str], None]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pgshift import lock
-from pgshift.db import Database, SqlFailure
+from pgshift.databases.db import Database, SqlFailure
+from pgshift.migrations import lock
 
 TABLE = "pgshift.deploys"
 OUTCOMES = ("running", "succeeded", "failed", "rolled back", "interrupted")

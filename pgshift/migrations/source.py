@@ -58,14 +58,14 @@ class Migration:
     @cached_property
     def empty(self) -> bool:
         """True when the file has no statement yet (only comments and blanks)."""
-        from pgshift import sqltext  # its lexer's regex is compiled on import; status rarely needs it
+        from pgshift.migrations import sqltext  # its lexer's regex is compiled on import; status rarely needs it
 
         return sqltext.is_empty(self.sql)
 
     @cached_property
     def may_need_parse(self) -> bool:
         """False when no statement in the file can refuse a transaction (see ``sqltext.NEEDS_PARSE``)."""
-        from pgshift import sqltext
+        from pgshift.migrations import sqltext
 
         return sqltext.may_need_parse(self.sql)
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pgshift import history
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.errors import ExitCode
-from pgshift.source import Migration
+from pgshift.migrations import history
+from pgshift.migrations.source import Migration
 
 if TYPE_CHECKING:  # only status --drift builds one; its module is heavy
     from pgshift.schema.drift import Drift

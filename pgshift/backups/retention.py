@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pgshift.catalog import Backup, leftovers, manifest_path, scan
+from pgshift.backups.inventory import Backup, leftovers, manifest_path, scan
 from pgshift.errors import ToolError
 from pgshift.settings import Settings
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from pgshift.db import Database
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import PgShiftError
 

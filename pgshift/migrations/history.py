@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from pgshift.db import Database, SqlFailure
+from pgshift.databases.db import Database, SqlFailure
 
 SCHEMA = "pgshift"
 TABLE = "pgshift.migrations"

@@ -21,11 +21,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgshift import dump, history, target
-from pgshift.catalog import STAMP, Backup, Manifest, describe, manifest_path, scan
-from pgshift.db import Database
+from pgshift.backups.inventory import STAMP, Backup, Manifest, describe, manifest_path, scan
+from pgshift.databases import dump, target
+from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import PgShiftError, ToolError
+from pgshift.migrations import history
 from pgshift.settings import Settings
 
 _READ = 4 << 20
