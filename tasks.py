@@ -1,9 +1,8 @@
-"""Invoke entry point: composes the task namespaces and nothing else.
+"""Invoke entry point: the collection is composed in ``tasks/_collection.py``; this file only hands it over.
 
-Invoke imports this file as the module ``tasks``, which hides the ``tasks/`` folder beside it. Giving
-the module a ``__path__`` is what makes any Python module a package (the import system looks for
-submodules in ``__path__``), so ``tasks.dev`` and friends load from ``tasks/`` both under Invoke and
-under a plain ``import tasks``, with no sys.path edits and no second name for the folder.
+Invoke loads this file by path as the module ``tasks``, which hides the ``tasks/`` package beside it.
+Giving the module a ``__path__`` makes it that package to the import system, so ``tasks.dev`` and
+friends load from ``tasks/`` under Invoke too (a plain ``import tasks`` finds the package itself).
 """
 
 import sys
@@ -17,15 +16,6 @@ sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
 
 __path__ = [str(Path(__file__).resolve().with_name("tasks"))]
 
-from invoke import Collection  # noqa: E402  (after the switch above: these compile the task modules)
+from tasks._collection import ns  # noqa: E402  (after the switch above: this compiles the task modules)
 
-from tasks import deploy, dev, prod, rollback, root, test  # noqa: E402
-from tasks._cli import CONFIG_DEFAULTS  # noqa: E402
-
-ns = Collection(root.status, root.backup)
-ns.add_collection(Collection.from_module(dev))
-ns.add_collection(Collection.from_module(prod))
-ns.add_collection(Collection.from_module(test))
-ns.add_collection(Collection.from_module(rollback))
-ns.add_collection(Collection.from_module(deploy))
-ns.configure(CONFIG_DEFAULTS)
+__all__ = ["ns"]

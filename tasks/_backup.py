@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING
 from tasks._cli import out, tty
 
 if TYPE_CHECKING:
-    from pgshift.backups.inventory import Backup
-    from pgshift.backups.restore import RestoreResult
-    from pgshift.databases.dump import Progress
+    from pgshift.api import Backup, DumpProgress, RestoreResult
     from pgshift.settings import Settings
 
 COLUMNS = ["file", "environment", "taken at (UTC)", "size", "migration head", "verified"]
@@ -33,7 +31,7 @@ class Meter:
         self._last = 0.0
         self._shown = False
 
-    def __call__(self, p: Progress) -> None:
+    def __call__(self, p: DumpProgress) -> None:
         now = time.monotonic()
         if not self.enabled or now - self._last < 0.5:
             return
@@ -83,11 +81,11 @@ def show_restore(result: RestoreResult, settings: Settings) -> None:
 
 def take(config: Settings) -> None:
     """Back up the settings' target with a progress line, then say where the backup went."""
-    from pgshift.backups import files as backups
+    from pgshift import api
 
     meter = Meter()
     try:
-        backup = backups.take(config, progress=meter)
+        backup = api.backup(config, progress=meter)
     finally:
         meter.close()
     show_backup(backup, config)

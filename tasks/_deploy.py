@@ -9,9 +9,8 @@ from tasks import _prompts
 from tasks._cli import emit_json, finish, out, table
 
 if TYPE_CHECKING:
-    from pgshift.deploy.plan import Plan
-    from pgshift.deploy.state import DeployState
-    from pgshift.deploy.workflow import DeployReport
+    from pgshift.api import DeployReport, DeployState, Plan
+    from pgshift.questions import Question
     from pgshift.settings import Settings
 
 
@@ -45,10 +44,10 @@ def verdict(plan: Plan) -> str:
 
 def run(config: Settings, *, rehearse: bool, dry_run: bool, yes: bool, on_failure: str, json: bool) -> None:
     """The body of ``deploy`` and ``prod.deploy``."""
-    from pgshift.deploy import workflow
+    from pgshift import api
 
     if dry_run:
-        plan = workflow.plan(config, rehearse=rehearse, on_failure=on_failure)
+        plan = api.plan(config, rehearse=rehearse, on_failure=on_failure)
         if json:
             emit_json(plan.as_json())
         else:
@@ -56,21 +55,14 @@ def run(config: Settings, *, rehearse: bool, dry_run: bool, yes: bool, on_failur
             out(verdict(plan))
         finish(plan.exit_code)
         return
-    from pgshift.deploy import notify
 
-    def confirm(plan: Plan) -> bool:
-        show_plan(plan, dry_run=False)
-        return _prompts.confirm_typed(plan.database, f"deploying to PRODUCTION: type the database name "
-                                                     f"({plan.database}) to go ahead", yes=yes)
+    def confirm(question: Question[Plan]) -> bool:
+        if question.about is not None:
+            show_plan(question.about, dry_run=False)
+        return _prompts.ask(question, yes=yes)
 
-    slack = notify.Slack.from_settings(config)
-    try:
-        report = workflow.deploy(config, rehearse=rehearse, on_failure=on_failure,
-                                 confirm=confirm if config.is_production else None,
-                                 notify=slack, progress=None if json else out)
-    finally:
-        if slack is not None:
-            slack.close()
+    report = api.deploy(config, rehearse=rehearse, on_failure=on_failure,
+                        confirm=confirm if config.is_production else None, progress=None if json else out)
     if json:
         emit_json(report.as_json())
     else:

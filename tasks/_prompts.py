@@ -8,6 +8,7 @@ Three questions, one set of rules:
 - Ctrl-C at a prompt (questionary then returns ``None``) means no: ``confirm`` and ``confirm_typed``
   return False and ``select`` returns None, which the caller turns into ``Aborted``.
 
+    ask(Question(...), yes=yes)                          -> bool (a pgshift.questions.Question)
     confirm("restore over app_dev?", yes=yes)            -> bool
     confirm_typed("app", "type the database name", yes=yes) -> bool (True only if 'app' was typed)
     select("backup", [("title", value), ...], default=value, yes=yes, header=None) -> value | None
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pgshift.errors import Refused
+from pgshift.questions import Question
 from tasks._cli import tty
 
 T = TypeVar("T")
@@ -33,6 +35,13 @@ def _require_terminal(question: str, yes: bool) -> bool:
     if not tty():
         raise Refused(f"{question}: no terminal to ask at; pass --yes to go ahead without asking")
     return False
+
+
+def ask(question: Question[Any], *, yes: bool = False) -> bool:
+    """The engine's question: typed (``question.expected``) or yes/no."""
+    if question.expected is not None:
+        return confirm_typed(question.expected, question.text, yes=yes)
+    return confirm(question.text, yes=yes)
 
 
 def confirm(question: str, *, yes: bool = False) -> bool:

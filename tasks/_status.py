@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from tasks._cli import emit_json, finish, out, table
 
-if TYPE_CHECKING:  # the engine imports psycopg: inv --list must not
-    from pgshift.schema.drift import Drift
+if TYPE_CHECKING:
+    from pgshift.api import Drift
     from pgshift.settings import Settings
 
 DRIFT_HELP = ("also compare the live schema with what the applied migrations make (replayed into a "
@@ -15,9 +15,9 @@ DRIFT_HELP = ("also compare the live schema with what the applied migrations mak
 
 
 def show(settings: Settings, as_json: bool, drift: bool = False) -> None:
-    from pgshift import core
+    from pgshift import api
 
-    status = core.status(settings, drift=drift)
+    status = api.status(settings, drift=drift)
     if as_json:
         emit_json(status.as_json())
     else:

@@ -1,6 +1,7 @@
 """deploy: rehearse on a clone of the target, then deploy; the plan (--dry-run); deploy history."""
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 from tasks import _deploy
 from tasks._cli import boundary, settings
@@ -25,6 +26,6 @@ def deploy(c: Context, dry_run: bool = False, yes: bool = False, on_failure: str
 @boundary
 def status(c: Context, json: bool = False, limit: int = 10) -> None:
     """Recent deploys, what is pending, maintenance mode."""
-    from pgshift.deploy import state
+    from pgshift import api
 
-    _deploy.show_state(state.collect(settings(c), limit), json)
+    _deploy.show_state(api.deploy_status(settings(c), limit), json)

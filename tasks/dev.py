@@ -1,17 +1,16 @@
 """dev: everyday work on the development database (the embedded server unless DATABASE_URL is set)."""
 
-from invoke import Context, task
-from invoke.exceptions import Exit
+from invoke.context import Context
+from invoke.tasks import task
 
+from pgshift import api
 from tasks import _backup, _status
 from tasks._cli import boundary, out, settings, tty
-from tasks._optional import OptionalPositionals
 
 
 @task(
-    klass=OptionalPositionals,
     positional=["name"],
-    optional_positional=("name",),
+    optional=["name"],
     help={
         "name": "new migration migrations/<timestamp>_NAME.sql (+ .rollback.sql): generated from schema.sql "
                 "when it exists, else the template; lowercase, digits, _",
@@ -27,16 +26,12 @@ from tasks._optional import OptionalPositionals
 def migrate(c: Context, name: str | None = None, create_only: bool = False, to: str = "", empty: bool = False,
             allow_data_loss: bool = False) -> None:
     """Create a migration (given NAME), then apply all pending ones."""
-    from pgshift import core
     from tasks import _prompts
 
-    if name in ("-h", "--help"):
-        raise Exit("usage: inv dev.migrate [NAME] [--create-only] [--to ID] [--empty] [--allow-data-loss]; "
-                   "details: inv --help dev.migrate", code=2)
-    confirm = (lambda question: _prompts.confirm(question)) if tty() else None
-    result = core.migrate(settings(c, require="development"), name or None, create_only=create_only,
-                          upto=to or None, progress=out, empty=empty, allow_data_loss=allow_data_loss,
-                          confirm=confirm)
+    confirm = _prompts.ask if tty() else None
+    result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
+                         upto=to or None, progress=out, empty=empty, allow_data_loss=allow_data_loss,
+                         confirm=confirm)
     generated = result.generated
     if generated is not None and generated.in_sync:
         out("the database matches schema.sql: no migration written")
@@ -78,10 +73,7 @@ def stop(c: Context) -> None:
 
     It starts on first use and keeps running between commands, so each command pays no start-up.
     """
-    from pgshift.databases import embedded
-
-    folder = settings(c, require="development").embedded_dir
-    stopped = embedded.stop(folder)
+    stopped = api.stop_server(settings(c, require="development"))
     out("stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running")
 
 
@@ -96,13 +88,11 @@ def backup(c: Context) -> None:
 @boundary
 def reset(c: Context, yes: bool = False) -> None:
     """Rebuild the development database and seed it."""
-    from pgshift import core
-    from pgshift.schema import reset as schema_reset
     from tasks import _prompts
 
     loaded = settings(c, require="development")
-    schema_reset.guard(loaded)  # refuse before asking anything
-    result = schema_reset.reset(loaded, lambda question: _prompts.confirm(question, yes=yes), core.limits(loaded))
+    api.reset_allowed(loaded)  # refuse before asking anything
+    result = api.reset(loaded, confirm=lambda question: _prompts.ask(question, yes=yes))
     out(f"rebuilt {result.database}: applied {len(result.applied.applied)} migration(s)"
         + (f", seeded from {result.seed.name}" if result.seed else ", no seed file (migrations/seed.sql)"))
 
@@ -113,8 +103,6 @@ def generate(c: Context, output: str = "") -> None:
     """Write typed SQLAlchemy models of the schema."""
     from pathlib import Path
 
-    from pgshift.schema import generate as schema_generate
-
-    result = schema_generate.run(settings(c, require="development"), Path(output).resolve() if output else None)
+    result = api.generate_models(settings(c, require="development"), Path(output).resolve() if output else None)
     out(f"wrote {result.path}: {result.models} model(s) in {result.seconds * 1000:.0f} ms; "
         f"it imports cleanly ({result.check_seconds * 1000:.0f} ms to import and configure)")

@@ -1,10 +1,12 @@
 """prod: production work. Every task here needs ENVIRONMENT=production and a DATABASE_URL."""
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
+from pgshift import api
+from pgshift.errors import Aborted, ConfigError
 from tasks import _backup, _deploy, _prompts, _status
 from tasks._cli import boundary, emit_json, out, settings
-from tasks._optional import OptionalPositionals
 
 
 @task(help={"json": "print one JSON object instead of a table", "drift": _status.DRIFT_HELP})
@@ -28,10 +30,8 @@ def backup(c: Context) -> None:
 @boundary
 def cleanup(c: Context, dry_run: bool = False, json: bool = False) -> None:
     """Remove old backups under the retention policy."""
-    from pgshift.backups import retention
-
     config = settings(c, require="production")
-    plan = retention.cleanup(config, dry_run=dry_run)
+    plan = api.cleanup(config, dry_run=dry_run)
     if json:
         emit_json(plan.as_json())
         return
@@ -59,7 +59,7 @@ def deploy(c: Context, dry_run: bool = False, yes: bool = False, on_failure: str
                 on_failure=on_failure, json=json)
 
 
-@task(klass=OptionalPositionals, positional=["action"], optional_positional=("action",), help={
+@task(positional=["action"], optional=["action"], help={
     "action": "on, off or status (default)",
     "reason": "why (shown to whoever reads the flag, and on Slack)",
     "yes": "do not ask before switching",
@@ -69,15 +69,12 @@ def deploy(c: Context, dry_run: bool = False, yes: bool = False, on_failure: str
 def maintenance(c: Context, action: str | None = None, reason: str = "", yes: bool = False,
                 json: bool = False) -> None:
     """Turn maintenance mode on or off, or show it."""
-    from pgshift.deploy import manual
-    from pgshift.errors import Aborted, ConfigError
-
     config = settings(c, require="production")
     action = action or "status"
     if action not in ("on", "off", "status"):
         raise ConfigError(f"unknown action {action!r}; use inv prod.maintenance on, off or status")
     if action == "status":
-        flag, crashed = manual.state(config)
+        flag, crashed = api.maintenance(config)
         if json:
             emit_json({**flag.as_json(), "left_by_crash": crashed})
         else:
@@ -85,13 +82,6 @@ def maintenance(c: Context, action: str | None = None, reason: str = "", yes: bo
         return
     if not _prompts.confirm(f"turn maintenance {action} for {config.describe_target()}?", yes=yes):
         raise Aborted(f"maintenance not switched {action}")
-    from pgshift.deploy import notify
-
-    slack = notify.Slack.from_settings(config)
-    try:
-        _, warnings = manual.switch(config, action == "on", reason=reason or None, notify=slack, progress=out)
-    finally:
-        if slack is not None:
-            slack.close()
+    _, warnings = api.switch_maintenance(config, action == "on", reason=reason or None, progress=out)
     for line in warnings:
         out(f"warning: {line}")

@@ -4,36 +4,36 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
+from pgshift import api
 from pgshift.errors import Aborted
 from tasks import _backup, _prompts
 from tasks._cli import boundary, emit_json, out, settings, table
 
 if TYPE_CHECKING:
-    from pgshift.backups.restore import Confirm, RestorePlan
+    from pgshift.api import RestorePlan
+    from pgshift.questions import Confirm, Question
 
 
 def _confirmation(yes: bool, always: bool) -> Confirm | None:
     """Production: the database name typed (or --yes). Elsewhere a yes/no, only when ``always``."""
 
-    def ask(plan: RestorePlan) -> bool:
-        out(plan.describe())
-        if plan.environment == "production":
-            return _prompts.confirm_typed(plan.database, yes=yes)
-        return _prompts.confirm(f"replace database {plan.database} with this backup?", yes=yes)
+    def ask(question: Question[RestorePlan]) -> bool:
+        if question.about is not None:
+            out(question.about.describe())
+        return _prompts.ask(question, yes=yes)
 
     return ask if always or yes else None
 
 
 def _restore(c: Context, path: str, confirm_always: bool, yes: bool) -> None:
-    from pgshift.backups import restore
-
     config = settings(c)
     confirm = _confirmation(yes, confirm_always or config.is_production)
     meter = _backup.Meter()
     try:
-        result = restore.restore(config, path, confirm=confirm, progress=meter)
+        result = api.restore(config, path, confirm=confirm, progress=meter)
     finally:
         meter.close()
     _backup.show_restore(result, config)
@@ -43,10 +43,8 @@ def _restore(c: Context, path: str, confirm_always: bool, yes: bool) -> None:
 @boundary
 def list_(c: Context, json: bool = False) -> None:
     """List the backups, newest first."""
-    from pgshift.backups import files as backups
-
     config = settings(c)
-    found = backups.list_backups(config)
+    found = api.backups(config)
     if json:
         emit_json([b.as_json() for b in found])
     elif not found:
@@ -59,10 +57,8 @@ def list_(c: Context, json: bool = False) -> None:
 @boundary
 def interactive(c: Context, yes: bool = False) -> None:
     """Pick a backup from a list and restore it."""
-    from pgshift.backups import files as backups
-
     config = settings(c)
-    found = backups.list_backups(config)
+    found = api.backups(config)
     if not found:
         out(f"no backups in {config.backups_dir}; make one with inv backup")
         return

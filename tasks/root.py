@@ -1,6 +1,7 @@
 """Root-level tasks: status and backup for the current ENVIRONMENT."""
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 from tasks import _backup, _status
 from tasks._cli import boundary, settings

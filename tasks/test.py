@@ -7,62 +7,77 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
+from pgshift import api
 from pgshift.errors import ConfigError, ExitCode
 from tasks._cli import boundary, emit_json, finish, out, settings, table
 
 if TYPE_CHECKING:
-    from pgshift.checks.suite import Report
+    from pgshift.api import BackwardReport, ConstraintsReport, ForwardReport, LintReport, PerformanceReport, Report
 
 _JSON = "print one JSON object instead of tables"
 
 
 def _show(name: str, report: Report) -> None:
     """A check's table, then its details: failures, differences, fixes."""
-    from pgshift.checks.backward import BackwardReport
-    from pgshift.checks.constraints import ConstraintsReport
-    from pgshift.checks.forward import ForwardReport
-    from pgshift.checks.lint import LintReport
-    from pgshift.checks.performance import PerformanceReport
-
     out(f"== {name}")
-    if isinstance(report, ForwardReport):
-        out(table(["migration", "result", "took", "transaction"],
-                  [(s.id, s.state, _ms(s.duration_ms), _transaction(s.transactional)) for s in report.steps]))
-        if report.failure is not None:
-            out(f"  {report.failure.error}")
-    elif isinstance(report, BackwardReport):
-        out(table(["migration", "result", "rollback", "re-apply"],
-                  [(t.id, t.state, _ms(t.rollback_ms), _ms(t.reapply_ms)) for t in report.trips]))
-        for trip in report.trips:
-            if trip.state == "failed":
-                out(f"  {trip.file}: {trip.problem}")
-                for line in trip.diff:
-                    out(f"      {line}")
-    elif isinstance(report, PerformanceReport):
-        if report.fill is not None:
-            fill = report.fill
-            out(f"generated {fill.rows:,} rows in {fill.seconds:.1f}s ({fill.rows_per_second:,.0f} rows/s with indexes"
-                f"; largest table {fill.largest:,}) on the schema up to {report.base or 'nothing'}")
-            for t in fill.tables:
-                if t.note:
-                    out(f"  {t.table}: {t.note}")
-        out(table(["migration", "result", "took", "locks on existing tables", "rewrote"],
-                  [(m.id, m.state, _ms(m.duration_ms), _locks(m.locks), ", ".join(m.rewrote))
-                   for m in report.measured]))
-        for m in report.measured:
-            for problem in m.problems:
-                out(f"  {m.file}: {problem}")
-    elif isinstance(report, ConstraintsReport) and report.findings:
-        out(table(["table", "problem", "fix"], [(f.table, f.problem, f.fix) for f in report.findings]))
-    elif isinstance(report, LintReport) and report.findings:
-        out(table(["where", "rule", "why"], [(f"{f.file}:{f.line}", f.rule, f.message) for f in report.findings]))
+    _DETAILS[name](report)
     out(("ok: " if report.ok else "FAILED: ") + report.summary())
     out()
+
+
+def _show_forward(report: ForwardReport) -> None:
+    out(table(["migration", "result", "took", "transaction"],
+              [(s.id, s.state, _ms(s.duration_ms), _transaction(s.transactional)) for s in report.steps]))
+    if report.failure is not None:
+        out(f"  {report.failure.error}")
+
+
+def _show_backward(report: BackwardReport) -> None:
+    out(table(["migration", "result", "rollback", "re-apply"],
+              [(t.id, t.state, _ms(t.rollback_ms), _ms(t.reapply_ms)) for t in report.trips]))
+    for trip in report.trips:
+        if trip.state == "failed":
+            out(f"  {trip.file}: {trip.problem}")
+            for line in trip.diff:
+                out(f"      {line}")
+
+
+def _show_performance(report: PerformanceReport) -> None:
+    if report.fill is not None:
+        fill = report.fill
+        out(f"generated {fill.rows:,} rows in {fill.seconds:.1f}s ({fill.rows_per_second:,.0f} rows/s with indexes"
+            f"; largest table {fill.largest:,}) on the schema up to {report.base or 'nothing'}")
+        for t in fill.tables:
+            if t.note:
+                out(f"  {t.table}: {t.note}")
+    out(table(["migration", "result", "took", "locks on existing tables", "rewrote"],
+              [(m.id, m.state, _ms(m.duration_ms), _locks(m.locks), ", ".join(m.rewrote))
+               for m in report.measured]))
+    for m in report.measured:
+        for problem in m.problems:
+            out(f"  {m.file}: {problem}")
+
+
+def _show_constraints(report: ConstraintsReport) -> None:
+    if report.findings:
+        out(table(["table", "problem", "fix"], [(f.table, f.problem, f.fix) for f in report.findings]))
+
+
+def _show_lint(report: LintReport) -> None:
+    if report.findings:
+        out(table(["where", "rule", "why"], [(f"{f.file}:{f.line}", f.rule, f.message) for f in report.findings]))
+
+
+_DETAILS: dict[str, Callable[[Any], None]] = {
+    "forward": _show_forward, "backward": _show_backward, "performance": _show_performance,
+    "large-dataset": _show_performance, "constraints": _show_constraints, "lint": _show_lint,
+}
 
 
 def _transaction(value: bool | None) -> str:
@@ -112,11 +127,9 @@ def _single(name: str, report: Report, as_json: bool) -> None:
 @boundary
 def all_checks(c: Context, json: bool = False, rows: int = -1) -> None:
     """Run forward, backward, constraints, lint and a quick performance check."""
-    from pgshift.checks import suite
-
     config = settings(c)
     reports: list[tuple[str, Report]] = []
-    for name, report in suite.everything(config, None if rows == -1 else _rows(rows)):
+    for name, report in api.checks(config, None if rows == -1 else _rows(rows)):
         if not json:
             _show(name, report)
         reports.append((name, report))
@@ -127,53 +140,41 @@ def all_checks(c: Context, json: bool = False, rows: int = -1) -> None:
 @boundary
 def forward(c: Context, json: bool = False) -> None:
     """Apply every migration to an empty scratch database, timed."""
-    from pgshift.checks import suite
-
-    _single("forward", suite.forward(settings(c)), json)
+    _single("forward", api.forward(settings(c)), json)
 
 
 @task(help={"json": _JSON})
 @boundary
 def backward(c: Context, json: bool = False) -> None:
     """Up, down, up for every migration; the schema must round-trip."""
-    from pgshift.checks import suite
-
-    _single("backward", suite.backward(settings(c)), json)
+    _single("backward", api.backward(settings(c)), json)
 
 
 @task(help={"json": _JSON, "rows": "rows in each table nothing references (default: config perf_rows, 100,000)"})
 @boundary
 def performance(c: Context, json: bool = False, rows: int = 0) -> None:
     """Apply pending migrations over generated data: time, locks."""
-    from pgshift.checks import suite
-
     config = settings(c)
-    _single("performance", suite.performance(config, _rows(rows) or config.perf_rows, progress=_progress), json)
+    _single("performance", api.performance(config, _rows(rows) or config.perf_rows, progress=_progress), json)
 
 
 @task(help={"json": _JSON, "rows": "rows in the largest tables (default: config large_rows, 10,000,000)"})
 @boundary
 def large_dataset(c: Context, json: bool = False, rows: int = 0) -> None:
     """The performance check at large scale (10 million rows)."""
-    from pgshift.checks import suite
-
     config = settings(c)
-    _single("large-dataset", suite.performance(config, _rows(rows) or config.large_rows, progress=_progress), json)
+    _single("large-dataset", api.performance(config, _rows(rows) or config.large_rows, progress=_progress), json)
 
 
 @task(help={"json": _JSON})
 @boundary
 def constraints(c: Context, json: bool = False) -> None:
     """Missing indexes, keys and other schema smells, with fixes."""
-    from pgshift.checks import suite
-
-    _single("constraints", suite.constraints(settings(c)), json)
+    _single("constraints", api.constraints(settings(c)), json)
 
 
 @task(help={"json": _JSON, "every": "lint every migration, not only those the target has not applied"})
 @boundary
 def lint(c: Context, json: bool = False, every: bool = False) -> None:
     """Unsafe statements in the migrations the target lacks."""
-    from pgshift.checks import suite
-
-    _single("lint", suite.lint(settings(c), every), json)
+    _single("lint", api.lint(settings(c), every), json)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pgshift import core
+from pgshift import api
 from pgshift.backups import files as backups
 from pgshift.backups import restore, retention
 from pgshift.databases import dump, pgbin, target
@@ -72,7 +72,7 @@ def populate(url: DatabaseUrl, migrations_dir: Path, settings: Any) -> None:
     """Two migrations (types, schemas, identity, FK, check, view, function) and some awkward data."""
     write_migration(migrations_dir, "20250101000000_a", SCHEMA_1)
     write_migration(migrations_dir, HEAD, SCHEMA_2)
-    core.migrate(settings)
+    api.migrate(settings)
     with Database.connect(url) as db:
         db.execute(DATA.replace("CURRENT_DATABASE_NAME", db.identifier(url.dbname)))
 
@@ -150,7 +150,7 @@ def test_round_trip_restores_data_schema_and_records(db_url: DatabaseUrl, migrat
     assert backup.verified and backup.migration_head == HEAD
 
     write_migration(migrations_dir, "20250103000000_c", "CREATE TABLE extra (id int);")
-    core.migrate(settings)
+    api.migrate(settings)
     with Database.connect(db_url) as db:
         db.execute("DELETE FROM shop.orders WHERE id % 2 = 0; UPDATE person SET name = 'x'; "
                    "DROP VIEW shop.big_orders; SELECT setval('person_id_seq', 99999)")
@@ -228,7 +228,7 @@ def test_progress_reports_bytes_while_pg_dump_runs(pg18: DatabaseUrl, migrations
     with fresh_database(pg18) as url:
         settings = make_settings(url, lock_wait=30)
         populate(url, migrations_dir, settings)
-        seen: list[dump.Progress] = []
+        seen: list[dump.DumpProgress] = []
         with table_locked(url, "shop.orders"):  # the dump cannot finish while this is held
             worker = threading.Thread(target=lambda: backups.take(settings, progress=seen.append))
             worker.start()

@@ -246,7 +246,7 @@ def test_interactive_restore_at_a_terminal(db18: DatabaseUrl, tmp_path: Path, mi
 
 
 def test_progress_line_at_a_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgshift.databases.dump import Progress
+    from pgshift.databases.dump import DumpProgress as Progress
     from tasks import _backup
 
     meter = _backup.Meter()

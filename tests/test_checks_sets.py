@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pgshift.checks import suite
+from pgshift import api
 from pgshift.dburl import DatabaseUrl
 from tests.conftest import write_migration
 
@@ -58,11 +58,11 @@ def blocking_index(folder: Path) -> None:
                     "DROP INDEX users_lower_email_idx;")
 
 
-def _run(url: DatabaseUrl, settings: Any) -> dict[str, suite.Report]:
-    return dict(suite.everything(settings))
+def _run(url: DatabaseUrl, settings: Any) -> dict[str, api.Report]:
+    return dict(api.checks(settings))
 
 
-def _failing(reports: dict[str, suite.Report]) -> set[str]:
+def _failing(reports: dict[str, api.Report]) -> set[str]:
     return {name for name, report in reports.items() if not report.ok}
 
 
@@ -146,7 +146,7 @@ def test_every_broken_rollback_is_found_in_one_run(
     write_migration(migrations_dir, "20250101000000_users", USERS, "SELECT 1;")
     write_migration(migrations_dir, "20250103000000_tracking", TRACKING,
                     "ALTER TABLE users DROP COLUMN visits;\nSELECT count(*) FROM user_visits;\n")
-    report = suite.backward(make_settings(admin.with_dbname("pgshift_no_such_db")))
+    report = api.backward(make_settings(admin.with_dbname("pgshift_no_such_db")))
     trips = {t.id: t for t in report.trips}
     assert {i: t.state for i, t in trips.items()} == {
         "20250103000000_tracking": "failed", "20250102000000_posts": "ok", "20250101000000_users": "failed"}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pgshift import core
+from pgshift import api
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
@@ -62,7 +62,7 @@ def test_a_failure_inside_a_batch_keeps_what_came_before_and_reports_the_file_an
         message: str) -> None:
     write_five(migrations_dir, third)
     with pytest.raises(MigrationError) as caught:
-        core.migrate(make_settings(db_url))
+        api.migrate(make_settings(db_url))
     where = f"{IDS[2]}.sql, line {line}:" if line else f"{IDS[2]}.sql:"
     assert where in str(caught.value) and message in str(caught.value)
     assert caught.value.applied_before == tuple(IDS[:2])
@@ -70,7 +70,7 @@ def test_a_failure_inside_a_batch_keeps_what_came_before_and_reports_the_file_an
     assert tables(db_url) == {"t1", "t2"}  # t3 was rolled back with its migration
 
     write_migration(migrations_dir, IDS[2], "CREATE TABLE t3 (id int);\n")
-    result = core.migrate(make_settings(db_url))
+    result = api.migrate(make_settings(db_url))
     assert [a.id for a in result.result.applied] == IDS[2:]
     assert set(states(db_url).values()) == {"applied"}
     assert tables(db_url) == {f"t{n}" for n in range(1, 6)}
@@ -79,7 +79,7 @@ def test_a_failure_inside_a_batch_keeps_what_came_before_and_reports_the_file_an
 def test_each_migration_of_a_batch_records_its_own_duration(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_five(migrations_dir, "CREATE TABLE t3 (id int);\nSELECT pg_sleep(0.3);\n")
-    result = core.migrate(make_settings(db_url))
+    result = api.migrate(make_settings(db_url))
     took = {a.id: a.duration_ms for a in result.result.applied}
     assert took[IDS[2]] >= 300
     assert all(took[i] < 300 for i in IDS if i != IDS[2])
@@ -91,14 +91,14 @@ def test_each_migration_of_a_batch_records_its_own_duration(
 def test_a_lock_timeout_inside_a_batch_retries_that_migration_alone(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, "20250100000000_base", "CREATE TABLE base (id int);")
-    core.migrate(make_settings(db_url))
+    api.migrate(make_settings(db_url))
     write_five(migrations_dir, "ALTER TABLE base ADD COLUMN v int;\nCREATE TABLE t3 (id int);\n")
     with Database.connect(db_url) as blocker:
         blocker.execute("BEGIN; LOCK TABLE base IN ACCESS SHARE MODE")
         release = threading.Timer(0.8, blocker.execute, ["ROLLBACK"])
         release.start()
         try:
-            result = core.migrate(make_settings(db_url, lock_timeout=0.2, lock_retries=5, retry_backoff=0.2))
+            result = api.migrate(make_settings(db_url, lock_timeout=0.2, lock_retries=5, retry_backoff=0.2))
         finally:
             release.join()
     attempts = {a.id: a.attempts for a in result.result.applied}

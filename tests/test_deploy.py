@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from pgshift.core import limits
 from pgshift.databases import snapshot, target
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -65,7 +64,7 @@ def apply_first(settings: Settings) -> None:
     migrations = source.read(settings.migrations_dir)
     assert settings.url is not None
     with Database.connect(settings.url) as db:
-        apply.apply(db, migrations, limits(settings), upto=M1)
+        apply.apply(db, migrations, apply.Limits.of(settings), upto=M1)
 
 
 def columns(url: DatabaseUrl) -> list[str]:
@@ -101,7 +100,7 @@ def test_a_rehearsed_deploy_applies_backs_up_records_logs_and_tells_slack(
     try:
         slack = Slack.from_settings(settings)
         report = workflow.deploy(settings, rehearse=True, notify=slack, progress=lines.append,
-                                 confirm=lambda plan: asked.append(",".join(plan.ids)) is None)
+                                 confirm=lambda question: asked.append(",".join(question.about.ids)) is None)
     finally:
         target.drop_database(admin, left)
 

@@ -18,7 +18,6 @@ import pytest
 
 from pgshift import settings
 from pgshift.backups import files as backups
-from pgshift.core import limits
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.deploy import deploys, maintenance, state
@@ -62,7 +61,7 @@ def test_kill_at_each_step_then_rerun_recovers(db_url: DatabaseUrl, tmp_path: Pa
                            env={"DATABASE_URL": str(db_url)})
     config = replace(config, url=db_url)
     with Database.connect(db_url) as db:
-        apply.apply(db, source.read(migrations_dir), limits(config), upto=M1)
+        apply.apply(db, source.read(migrations_dir), apply.Limits.of(config), upto=M1)
 
     killed = inv({**env, "PGSHIFT_FAILPOINT": failpoint}, "prod.deploy", "--yes")
     assert killed.returncode == -9, killed.stdout + killed.stderr

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pgshift import core
+from pgshift import api
 from pgshift.databases import target
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -33,7 +33,7 @@ def migrated(db_url: DatabaseUrl, make_settings: Any) -> Any:
     settings = make_settings(db_url)
     write_migration(settings.migrations_dir, "20250101000000_initial", SCHEMA)
     write_migration(settings.migrations_dir, "20250102000000_more", "ALTER TABLE users ADD COLUMN name text;")
-    core.migrate(settings)
+    api.migrate(settings)
     return settings
 
 
@@ -43,16 +43,16 @@ def by_hand(url: DatabaseUrl, sql: str) -> None:
 
 
 def test_a_clean_database_reports_no_drift(migrated: Any) -> None:
-    status = core.status(migrated, drift=True)
+    status = api.status(migrated, drift=True)
     assert status.drift is not None and status.drift.items == [] and status.drift.replayed == 2
     assert status.exit_code == ExitCode.OK
     assert status.as_json()["drift"]["clean"] is True
-    assert core.status(migrated).drift is None  # plain status does not check
+    assert api.status(migrated).drift is None  # plain status does not check
 
 
 def test_a_column_added_by_hand_is_reported(migrated: Any, db_url: DatabaseUrl) -> None:
     by_hand(db_url, "ALTER TABLE users ADD COLUMN nickname varchar(40)")
-    status = core.status(migrated, drift=True)
+    status = api.status(migrated, drift=True)
     assert status.drift is not None
     assert status.drift.items == [DriftItem("column", "public.users.nickname", "unexpected", "character varying(40)")]
     assert status.exit_code == ExitCode.FAILED
@@ -61,7 +61,7 @@ def test_a_column_added_by_hand_is_reported(migrated: Any, db_url: DatabaseUrl) 
 
 def test_an_index_dropped_by_hand_is_reported(migrated: Any, db_url: DatabaseUrl) -> None:
     by_hand(db_url, "DROP INDEX posts_user_id_idx")
-    status = core.status(migrated, drift=True)
+    status = api.status(migrated, drift=True)
     assert status.drift is not None
     found = [(i.kind, i.name, i.change) for i in status.drift.items]
     assert found == [("index", "public.posts_user_id_idx", "missing")]
@@ -71,7 +71,7 @@ def test_an_index_dropped_by_hand_is_reported(migrated: Any, db_url: DatabaseUrl
 def test_a_function_body_changed_by_hand_is_reported(migrated: Any, db_url: DatabaseUrl) -> None:
     by_hand(db_url, "CREATE OR REPLACE FUNCTION word_count(t text) RETURNS integer LANGUAGE sql IMMUTABLE "
                     "AS $$ SELECT 0 $$")
-    status = core.status(migrated, drift=True)
+    status = api.status(migrated, drift=True)
     assert status.drift is not None
     assert [(i.kind, i.name, i.change) for i in status.drift.items] == [
         ("function", "public.word_count(t text)", "changed")]
@@ -88,7 +88,7 @@ def test_without_createdb_the_shadow_falls_back_to_the_embedded_server(
                     f"GRANT USAGE ON SCHEMA pgshift TO {role}")
     weak = make_settings(db_url.__class__(db_url.host, db_url.port, db_url.dbname, role),
                          embedded_dir=embedded_folder)
-    status = core.status(weak, drift=True)
+    status = api.status(weak, drift=True)
     assert status.drift is not None
     assert status.drift.shadow.startswith("the embedded PostgreSQL 18 (the target's user may not create")
     assert status.drift.items == []
@@ -115,7 +115,7 @@ def test_a_shadow_left_by_a_killed_process_is_dropped_by_the_next(migrated: Any,
     for name in (dead, live):
         target.create_database(server, name)
     try:
-        core.status(migrated, drift=True)
+        api.status(migrated, drift=True)
         with Database.connect(server) as admin:
             left = {r[0] for r in admin.rows("SELECT datname FROM pg_database WHERE datname LIKE 'pgshift_shadow_%'")}
         assert dead not in left and live in left

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pgshift import core
+from pgshift import api
 from pgshift.databases import target
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -108,7 +108,7 @@ def test_cli_generates_and_migrate_refreshes_an_existing_module(
         db_url: DatabaseUrl, make_settings: Any, tmp_path: Path) -> None:
     settings = make_settings(db_url)
     write_migration(settings.migrations_dir, "20250101000000_a", "CREATE TABLE a (id int PRIMARY KEY);")
-    core.migrate(settings)
+    api.migrate(settings)
     models = tmp_path / "models.py"
     env = cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(settings.migrations_dir))
     done = subprocess.run([INV, "dev.generate", "--output", str(models)], cwd=ROOT, env=env, capture_output=True,
@@ -117,7 +117,7 @@ def test_cli_generates_and_migrate_refreshes_an_existing_module(
     assert "1 model(s)" in done.stdout and "imports cleanly" in done.stdout
     assert "class A(Base):" in models.read_text()
     (tmp_path / "schema.sql").write_text("CREATE TABLE a (id int PRIMARY KEY, b text);")
-    result = core.migrate(settings, "add_b")
+    result = api.migrate(settings, "add_b")
     assert result.models == models
     assert "b: Mapped[str | None] = mapped_column(sa.Text())" in models.read_text()
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from pgshift import core
+from pgshift import api
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Aborted, Refused
+from pgshift.migrations import apply
 from pgshift.schema import reset
 from tests.conftest import INV, ROOT, cli_env
 
@@ -45,26 +46,26 @@ def shipped(make_settings: Any, db_url: DatabaseUrl) -> Any:
 def test_reset_rebuilds_applies_everything_and_seeds(shipped: Any, db_url: DatabaseUrl) -> None:
     junk(db_url)
     asked: list[str] = []
-    result = reset.reset(shipped, lambda q: asked.append(q) or True, core.limits(shipped))
+    result = reset.reset(shipped, lambda q: asked.append(q.text) or True, apply.Limits.of(shipped))
     assert asked and db_url.dbname in asked[0]
     assert len(result.applied.applied) == 3 and result.seed is not None and result.seed.name == "seed.sql"
     assert count(db_url, "SELECT count(*) FROM pg_tables WHERE tablename = 'made_by_hand'") == 0
     assert count(db_url, "SELECT count(*) FROM users") == 3
     assert count(db_url, "SELECT count(*) FROM api_keys JOIN users ON users.id = api_keys.user_id") == 1
-    assert core.status(shipped).exit_code == 0
+    assert api.status(shipped).exit_code == 0
 
 
 def test_reset_refuses_a_non_development_target_and_touches_nothing(shipped: Any, db_url: DatabaseUrl) -> None:
     junk(db_url)
     with pytest.raises(Refused, match=r"development only \(ENVIRONMENT=staging\); nothing was touched"):
-        reset.reset(replace(shipped, environment="staging"), never, core.limits(shipped))
+        reset.reset(replace(shipped, environment="staging"), never, apply.Limits.of(shipped))
     remote = replace(shipped, url=DatabaseUrl(host="db.example.com", port=5432, dbname="app", user="app"))
     with pytest.raises(Refused, match=r"points at db\.example\.com; nothing was touched"):
-        reset.reset(remote, never, core.limits(shipped))
+        reset.reset(remote, never, apply.Limits.of(shipped))
     with pytest.raises(Refused, match="will not drop the postgres database"):
-        reset.reset(replace(shipped, url=db_url.with_dbname("postgres")), never, core.limits(shipped))
+        reset.reset(replace(shipped, url=db_url.with_dbname("postgres")), never, apply.Limits.of(shipped))
     with pytest.raises(Aborted):
-        reset.reset(shipped, lambda _q: False, core.limits(shipped))
+        reset.reset(shipped, lambda _q: False, apply.Limits.of(shipped))
     assert count(db_url, "SELECT count(*) FROM made_by_hand") == 1
 
 
@@ -86,12 +87,12 @@ def test_a_python_seed_runs_and_a_broken_sql_seed_names_its_line(make_settings: 
     folder = settings.migrations_dir
     (folder / "20250101000000_t.sql").write_text("CREATE TABLE t (id int PRIMARY KEY, note text);\n")
     (folder / "seed.py").write_text("def seed(db):\n    db.execute(\"INSERT INTO t VALUES (1, 'from python')\")\n")
-    result = reset.reset(settings, lambda _q: True, core.limits(settings))
+    result = reset.reset(settings, lambda _q: True, apply.Limits.of(settings))
     assert result.seed is not None and result.seed.name == "seed.py"
     assert count(db_url, "SELECT count(*) FROM t WHERE note = 'from python'") == 1
     (folder / "seed.py").unlink()
     (folder / "seed.sql").write_text("INSERT INTO t VALUES (1, 'a');\n\nINSERT INTO nope VALUES (2);\n")
     with pytest.raises(Exception, match=r"seed\.sql, line 3: relation \"nope\" does not exist; the database is "
                                         r"migrated but not seeded"):
-        reset.reset(settings, lambda _q: True, core.limits(settings))
+        reset.reset(settings, lambda _q: True, apply.Limits.of(settings))
     assert count(db_url, "SELECT count(*) FROM t") == 0  # the seed ran in one transaction

@@ -193,7 +193,7 @@ def test_killed_restore_leaves_target_as_before(db_url: DatabaseUrl, migrations_
         wait_for(lambda: db.one("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [leftover]) == (0,),
                  "the killed restore's children to go")
 
-    seen: list[dump.Progress] = []
+    seen: list[dump.DumpProgress] = []
     assert restore.restore(settings, path.name, progress=seen.append).migration_head == HEAD  # next one works...
     assert scratch_databases(db_url) == []                               # ...and clears the leftover
     with Database.connect(db_url) as db:
@@ -223,7 +223,7 @@ def test_production_guards(pg18: DatabaseUrl, migrations_dir: Path, make_setting
         with pytest.raises(Refused, match=r"needs a confirmation: run it at a terminal, or pass --yes$"):
             restore.restore(production, prod_backup.name)
         with pytest.raises(Aborted, match="restore cancelled; nothing was changed"):
-            restore.restore(production, prod_backup.name, confirm=lambda plan: asked.append(plan) is not None)
+            restore.restore(production, prod_backup.name, confirm=lambda question: asked.append(question.about) is not None)
         with pytest.raises(Refused, match="was taken from development; production restores only production"):
             restore.restore(production, dev_backup.name, confirm=lambda plan: True)
         with pytest.raises(Refused, match="is a production backup and ENVIRONMENT is development"):

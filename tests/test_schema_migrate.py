@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pgshift import core
+from pgshift import api
 from pgshift.databases import target
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -91,16 +91,16 @@ def test_each_object_kind_migrates_rediffs_clean_and_rolls_back_exactly(
         kind: str, db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     write_migration(settings.migrations_dir, "20250101000000_base", BASE)
-    core.migrate(settings)
+    api.migrate(settings)
     before = inspect(db_url)
     declare(settings, CHANGES[kind])
-    result = core.migrate(settings, f"change_{kind}")
+    result = api.migrate(settings, f"change_{kind}")
     assert result.created is not None and result.generated is not None
     assert [a.id for a in result.result.applied] == [result.created.id]
     assert result.remaining == []  # the re-diff against schema.sql is empty
     assert_same(inspect(db_url), result.generated.desired)
     with Database.connect(db_url) as db:
-        apply.rollback(db, result.created, core.limits(settings))
+        apply.rollback(db, result.created, apply.Limits.of(settings))
         assert result.created.id not in history.records(db)
     assert_same(inspect(db_url), before)
 
@@ -123,19 +123,19 @@ def test_virtual_generated_columns_of_postgresql_18_are_written_and_compared(
     stored = virtual.replace(") VIRTUAL", ") STORED")
     write_migration(settings.migrations_dir, "20250101000000_base", BASE)
     declare(settings, virtual)
-    added = core.migrate(settings, "add_virtual")
+    added = api.migrate(settings, "add_virtual")
     assert added.created is not None and added.remaining == []
     assert 'add column "sheets" integer generated always as ((pages / 2)) virtual;' in added.created.sql
     before = inspect(db_url)
     declare(settings, stored)
-    switched = core.migrate(settings, "store_sheets")  # the library alone sees no difference here
+    switched = api.migrate(settings, "store_sheets")  # the library alone sees no difference here
     assert switched.created is not None and switched.remaining == []
     assert "generated always as ((pages / 2)) stored;" in switched.created.sql
     assert "DATA LOSS" not in switched.created.sql  # a generated column's values are computed
     with Database.connect(db_url) as db:
         assert db.one("SELECT attgenerated FROM pg_attribute WHERE attrelid = 'books'::regclass "
                       "AND attname = 'sheets'") == ("s",)
-        apply.rollback(db, switched.created, core.limits(settings))
+        apply.rollback(db, switched.created, apply.Limits.of(settings))
         assert db.one("SELECT attgenerated FROM pg_attribute WHERE attrelid = 'books'::regclass "
                       "AND attname = 'sheets'") == ("v",)
     assert_same(inspect(db_url), before)
@@ -145,9 +145,9 @@ def test_index_on_an_existing_table_is_built_concurrently_outside_a_transaction(
         db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     declare(settings, BASE)
-    core.migrate(settings, "base")
+    api.migrate(settings, "base")
     declare(settings, CHANGES["index"])
-    result = core.migrate(settings, "index_books")
+    result = api.migrate(settings, "index_books")
     assert result.created is not None
     assert "CREATE INDEX CONCURRENTLY books_author_idx ON public.books" in result.created.sql
     assert "CREATE UNIQUE INDEX CONCURRENTLY authors_name_key" in result.created.sql
@@ -159,10 +159,10 @@ def test_new_table_gets_plain_ddl_and_foreign_keys_are_added_not_valid_then_vali
         db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     declare(settings, BASE)
-    core.migrate(settings, "base")
+    api.migrate(settings, "base")
     declare(settings, CHANGES["foreign_key"] + "CREATE TABLE notes (id int PRIMARY KEY, body text);"
                       "CREATE INDEX notes_body_idx ON notes (body);")
-    result = core.migrate(settings, "fk")
+    result = api.migrate(settings, "fk")
     assert result.created is not None
     sql = result.created.sql
     assert "NOT VALID" in sql and 'validate constraint "books_author_id_fkey"' in sql
@@ -174,7 +174,7 @@ def test_set_not_null_on_an_existing_table_validates_a_check_first(db_url: Datab
     settings = make_settings(db_url)
     write_migration(settings.migrations_dir, "20250101000000_base", BASE)
     declare(settings, CHANGES["not_null"])
-    result = core.migrate(settings, "pages_required")
+    result = api.migrate(settings, "pages_required")
     assert result.created is not None
     body = result.created.sql.split("\n\n", 1)[1]
     assert body.splitlines() == [
@@ -194,12 +194,12 @@ def test_foreign_keys_are_left_alone_when_their_tables_change_elsewhere(
     changed = CHANGES["foreign_key"].replace("name text NOT NULL,", "name text NOT NULL,\n    bio text,").replace(
         "pages integer\n", "pages integer,\n    subtitle text\n")
     declare(settings, changed)
-    result = core.migrate(settings, "more_columns")
+    result = api.migrate(settings, "more_columns")
     assert result.created is not None and result.remaining == []
     assert "constraint" not in result.created.sql and "constraint" not in (result.created.rollback_sql() or "")
     assert result.result.applied[-1].transactional is True
     declare(settings, changed.replace("author_id bigint", "author_id integer"))  # the key's own column changes
-    retyped = core.migrate(settings, "narrow_author", allow_data_loss=True)
+    retyped = api.migrate(settings, "narrow_author", allow_data_loss=True)
     assert retyped.created is not None and retyped.remaining == []
     assert 'drop constraint "books_author_id_fkey"' in retyped.created.sql
 
@@ -207,9 +207,9 @@ def test_foreign_keys_are_left_alone_when_their_tables_change_elsewhere(
 def test_enum_that_only_gains_values_uses_add_value(db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     declare(settings, BASE)
-    core.migrate(settings, "base")
+    api.migrate(settings, "base")
     declare(settings, CHANGES["enum"])
-    result = core.migrate(settings, "more_moods")
+    result = api.migrate(settings, "more_moods")
     assert result.created is not None
     assert "add value 'meh' after 'happy'" in result.created.sql
     assert "add value 'angry' after 'sad'" in result.created.sql
@@ -221,20 +221,20 @@ def test_data_loss_is_refused_without_the_flag_and_marked_with_it(
         db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     declare(settings, BASE)
-    core.migrate(settings, "base")
+    api.migrate(settings, "base")
     with Database.connect(db_url) as db:
         db.execute("INSERT INTO books (id, title, pages) VALUES (1, 'Dune', 412)")
     declare(settings, BASE.replace(",\n    pages integer", "").replace("varchar(100)", "varchar(10)"))
     files = sorted(p.name for p in settings.migrations_dir.iterdir())
     with pytest.raises(Refused, match=r"drops column public\.books\.pages.*--allow-data-loss"):
-        core.migrate(settings, "drop_pages")
+        api.migrate(settings, "drop_pages")
     assert sorted(p.name for p in settings.migrations_dir.iterdir()) == files
     with pytest.raises(Exception, match="not confirmed"):
-        core.migrate(settings, "drop_pages", confirm=lambda _question: False)
+        api.migrate(settings, "drop_pages", confirm=lambda _question: False)
     assert sorted(p.name for p in settings.migrations_dir.iterdir()) == files
     with Database.connect(db_url) as db:
         assert db.one("SELECT pages FROM books") == (412,)
-    result = core.migrate(settings, "drop_pages", allow_data_loss=True)
+    result = api.migrate(settings, "drop_pages", allow_data_loss=True)
     assert result.created is not None
     assert "-- DATA LOSS: drops column public.books.pages and its values\nalter table" in result.created.sql
     assert "-- DATA LOSS: changes public.books.title from character varying(100) to character varying(10)" \
@@ -246,16 +246,16 @@ def test_in_sync_writes_nothing_and_create_only_does_not_apply(
         db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)
     declare(settings, BASE)
-    core.migrate(settings, "base")
+    api.migrate(settings, "base")
     files = sorted(p.name for p in settings.migrations_dir.iterdir())
-    same = core.migrate(settings, "nothing")
+    same = api.migrate(settings, "nothing")
     assert same.created is None and same.generated is not None and same.generated.in_sync
     assert sorted(p.name for p in settings.migrations_dir.iterdir()) == files
     declare(settings, CHANGES["table"])
-    written = core.migrate(settings, "tags", create_only=True)
+    written = api.migrate(settings, "tags", create_only=True)
     assert written.created is not None and written.result.applied == []
-    assert [m.state for m in core.status(settings).migrations] == ["applied", "pending"]
-    hand = core.migrate(settings, "by_hand", empty=True, create_only=True)
+    assert [m.state for m in api.status(settings).migrations] == ["applied", "pending"]
+    hand = api.migrate(settings, "by_hand", empty=True, create_only=True)
     assert hand.created is not None and hand.created.empty  # --empty: the template, for writing by hand
 
 
@@ -269,9 +269,9 @@ def test_a_second_migrator_waits_for_the_lock_and_writes_nothing_meanwhile(
     with Database.connect(db_url) as other:
         other.rows("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, LOCK_ID])
         with pytest.raises(LockTimeout, match="another migration holds the lock"):
-            core.migrate(settings, "base")
+            api.migrate(settings, "base")
     assert list(settings.migrations_dir.iterdir()) == []
-    assert core.migrate(settings, "base").created is not None
+    assert api.migrate(settings, "base").created is not None
 
 
 def test_statements_the_differ_ignores_are_named_not_silently_dropped(
@@ -280,7 +280,7 @@ def test_statements_the_differ_ignores_are_named_not_silently_dropped(
     extra = "\nGRANT SELECT ON books TO PUBLIC;\nCREATE STATISTICS books_stats ON author_id, pages FROM books;\n"
     write_migration(settings.migrations_dir, "20250101000000_base", BASE + extra)
     declare(settings, BASE + extra)
-    result = core.migrate(settings, "nothing")
+    result = api.migrate(settings, "nothing")
     assert result.generated is not None and result.generated.in_sync
     lines = BASE.count("\n") + 2
     assert [w.split(" is not compared")[0] for w in result.generated.not_compared] == [
@@ -291,10 +291,10 @@ def test_bad_schema_file_names_the_line_and_writes_nothing(db_url: DatabaseUrl, 
     settings = make_settings(db_url)
     declare(settings, "CREATE TABLE a (id int);\n\nCREATE TABLE b (id nosuchtype);\n")
     with pytest.raises(ConfigError, match=r"schema\.sql, line 3: type \"nosuchtype\" does not exist"):
-        core.migrate(settings, "broken")
+        api.migrate(settings, "broken")
     assert list(settings.migrations_dir.iterdir()) == []
     with pytest.raises(ConfigError, match="not valid"):
-        core.migrate(settings, "Bad-Name")
+        api.migrate(settings, "Bad-Name")
 
 
 def test_shipped_schema_matches_the_shipped_migrations(db_url: DatabaseUrl, make_settings: Any,
@@ -304,6 +304,6 @@ def test_shipped_schema_matches_the_shipped_migrations(db_url: DatabaseUrl, make
         (tmp_path / "migrations" / path.name).write_text(path.read_text())
     (tmp_path / "schema.sql").write_text((root / "schema.sql").read_text())
     settings = make_settings(db_url)
-    result = core.migrate(settings, "anything")
+    result = api.migrate(settings, "anything")
     assert result.generated is not None and result.generated.in_sync and result.created is None
     assert len(source.read(settings.migrations_dir)) == 3

@@ -50,7 +50,7 @@ def head(db: Database) -> str | None:
 
 
 def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "manual",
-         progress: dump.ProgressFn | None = None) -> Backup:
+         progress: dump.OnProgress | None = None) -> Backup:
     """Back up ``db_url`` (default: the settings' target) into the backups folder."""
     url = db_url or target.url(settings)
     with (Database.connect(url, settings.connect_timeout) if db_url else target.connect(settings)) as db:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from pgshift.databases import dump, target
 from pgshift.databases.db import Database
 from pgshift.errors import Aborted, PgShiftError, Refused
 from pgshift.migrations import lock
+from pgshift.questions import Confirm, Question
 from pgshift.settings import Settings
 
 
@@ -57,9 +57,6 @@ class RestoreResult:
                 "duration_s": round(self.duration_s, 3)}
 
 
-Confirm = Callable[[RestorePlan], bool]
-
-
 def locate(settings: Settings, path: str | Path) -> Path:
     """The backup file named by ``path``: a bare file name is looked up in the backups folder; any
     other path must lead into it (symbolic links resolved)."""
@@ -80,7 +77,7 @@ def locate(settings: Settings, path: str | Path) -> Path:
 
 
 def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = None,
-            progress: dump.ProgressFn | None = None) -> RestoreResult:
+            progress: dump.OnProgress | None = None) -> RestoreResult:
     """Replace the target database with the backup at ``path``."""
     started = time.monotonic()
     backup = files.verify(locate(settings, path))
@@ -94,7 +91,10 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
     plan = RestorePlan(backup, url.dbname, settings.describe_target(), settings.environment,
                        not settings.skip_backup)
     if confirm is not None:
-        if not confirm(plan):
+        question = (Question(f"type the database name ({plan.database}) to go ahead", plan.database, plan)
+                    if settings.is_production else Question(f"replace database {plan.database} with this backup?",
+                                                            about=plan))
+        if not confirm(question):
             raise Aborted("restore cancelled; nothing was changed")
     elif settings.is_production:
         raise Refused("restoring production needs a confirmation: run it at a terminal, or pass --yes")

@@ -27,6 +27,7 @@ from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError, PgShiftError
 from pgshift.migrations import apply
 from pgshift.migrations.source import Migration
+from pgshift.settings import Settings
 
 # What each table lock mode keeps other sessions from doing.
 BLOCKS = {
@@ -52,6 +53,10 @@ AND n.nspname NOT LIKE 'pg\\_%'"""
 class Thresholds:
     max_migration_seconds: float = 60.0
     max_lock_seconds: float = 2.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Thresholds:
+        return cls(max_migration_seconds=settings.max_migration_seconds, max_lock_seconds=settings.max_lock_seconds)
 
 
 @dataclass(frozen=True)

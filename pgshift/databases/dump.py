@@ -40,7 +40,7 @@ _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class Progress:
+class DumpProgress:
     """How far a long dump or restore has got."""
 
     phase: str            # "dump" or "restore"
@@ -54,7 +54,7 @@ class Progress:
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
 
-ProgressFn = Callable[[Progress], None]
+OnProgress = Callable[[DumpProgress], None]
 
 
 def version_text(number: int) -> str:
@@ -92,7 +92,7 @@ def _conninfo(dbname: str) -> str:
 
 
 def dump(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, lock_wait: float = 0,
-         estimate: int | None = None, progress: ProgressFn | None = None, connect_timeout: int = 10) -> None:
+         estimate: int | None = None, progress: OnProgress | None = None, connect_timeout: int = 10) -> None:
     """pg_dump the database of ``url`` into ``path`` (which the caller created, mode 0600).
 
     ``--no-sync``: the caller fsyncs the file while it reads it back for the checksum, so the two
@@ -109,7 +109,7 @@ def dump(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, lock_wa
     def watch() -> None:
         if progress is not None:
             size = path.stat().st_size if path.exists() else 0
-            progress(Progress("dump", size, estimate, "bytes", time.monotonic() - started))
+            progress(DumpProgress("dump", size, estimate, "bytes", time.monotonic() - started))
 
     try:
         supervise([Child(argv, env_for(url, connect_timeout))], f"backing up {url.dbname}", watch)
@@ -135,7 +135,7 @@ def contents(path: Path) -> list[str]:
 
 
 def restore(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, objects: int | None = None,
-            progress: ProgressFn | None = None, connect_timeout: int = 10) -> None:
+            progress: OnProgress | None = None, connect_timeout: int = 10) -> None:
     """Restore the backup at ``path`` into the (new, empty) database of ``url``; stop at the first error."""
     env = env_for(url, connect_timeout)
     started = time.monotonic()
@@ -144,7 +144,7 @@ def restore(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, obje
     def watch() -> None:
         if progress is not None:
             unit, total = ("bytes", path.stat().st_size) if fmt == "plain" else ("objects", objects)
-            progress(Progress("restore", counter.value, total, unit, time.monotonic() - started))
+            progress(DumpProgress("restore", counter.value, total, unit, time.monotonic() - started))
 
     what = f"restoring {path.name} into {url.dbname}"
     psql = [str(tool("psql", server_version)), "--no-psqlrc", "--quiet", "--no-password",

@@ -7,7 +7,6 @@ import time
 from contextlib import suppress
 
 from pgshift.backups import files
-from pgshift.core import limits
 from pgshift.databases.db import Database
 from pgshift.deploy import deploys, maintenance
 from pgshift.deploy.run import DeployFailed, Run, failpoint
@@ -97,7 +96,7 @@ def apply_pending(run: Run, db: Database, migrations: list[source.Migration]) ->
             run.log.sql(files[ident].path.name, files[ident].sql)
 
     deploys.step(db, deploy_id, "applying")
-    result = apply.apply(db, migrations, limits(run.settings), progress=progress)
+    result = apply.apply(db, migrations, apply.Limits.of(run.settings), progress=progress)
     run.report.applied = result.applied
     deploys.step(db, deploy_id, "applied", durations={a.id: a.duration_ms for a in result.applied})
     failpoint("deploy:applied")
@@ -171,7 +170,7 @@ def _roll_back(run: Run, db: Database, migrations: list[source.Migration], ids: 
     files = {m.id: m for m in migrations}
     for ident in reversed(ids):
         try:
-            ms = apply.rollback(db, files[ident], limits(run.settings))
+            ms = apply.rollback(db, files[ident], apply.Limits.of(run.settings))
         except PgShiftError as problem:
             run.warn("rollback", f"rolling back {ident} failed: {problem}; restore the backup instead")
             return "failed"

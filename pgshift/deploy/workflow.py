@@ -19,11 +19,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from pgshift.checks import suite
-from pgshift.core import limits
+from pgshift.checks.performance import Thresholds
 from pgshift.databases import target
 from pgshift.databases.db import Database
 from pgshift.deploy import deploys, maintenance, rehearsal, steps
@@ -44,12 +43,10 @@ from pgshift.deploy.runlog import RunLog
 from pgshift.errors import Aborted, ConfigError, ConnectionFailed, PgShiftError, Refused
 from pgshift.migrations import apply, history, source
 from pgshift.migrations.lock import migration_lock
+from pgshift.questions import Confirm, Question
 from pgshift.settings import Settings
 
-__all__ = ["Confirm", "DeployFailed", "DeployReport", "PreflightFailed", "RehearsalFailed", "deploy", "plan", "who"]
-
-Confirm = Callable[[Plan], bool]
-
+__all__ = ["DeployFailed", "DeployReport", "PreflightFailed", "RehearsalFailed", "deploy", "plan", "who"]
 
 def _drift_warnings(settings: Settings, db: Database, migrations: list[source.Migration]) -> list[str]:
     """Drift (``pgshift.schema.drift``): a warning per difference, never blocking."""
@@ -58,7 +55,7 @@ def _drift_warnings(settings: Settings, db: Database, migrations: list[source.Mi
     from pgshift.schema import drift
 
     try:
-        found = drift.check(settings, db, migrations, limits(settings))
+        found = drift.check(settings, db, migrations, apply.Limits.of(settings))
     except PgShiftError as error:
         return [f"drift not checked: {error}"]
     lines = [f"drift: {item.describe()}" for item in found.items[:5]]
@@ -162,7 +159,9 @@ def _confirm(run: Run, planned: Plan, confirm: Confirm | None) -> None:
         if run.settings.is_production:
             raise Refused("deploying to production needs a confirmation: run it at a terminal, or pass --yes")
         return
-    if not confirm(planned):
+    question = Question(f"deploying to PRODUCTION: type the database name ({planned.database}) to go ahead",
+                        expected=planned.database, about=planned)
+    if not confirm(question):
         run.log.write("confirm", "declined; nothing was done")
         raise Aborted("deploy cancelled; nothing was done")
     run.log.write("confirm", "confirmed")
@@ -173,7 +172,8 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
     settings = run.settings
     try:
         found = rehearsal.run(target.url(settings), source.read(settings.migrations_dir), planned.ids,
-                              limits(settings), suite.thresholds(settings), sequence_limit=settings.sequence_limit,
+                              apply.Limits.of(settings), Thresholds.of(settings),
+                              sequence_limit=settings.sequence_limit,
                               connect_timeout=settings.connect_timeout, progress=lambda m: run.say("rehearse", m))
     except ConnectionFailed as error:
         raise RehearsalFailed(f"cannot rehearse: {error}; the target was not touched. Deploy without a rehearsal "

@@ -31,6 +31,7 @@ from pgshift.migrations import history, sqltext
 from pgshift.migrations.blockers import BlockerWatch
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
+from pgshift.settings import Settings
 
 Progress = Callable[[str], None]
 
@@ -44,6 +45,12 @@ class Limits(NamedTuple):
     lock_wait: float = 30.0
     lock_retries: int = 3
     retry_backoff: float = 2.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(lock_timeout=settings.lock_timeout, statement_timeout=settings.statement_timeout,
+                   lock_wait=settings.lock_wait, lock_retries=settings.lock_retries,
+                   retry_backoff=settings.retry_backoff)
 
 
 class Applied(NamedTuple):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -126,27 +127,32 @@ ROLLBACK_TEMPLATE = """-- Rollback of {id}: undo exactly what the forward migrat
 """
 
 
-def create(folder: Path, name: str, now: datetime | None = None) -> Migration:
-    """Write a new migration pair from the template. Raises ConfigError for a bad or taken name."""
-    if not NAME_PATTERN.match(name):
+def check_name(name: str, existing: list[Migration]) -> None:
+    """Refuse a bad or taken migration name before any work is done."""
+    if not NAME_PATTERN.match(name) or len(name) > 80:
         raise ConfigError(
             f"migration name {name!r} is not valid; use lowercase letters, digits and underscores, "
-            "starting with a letter (e.g. add_user_preferences)")
-    if len(name) > 80:
-        raise ConfigError(f"migration name {name!r} is too long; keep it under 80 characters")
-    existing = read(folder)
+            "starting with a letter, under 80 characters (e.g. add_user_preferences)")
     taken = [m.id for m in existing if m.id[15:] == name]
     if taken:
         raise ConfigError(f"a migration named {name!r} exists already ({taken[0]}.sql); choose another name")
+
+
+def create(folder: Path, name: str, now: datetime | None = None, *, existing: list[Migration] | None = None,
+           render: Callable[[str], tuple[str, str]] | None = None) -> Migration:
+    """Write a new migration pair after the newest of ``existing`` (default: the folder as it is):
+    the template, or what ``render(id)`` gives (forward, rollback). Raises ConfigError for a bad or
+    taken name."""
+    existing = read(folder) if existing is None else existing
+    check_name(name, existing)
     stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
     newest = existing[-1].id[:14] if existing else ""
     if stamp <= newest:  # two in one second, or a clock behind the newest file: keep the order
         stamp = str(int(newest) + 1)
     ident = f"{stamp}_{name}"
-    path = folder / f"{ident}.sql"
-    rollback = folder / f"{ident}{ROLLBACK_SUFFIX}"
-    with open(path, "x") as handle:
-        handle.write(TEMPLATE.format(id=ident))
-    with open(rollback, "x") as handle:
-        handle.write(ROLLBACK_TEMPLATE.format(id=ident))
-    return Migration(id=ident, folder=folder, sql=normalise(path.read_bytes()), has_rollback=True)
+    text, rollback = render(ident) if render else (TEMPLATE.format(id=ident), ROLLBACK_TEMPLATE.format(id=ident))
+    with open(folder / f"{ident}.sql", "x") as handle:
+        handle.write(text)
+    with open(folder / f"{ident}{ROLLBACK_SUFFIX}", "x") as handle:
+        handle.write(rollback)
+    return Migration(id=ident, folder=folder, sql=normalise(text.encode()), has_rollback=True)

@@ -12,7 +12,7 @@ from pgshift.migrations import history
 from pgshift.migrations.source import Migration
 
 if TYPE_CHECKING:  # only status --drift builds one; its module is heavy
-    from pgshift.schema.drift import Drift
+    from pgshift.migrations.drift import Drift
 
 STATES = ("applied", "pending", "modified", "missing", "failed")
 

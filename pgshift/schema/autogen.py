@@ -8,18 +8,16 @@ destroy data and that was neither allowed (``--allow-data-loss``) nor confirmed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pgshift.databases.db import Database
-from pgshift.errors import Aborted, ConfigError, MigrationError, Refused
+from pgshift.errors import Aborted, MigrationError, Refused
 from pgshift.migrations import source, sqltext
+from pgshift.questions import Confirm, Question
 from pgshift.schema import declared_path, diff
 from pgshift.schema.shadow import Prepared, Shadow, load
 from pgshift.settings import Settings
-
-Confirm = Callable[[str], bool]
 
 # Statements of schema.sql whose effect the differ does not compare: they would be silently left
 # out of every generated migration, so each is named in a warning instead.
@@ -51,21 +49,11 @@ class Generated:
         return self.migration is None
 
 
-def check_name(folder: Path, name: str) -> None:
-    """Refuse a bad or taken name before any work is done."""
-    if not source.NAME_PATTERN.match(name) or len(name) > 80:
-        raise ConfigError(
-            f"migration name {name!r} is not valid; use lowercase letters, digits and underscores, "
-            "starting with a letter, under 80 characters (e.g. add_user_preferences)")
-    taken = [m.id for m in source.read(folder) if m.id[15:] == name]
-    if taken:
-        raise ConfigError(f"a migration named {name!r} exists already ({taken[0]}.sql); choose another name")
-
-
-def generate(settings: Settings, db: Database, name: str, *, allow_data_loss: bool = False,
-             confirm: Confirm | None = None) -> Generated:
-    """Diff the (migrated) database ``db`` against schema.sql and write the migration pair."""
-    check_name(settings.migrations_dir, name)
+def generate(settings: Settings, db: Database, name: str, existing: list[source.Migration], *,
+             allow_data_loss: bool = False, confirm: Confirm | None = None) -> Generated:
+    """Diff the (migrated) database ``db`` against schema.sql and write the migration pair after
+    ``existing`` (the folder as read)."""
+    source.check_name(name, existing)
     path = declared_path(settings)
     declared = source.normalise(path.read_bytes())
 
@@ -86,9 +74,9 @@ def generate(settings: Settings, db: Database, name: str, *, allow_data_loss: bo
         if confirm is None:
             raise Refused(f"the change to schema.sql loses data ({what}); nothing was written. Check that this "
                           "is meant, then run again with --allow-data-loss")
-        if not confirm(f"The change loses data: {what}. Write and apply it?"):
+        if not confirm(Question(f"The change loses data: {what}. Write and apply it?")):
             raise Aborted("nothing was written: the change loses data and was not confirmed")
-    migration = write(settings.migrations_dir, name, forward, backward)
+    migration = write(settings.migrations_dir, name, forward, backward, existing)
     return Generated(migration, forward, backward, desired, prepared.where, ignored)
 
 
@@ -116,12 +104,10 @@ def remaining(db: Database, desired: diff.Schema) -> diff.Plan:
     return diff.plan(diff.inspect(db), desired)
 
 
-def write(folder: Path, name: str, forward: diff.Plan, backward: diff.Plan) -> source.Migration:
-    created = source.create(folder, name)
-    created.path.write_text(_forward_text(created.id, name, forward))
-    rollback_path = folder / f"{created.id}{source.ROLLBACK_SUFFIX}"
-    rollback_path.write_text(_rollback_text(created.id, backward))
-    return next(m for m in source.read(folder) if m.id == created.id)
+def write(folder: Path, name: str, forward: diff.Plan, backward: diff.Plan,
+          existing: list[source.Migration]) -> source.Migration:
+    return source.create(folder, name, existing=existing,
+                         render=lambda ident: (_forward_text(ident, name, forward), _rollback_text(ident, backward)))
 
 
 def _forward_text(ident: str, name: str, plan: diff.Plan) -> str:

@@ -9,42 +9,14 @@ It costs about a second for the example project, so ``status`` does it only when
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 from pgshift.databases.db import Database
 from pgshift.errors import MigrationError
 from pgshift.migrations import apply, history
+from pgshift.migrations.drift import Drift, DriftItem
 from pgshift.migrations.source import Migration
 from pgshift.schema import diff
 from pgshift.schema.shadow import Prepared, Shadow
 from pgshift.settings import Settings
-
-
-@dataclass(frozen=True)
-class DriftItem:
-    kind: str    # table, column, index, function, ...
-    name: str    # schema-qualified: public.users.nickname
-    change: str  # unexpected (no migration made it), missing (made, now gone), changed
-    detail: str = ""
-
-    def describe(self) -> str:
-        what = {"unexpected": "exists, but no migration made it", "missing": "a migration made it; it is gone",
-                "changed": "differs from what the migrations made"}.get(self.change, self.change)
-        return f"{self.kind} {self.name}: {what}" + (f" ({self.detail})" if self.detail else "")
-
-
-@dataclass(frozen=True)
-class Drift:
-    """How the live schema differs from the schema its applied migrations make."""
-
-    items: list[DriftItem]
-    replayed: int  # migrations replayed into the shadow database
-    shadow: str    # where that shadow database ran
-
-    def as_json(self) -> dict[str, Any]:
-        return {"clean": not self.items, "replayed": self.replayed, "shadow": self.shadow,
-                "differences": [asdict(i) for i in self.items]}
 
 
 def check(settings: Settings, db: Database, migrations: list[Migration], limits: apply.Limits) -> Drift:

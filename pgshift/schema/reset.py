@@ -9,7 +9,6 @@ called with a ``pgshift.databases.db.Database``); neither is a migration.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pgshift.databases import target
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import Aborted, MigrationError, Refused
 from pgshift.migrations import apply, source, sqltext
+from pgshift.questions import Confirm, Question
 from pgshift.settings import Settings
 
 SEED_FILES = ("seed.sql", "seed.py")
@@ -45,12 +45,12 @@ def guard(settings: Settings) -> None:
                       "application's development database")
 
 
-def reset(settings: Settings, confirm: Callable[[str], bool], limits: apply.Limits) -> ResetResult:
+def reset(settings: Settings, confirm: Confirm, limits: apply.Limits) -> ResetResult:
     """Rebuild the development database from the migrations and the seed, once ``confirm`` says yes."""
     guard(settings)
     url = target.url(settings)
-    if not confirm(f"drop {url.dbname} on {settings.describe_target()} and rebuild it from the migrations "
-                   "and the seed?"):
+    if not confirm(Question(f"drop {url.dbname} on {settings.describe_target()} and rebuild it from the "
+                            "migrations and the seed?")):
         raise Aborted("nothing was changed")
     migrations = source.read(settings.migrations_dir)
     admin = url.with_dbname("postgres")

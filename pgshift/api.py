@@ -1,0 +1,347 @@
+"""The engine's public API: one function per user command, each taking ``Settings`` and returning a value.
+
+Every Invoke task is a thin wrapper over one of these; a script or another tool calls them the same
+way (see docs/api.md). They never print and never prompt: progress goes to an optional ``progress``
+callback (one line per call), questions to a ``confirm`` callback (``pgshift.questions``), and errors
+are ``pgshift.errors.PgShiftError`` subclasses carrying the exit code a command line should end with.
+
+Each function imports the machinery it needs when it is called, so importing this module costs
+nothing: ``inv --list`` imports it and must stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pgshift.errors import ConfigError
+from pgshift.questions import Confirm
+from pgshift.settings import Settings
+
+if TYPE_CHECKING:  # the result types, re-exported for callers' annotations
+    from pgshift.backups.inventory import Backup as Backup
+    from pgshift.backups.restore import RestorePlan as RestorePlan
+    from pgshift.backups.restore import RestoreResult as RestoreResult
+    from pgshift.backups.retention import CleanupPlan as CleanupPlan
+    from pgshift.checks.backward import BackwardReport as BackwardReport
+    from pgshift.checks.constraints import ConstraintsReport as ConstraintsReport
+    from pgshift.checks.forward import ForwardReport as ForwardReport
+    from pgshift.checks.lint import LintReport as LintReport
+    from pgshift.checks.performance import PerformanceReport as PerformanceReport
+    from pgshift.databases.dump import DumpProgress as DumpProgress
+    from pgshift.databases.dump import OnProgress as OnDumpProgress
+    from pgshift.deploy.maintenance import Maintenance as Maintenance
+    from pgshift.deploy.plan import Plan as Plan
+    from pgshift.deploy.run import DeployReport as DeployReport
+    from pgshift.deploy.state import DeployState as DeployState
+    from pgshift.migrations.apply import ApplyResult as ApplyResult
+    from pgshift.migrations.drift import Drift as Drift
+    from pgshift.migrations.source import Migration as Migration
+    from pgshift.migrations.status import Status as Status
+    from pgshift.schema.autogen import Generated as Generated
+    from pgshift.schema.generate import GenerateResult as GenerateResult
+    from pgshift.schema.reset import ResetResult as ResetResult
+
+Progress = Callable[[str], None]
+
+__all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
+    "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "checks", "cleanup", "constraints",
+    "deploy", "deploy_status", "forward", "generate_models", "lint", "maintenance", "migrate", "performance", "plan",
+    "reset", "reset_allowed", "restore", "status", "stop_server", "switch_maintenance",
+]
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+def status(settings: Settings, *, drift: bool = False) -> Status:
+    """Where every migration stands on the target; with ``drift``, also how the live schema differs
+    from what the applied migrations make (replayed into a shadow database, so it is opt-in)."""
+    from pgshift.databases import target
+    from pgshift.deploy import tables
+    from pgshift.migrations import source
+    from pgshift.migrations.status import collect
+
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        found = collect(db, migrations, settings.describe_target(), settings.environment)
+        present = tables(db)
+        if any(present):  # the last deploy, a maintenance flag left on
+            from pgshift.deploy.state import status_extra
+
+            found = replace(found, extra={**found.extra, **status_extra(db, present)})
+        if drift:
+            from pgshift.migrations.apply import Limits
+            from pgshift.schema import drift as schema_drift
+
+            found = replace(found, drift=schema_drift.check(settings, db, migrations, Limits.of(settings)))
+    return found
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    created: Migration | None
+    result: ApplyResult
+    generated: Generated | None = None  # set when the migration was generated from schema.sql
+    remaining: list[str] = field(default_factory=list)  # what still differs from schema.sql afterwards
+    models: Path | None = None  # the models module, regenerated after the change
+
+
+def migrate(settings: Settings, name: str | None = None, *, create_only: bool = False, upto: str | None = None,
+            empty: bool = False, allow_data_loss: bool = False, progress: Progress | None = None,
+            confirm: Confirm | None = None) -> MigrateResult:
+    """Create a migration pair named ``name`` (if given), then apply every pending migration.
+
+    With ``schema.sql`` present the new migration is generated from the difference between it and the
+    migrated database; ``empty`` asks for the hand-written template instead."""
+    from pgshift.databases import target
+    from pgshift.migrations import apply, source
+    from pgshift.schema import declared_path
+
+    if name and not empty and declared_path(settings).exists():
+        return _migrate_to_schema(settings, name, create_only=create_only, upto=upto, progress=progress,
+                                  allow_data_loss=allow_data_loss, confirm=confirm)
+    migrations = source.read(settings.migrations_dir)
+    created = source.create(settings.migrations_dir, name, existing=migrations) if name else None
+    if create_only:
+        return MigrateResult(created, apply.ApplyResult([], []))
+    if created is not None:
+        migrations.append(created)
+    with target.connect(settings) as db:
+        result = apply.apply(db, migrations, apply.Limits.of(settings), upto=upto, progress=progress)
+    return MigrateResult(created, result)
+
+
+def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto: str | None,
+                       progress: Progress | None, allow_data_loss: bool, confirm: Confirm | None) -> MigrateResult:
+    """Apply what is pending, write the difference to schema.sql as migration ``name`` and its
+    rollback, and apply it (unless ``create_only``). In sync: nothing is written."""
+    from pgshift.databases import target
+    from pgshift.migrations import apply, source
+    from pgshift.migrations.lock import migration_lock
+    from pgshift.schema import autogen, models_path, shadow
+
+    if upto:
+        raise ConfigError("--to cannot be combined with NAME while schema.sql exists: the new migration is "
+                          "the difference from the fully migrated database; run inv dev.migrate --to ID first")
+    migrations = source.read(settings.migrations_dir)
+    source.check_name(name, migrations)
+    limits = apply.Limits.of(settings)
+    say = progress or (lambda _msg: None)
+    # One lock over apply, compare, write and apply: a second generator waits, then finds it done.
+    # (Advisory locks stack within a session, so apply() taking it again inside is fine.)
+    with target.connect(settings) as db, migration_lock(db, settings.lock_wait):
+        before = apply.apply(db, migrations, limits, progress=progress)
+        say("comparing the database with schema.sql")
+        generated = autogen.generate(settings, db, name, migrations, allow_data_loss=allow_data_loss,
+                                     confirm=confirm)
+        if generated.migration is None or create_only:
+            shadow.finish()
+            return MigrateResult(generated.migration, before, generated)
+        after = apply.apply(db, [*migrations, generated.migration], limits, progress=progress)
+        remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
+        models = models_path(settings)
+        refreshed = None
+        if models.exists():  # the team uses generated models: keep them in step with the schema
+            from pgshift.schema import generate
+
+            refreshed = generate.write(db, models).path
+    shadow.finish()
+    done = apply.ApplyResult(before.applied + after.applied, after.empty)
+    return MigrateResult(generated.migration, done, generated, remaining, refreshed)
+
+
+def reset(settings: Settings, *, confirm: Confirm) -> ResetResult:
+    """Drop the development database, create it again, apply every migration, run the seed.
+    Refuses (before connecting) anything but a development database on a local server."""
+    from pgshift.migrations.apply import Limits
+    from pgshift.schema import reset as schema_reset
+
+    return schema_reset.reset(settings, confirm, Limits.of(settings))
+
+
+def reset_allowed(settings: Settings) -> None:
+    """Raise ``Refused`` unless ``reset`` may run here: a caller checks before it asks anything."""
+    from pgshift.schema import reset as schema_reset
+
+    schema_reset.guard(settings)
+
+
+def generate_models(settings: Settings, output: Path | None = None) -> GenerateResult:
+    """Write typed SQLAlchemy models of the target's schema (default: models.py beside schema.sql)."""
+    from pgshift.schema import generate
+
+    return generate.run(settings, output)
+
+
+def stop_server(settings: Settings) -> bool:
+    """Stop the embedded development server; False when it was not running."""
+    from pgshift.databases import embedded
+
+    return embedded.stop(settings.embedded_dir)
+
+
+# -- checks ----------------------------------------------------------------------------------------
+
+class Report(Protocol):
+    """What every check returns."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def summary(self) -> str: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+if TYPE_CHECKING:
+    from pgshift.checks.inputs import Inputs
+
+
+def _inputs(settings: Settings, given: Inputs | None, scratch_databases: bool = True) -> Inputs:
+    from pgshift.checks import inputs
+
+    return given or inputs.gather(settings, scratch_databases)
+
+
+def forward(settings: Settings, given: Inputs | None = None) -> ForwardReport:
+    """Apply every migration to an empty scratch database, each one timed."""
+    from pgshift.checks import forward as check
+
+    i = _inputs(settings, given)
+    return check.forward(i.admin, i.migrations, i.limits)
+
+
+def backward(settings: Settings, given: Inputs | None = None) -> BackwardReport:
+    """Up, down, up for every migration on a scratch database: the schema must round-trip."""
+    from pgshift.checks import backward as check
+
+    i = _inputs(settings, given)
+    return check.run(i.admin, i.migrations, i.limits)
+
+
+def constraints(settings: Settings, given: Inputs | None = None) -> ConstraintsReport:
+    """Missing indexes, keys and other schema smells of the fully migrated schema, each with its fix."""
+    from pgshift.checks import constraints as check
+
+    i = _inputs(settings, given)
+    return check.run(i.admin, i.migrations, i.limits, settings.sequence_limit)
+
+
+def lint(settings: Settings, every: bool = False, given: Inputs | None = None) -> LintReport:
+    """Statements unsafe on a live database, in the migrations the target lacks (``every``: all)."""
+    from pgshift.checks import lint as check
+
+    i = _inputs(settings, given, scratch_databases=False)
+    return check.lint(i.migrations, None if every else i.pending, existing=set() if every else i.tables)
+
+
+def performance(settings: Settings, rows: int, given: Inputs | None = None,
+                progress: Progress | None = None) -> PerformanceReport:
+    """The pending migrations applied over ``rows`` of generated data: time, locks and rewrites."""
+    from pgshift.checks import performance as check
+
+    i = _inputs(settings, given)
+    return check.run(i.admin, i.migrations, i.limits, rows, check.Thresholds.of(settings), i.applied, progress)
+
+
+def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, Report]]:
+    """forward, backward, constraints, lint and a small performance run (``rows``, default the config's
+    ``quick_rows``; 0 skips it), each yielded as it finishes."""
+    from pgshift.checks import inputs
+
+    i = inputs.gather(settings)
+    quick = settings.quick_rows if rows is None else rows
+    steps: list[tuple[str, Callable[[], Report]]] = [
+        ("forward", lambda: forward(settings, i)),
+        ("backward", lambda: backward(settings, i)),
+        ("constraints", lambda: constraints(settings, i)),
+        ("lint", lambda: lint(settings, given=i)),
+    ]
+    if quick > 0:
+        steps.append(("performance", lambda: performance(settings, quick, i)))
+    for name, step in steps:
+        yield name, step()
+
+
+# -- backups ---------------------------------------------------------------------------------------
+
+def backup(settings: Settings, *, progress: OnDumpProgress | None = None) -> Backup:
+    """Back up the target into the backups folder: complete and verified, or absent."""
+    from pgshift.backups import files
+
+    return files.take(settings, progress=progress)
+
+
+def backups(settings: Settings) -> list[Backup]:
+    """Every backup in the backups folder, newest first."""
+    from pgshift.backups import files
+
+    return files.list_backups(settings)
+
+
+def restore(settings: Settings, file: str | Path, *, confirm: Confirm | None = None,
+            progress: OnDumpProgress | None = None) -> RestoreResult:
+    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused."""
+    from pgshift.backups import restore as backups_restore
+
+    return backups_restore.restore(settings, file, confirm=confirm, progress=progress)
+
+
+def cleanup(settings: Settings, *, dry_run: bool = False) -> CleanupPlan:
+    """Remove backups beyond the retention policy and what interrupted backups left."""
+    from pgshift.backups import retention
+
+    return retention.cleanup(settings, dry_run=dry_run)
+
+
+# -- deploys ---------------------------------------------------------------------------------------
+
+def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop") -> Plan:
+    """What a deploy would do (the dry run), built over a read-only session: nothing is written."""
+    from pgshift.deploy import workflow
+
+    return workflow.plan(settings, rehearse=rehearse, on_failure=on_failure)
+
+
+def deploy(settings: Settings, *, rehearse: bool, on_failure: str = "stop", confirm: Confirm | None = None,
+           progress: Progress | None = None) -> DeployReport:
+    """Deploy every pending migration: (rehearsal on a clone), lock, backup, maintenance, apply,
+    verify, Slack (when ``SLACK_WEBHOOK_URL`` is set), log. Production needs ``confirm``."""
+    from pgshift.deploy import notify, workflow
+
+    slack = notify.Slack.from_settings(settings)
+    try:
+        return workflow.deploy(settings, rehearse=rehearse, on_failure=on_failure, confirm=confirm,
+                               notify=slack, progress=progress)
+    finally:
+        if slack is not None:
+            slack.close()
+
+
+def deploy_status(settings: Settings, limit: int = 10) -> DeployState:
+    """Recent deploys, what is pending, the maintenance flag, a deploy that died."""
+    from pgshift.deploy import state
+
+    return state.collect(settings, limit)
+
+
+def maintenance(settings: Settings) -> tuple[Maintenance, bool]:
+    """The maintenance flag, and whether a deploy that died left it on."""
+    from pgshift.deploy import manual
+
+    return manual.state(settings)
+
+
+def switch_maintenance(settings: Settings, on: bool, *, reason: str | None = None,
+                       progress: Progress | None = None) -> tuple[Maintenance, list[str]]:
+    """Turn maintenance mode on or off by hand (flag, hooks, log, Slack); returns it and any warnings."""
+    from pgshift.deploy import manual, notify
+
+    slack = notify.Slack.from_settings(settings)
+    try:
+        return manual.switch(settings, on, reason=reason, notify=slack, progress=progress)
+    finally:
+        if slack is not None:
+            slack.close()
