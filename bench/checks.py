@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pgshift.checks import backward, datagen, forward  # noqa: E402
-from pgshift.databases import embedded, scratch  # noqa: E402
+from pgshift.databases import embedded, throwaway  # noqa: E402
 from pgshift.databases.db import Database  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
 from pgshift.errors import PgShiftError  # noqa: E402
@@ -82,7 +82,7 @@ def bench_walks(admin: DatabaseUrl, count: int) -> None:
 
 def bench_datagen(admin: DatabaseUrl, rows: int) -> None:
     migrations = source.read(ROOT / "migrations")
-    with scratch.empty(admin) as url, Database.connect(url) as db:
+    with throwaway.empty(admin) as url, Database.connect(url) as db:
         apply.apply(db, migrations, apply.Limits())
         report = datagen.fill(db, rows)
     print(f"  datagen: {report.rows:,} rows in {report.seconds:.2f}s = {report.rows_per_second:,.0f} rows/s with the "

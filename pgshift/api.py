@@ -47,7 +47,8 @@ if TYPE_CHECKING:  # the result types, re-exported for callers' annotations
 Progress = Callable[[str], None]
 
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
-    "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "checks", "cleanup", "constraints",
+    "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "checks", "cleaned_up", "cleanup",
+    "constraints",
     "deploy", "deploy_status", "forward", "generate_models", "lint", "maintenance", "migrate", "performance", "plan",
     "reset", "reset_allowed", "restore", "status", "stop_server", "switch_maintenance",
 ]
@@ -173,6 +174,15 @@ def generate_models(settings: Settings, output: Path | None = None) -> GenerateR
     from pgshift.schema import generate
 
     return generate.run(settings, output)
+
+
+def cleaned_up() -> list[str]:
+    """The throwaway databases killed runs had left that this process dropped (every command that makes
+    one first drops those), since the last call: a caller says so once the command is done."""
+    import sys
+
+    module = sys.modules.get("pgshift.databases.throwaway")  # not loaded: nothing was made, nothing swept
+    return module.swept() if module is not None else []
 
 
 def stop_server(settings: Settings) -> bool:

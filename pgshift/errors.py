@@ -36,6 +36,10 @@ class ConnectionFailed(PgShiftError):
     """The database could not be reached or refused us."""
 
 
+class CreateRefused(ConnectionFailed):
+    """The server will not let our role create a database (no CREATEDB)."""
+
+
 class MigrationError(PgShiftError):
     """A migration failed to apply or roll back."""
 

@@ -60,8 +60,19 @@ def boundary(func: F) -> F:
             raise Exit(f"error: {error}", code=int(error.exit_code)) from None
         except KeyboardInterrupt:
             raise Exit("aborted", code=130) from None
+        finally:
+            _say_cleaned_up()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _say_cleaned_up() -> None:
+    """On stderr (stdout may be a table or one JSON object): what killed runs left that we dropped."""
+    from pgshift import api
+
+    found = api.cleaned_up()
+    if found:
+        sys.stderr.write(f"note: dropped {len(found)} database(s) that killed runs had left: {', '.join(found)}\n")
 
 
 def finish(code: ExitCode) -> None:

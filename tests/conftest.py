@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pgshift import settings
-from pgshift.databases import embedded, target
+from pgshift.databases import embedded, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import PgShiftError
@@ -53,6 +52,8 @@ def pg15() -> DatabaseUrl:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL 15 at 127.0.0.1:5432 must answer under CI: {error}")
         pytest.skip(f"PostgreSQL 15 at 127.0.0.1:5432 is not answering: {error}")
+    with Database.connect(PG15) as admin:
+        throwaway.sweep(admin)  # what killed test runs (or killed commands under test) left
     return PG15
 
 
@@ -65,11 +66,14 @@ def server(request: pytest.FixtureRequest) -> DatabaseUrl:
 
 @pytest.fixture
 def db_url(server: DatabaseUrl) -> Iterator[DatabaseUrl]:
-    """A fresh, empty database on the server, dropped after the test."""
-    name = f"pgshift_t_{uuid.uuid4().hex[:12]}"
-    target.create_database(server, name)
+    """A fresh, empty database on the server, dropped after the test (a throwaway database, so what a
+    killed test run left is swept by the next)."""
+    name = throwaway.name("test")
+    with Database.connect(server) as admin:
+        throwaway.create(admin, name)
     yield server.with_dbname(name)
-    target.drop_database(server, name)
+    with Database.connect(server) as admin:
+        throwaway.drop(admin, name)
 
 
 @pytest.fixture

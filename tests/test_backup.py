@@ -23,7 +23,7 @@ import pytest
 from pgshift import api
 from pgshift.backups import files as backups
 from pgshift.backups import restore, retention
-from pgshift.databases import dump, pgbin, target
+from pgshift.databases import dump, pgbin, target, throwaway
 from pgshift.databases.children import env_for
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -108,9 +108,10 @@ def fingerprint(url: DatabaseUrl, schema: bool = True) -> dict[str, Any]:
 
 
 def scratch_databases(url: DatabaseUrl) -> list[str]:
+    """The throwaway databases a restore of ``url``'s database made (labelled with its name)."""
     with Database.connect(url.with_dbname("postgres")) as db:
-        return [r[0] for r in db.rows("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                      [url.dbname + "_pgshift_%"])]
+        return [n for n in throwaway.leftovers(db)
+                if (o := throwaway.owner(n)) is not None and o.label and url.dbname.startswith(o.label)]
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from pgshift.databases import pgbin, scratch
+from pgshift.databases import pgbin, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from tests.conftest import INV, ROOT, cli_env
@@ -48,7 +48,8 @@ def test_inv_test_passes_and_leaves_the_developer_database_untouched(
     measured = done.stdout.split("== performance")[1].split("== summary")[0]
     assert "20250103000000_tracking  ok" in measured  # it measured what the database lacks, and only that
     assert "20250102000000_posts" not in measured.split("\n", 2)[2]
-    assert not [n for n in scratch.leftovers(db_url.with_dbname("postgres")) if f"_{pid}_" in n]
+    with Database.connect(db_url.with_dbname("postgres")) as admin:
+        assert not [n for n in throwaway.leftovers(admin) if (o := throwaway.owner(n)) and o.pid == pid]
 
 
 def test_inv_test_json_fails_with_exit_1_and_names_the_broken_rollback(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from pgshift.databases import scratch, snapshot
+from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
+from tests.helpers import dead_pid
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS citext;
@@ -66,7 +69,7 @@ def test_snapshot_sees_every_kind_of_change(db_url: DatabaseUrl) -> None:
 
 
 def test_same_statements_give_equal_snapshots_and_a_clone_equals_its_source(server: DatabaseUrl) -> None:
-    with scratch.empty(server) as first, scratch.empty(server) as second:
+    with throwaway.empty(server) as first, throwaway.empty(server) as second:
         snaps = []
         for url in (first, second):
             with Database.connect(url) as db:
@@ -74,30 +77,59 @@ def test_same_statements_give_equal_snapshots_and_a_clone_equals_its_source(serv
                 db.execute("INSERT INTO people (email) VALUES ('a@b.c')")
                 snaps.append(snapshot.take(db))
         assert snaps[0] == snaps[1] and len(snaps[0]) > 30
-        with scratch.clone(server, first.dbname) as copy, Database.connect(copy) as db:
+        with throwaway.clone(server, first.dbname) as copy, Database.connect(copy) as db:
             assert snapshot.diff(snaps[0], snapshot.take(db)) == []
             assert db.one("SELECT email::text FROM people") == ("a@b.c",)
 
 
 def test_clone_falls_back_to_dump_and_restore_when_the_source_is_in_use(server: DatabaseUrl) -> None:
-    with scratch.empty(server) as source, Database.connect(source) as busy:
+    with throwaway.empty(server) as source, Database.connect(source) as busy:
         busy.execute(SCHEMA)
         busy.execute("INSERT INTO people (email) VALUES ('x@y.z')")
         before = snapshot.take(busy)
-        with scratch.clone(server, source.dbname) as copy, Database.connect(copy) as db:
+        with throwaway.clone(server, source.dbname) as copy, Database.connect(copy) as db:
             assert snapshot.diff(before, snapshot.take(db)) == []
             assert db.one("SELECT email::text FROM people") == ("x@y.z",)
         assert busy.one("SELECT count(*) FROM people") == (1,)  # the source was only read
 
 
 def test_scratch_databases_are_dropped_even_on_error_and_names_never_collide(server: DatabaseUrl) -> None:
-    names = {scratch.new_name() for _ in range(200)}
-    assert len(names) == 200 and all(len(n) <= 63 and n.startswith(scratch.PREFIX) for n in names)
+    names = {throwaway.name("scratch") for _ in range(200)}
+    assert len(names) == 200 and all(len(n) <= 63 and throwaway.owner(n) is not None for n in names)
     seen = ""
-    with pytest.raises(RuntimeError), scratch.empty(server) as url:
+    with pytest.raises(RuntimeError), throwaway.empty(server) as url, Database.connect(server) as admin:
         seen = url.dbname
-        assert seen in scratch.leftovers(server)
+        assert seen in throwaway.leftovers(admin)
         raise RuntimeError("check blew up")
-    assert seen and seen not in scratch.leftovers(server)
-    with pytest.raises(ValueError, match="not a scratch database"):
-        scratch.drop(server, "postgres")
+    with Database.connect(server) as admin:
+        assert seen and seen not in throwaway.leftovers(admin)
+        with pytest.raises(ValueError, match="not a throwaway database"):
+            throwaway.drop(admin, "postgres")
+
+
+def test_names_carry_kind_host_pid_and_a_label_cut_to_fit() -> None:
+    made = throwaway.name("new", label="x" * 80)
+    found = throwaway.owner(made)
+    assert found is not None and len(made.encode()) <= 63
+    assert (found.kind, found.host, found.pid) == ("new", throwaway.HOST, os.getpid())
+    assert found.label and set(found.label) == {"x"} and not found.gone  # this process is alive
+    assert throwaway.owner("pgshift_scratch_12_ab") is None and throwaway.owner("app_production") is None
+
+
+def test_a_sweep_drops_what_dead_processes_of_this_machine_left_and_nothing_else(server: DatabaseUrl) -> None:
+    dead = dead_pid()
+    killed = f"pgshift_scratch_{throwaway.HOST}_{dead}_0a0b0c"       # a killed run of this machine
+    running = throwaway.name("scratch")                               # a run still going (this one)
+    elsewhere = f"pgshift_clone_{'f' * 6 if throwaway.HOST != 'f' * 6 else 'e' * 6}_{dead}_0a0b0c"  # another machine
+    with Database.connect(server) as admin:
+        for name in (killed, running, elsewhere):
+            throwaway.create(admin, name)
+        try:
+            with Database.connect(server.with_dbname(killed)):  # a session of the dead run still open
+                assert throwaway.sweep(admin) == [killed]
+            assert {running, elsewhere} <= set(throwaway.leftovers(admin))
+            assert killed not in throwaway.leftovers(admin)
+        finally:
+            for name in (killed, running, elsewhere):
+                throwaway.drop(admin, name)
+

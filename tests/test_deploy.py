@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from pgshift.databases import snapshot, target
+from pgshift import api
+from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.deploy import deploys, maintenance, workflow
@@ -29,6 +30,7 @@ from pgshift.errors import LockTimeout, MigrationError
 from pgshift.migrations import apply, history, source
 from pgshift.settings import Settings
 from tests.conftest import write_migration
+from tests.helpers import dead_pid
 from tests.test_notify import TOKEN, SlackStub
 
 PASSWORD = "pw-Secret-4711"
@@ -94,18 +96,23 @@ def test_a_rehearsed_deploy_applies_backs_up_records_logs_and_tells_slack(
     apply_first(settings)
     asked: list[str] = []
     lines: list[str] = []
-    admin = db_url.with_dbname("postgres")
-    left = f"pgshift_scratch_{os.getpid()}_deadbeef00"  # as a killed rehearsal would leave it
-    target.create_database(admin, left)
+    left = throwaway.name("clone")  # as a run still going would have it (its process is alive: this one)
+    killed = f"pgshift_clone_{throwaway.HOST}_{dead_pid()}_0a0b0c"  # as a killed rehearsal would leave it
+    with Database.connect(db_url.with_dbname("postgres")) as admin:
+        throwaway.create(admin, left)
+        throwaway.create(admin, killed)
     try:
         slack = Slack.from_settings(settings)
         report = workflow.deploy(settings, rehearse=True, notify=slack, progress=lines.append,
                                  confirm=lambda question: asked.append(",".join(question.about.ids)) is None)
     finally:
-        target.drop_database(admin, left)
+        with Database.connect(db_url.with_dbname("postgres")) as admin:
+            throwaway.drop(admin, left)
+            throwaway.drop(admin, killed)
 
     assert asked == [M2]
     assert any(left in line and "drop those no run is using" in line for line in lines)
+    assert killed in api.cleaned_up()  # dropped by the first throwaway database the deploy made, and said
     assert report.outcome == "succeeded" and [a.id for a in report.applied] == [M2]
     assert report.rehearsal is not None and report.rehearsal.ok
     (timing,) = report.rehearsal.timings

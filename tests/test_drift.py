@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,13 @@ from typing import Any
 import pytest
 
 from pgshift import api
-from pgshift.databases import target
+from pgshift.databases import throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ExitCode
 from pgshift.schema.drift import DriftItem
 from tests.conftest import INV, ROOT, cli_env, write_migration
+from tests.helpers import dead_pid
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS citext;  -- 1.6 on PostgreSQL 15, 1.8 on 18: a version is not drift
@@ -111,14 +111,17 @@ def test_status_cli_has_a_drift_field_and_exit_code(migrated: Any, db_url: Datab
 
 
 def test_a_shadow_left_by_a_killed_process_is_dropped_by_the_next(migrated: Any, server: DatabaseUrl) -> None:
-    dead, live = "pgshift_shadow_999999999_left", f"pgshift_shadow_{os.getpid()}_mine"
-    for name in (dead, live):
-        target.create_database(server, name)
+    dead, live = f"pgshift_shadow_{throwaway.HOST}_{dead_pid()}_0a0b0c", throwaway.name("shadow")
+    with Database.connect(server) as admin:
+        for name in (dead, live):
+            throwaway.create(admin, name)
     try:
         api.status(migrated, drift=True)
         with Database.connect(server) as admin:
-            left = {r[0] for r in admin.rows("SELECT datname FROM pg_database WHERE datname LIKE 'pgshift_shadow_%'")}
+            left = set(throwaway.leftovers(admin))
         assert dead not in left and live in left
+        assert dead in api.cleaned_up()
     finally:
-        for name in (dead, live):
-            target.drop_database(server, name)
+        with Database.connect(server) as admin:
+            for name in (dead, live):
+                throwaway.drop(admin, name)

@@ -155,7 +155,7 @@ def test_failure_midway_leaves_target_as_before(db_url: DatabaseUrl, migrations_
     with pytest.raises(PgShiftError) as caught:
         restore.restore(settings, backup.path.name)
     message = str(caught.value)
-    assert message.startswith(f"restoring {backup.path.name} into {db_url.dbname}_pgshift_new_")
+    assert message.startswith(f"restoring {backup.path.name} into pgshift_new_")
     assert f'role "{role}" does not exist' in message and "\n" not in message
     assert fingerprint(db_url) == before
     assert scratch_databases(db_url) == []
@@ -223,7 +223,8 @@ def test_production_guards(pg18: DatabaseUrl, migrations_dir: Path, make_setting
         with pytest.raises(Refused, match=r"needs a confirmation: run it at a terminal, or pass --yes$"):
             restore.restore(production, prod_backup.name)
         with pytest.raises(Aborted, match="restore cancelled; nothing was changed"):
-            restore.restore(production, prod_backup.name, confirm=lambda question: asked.append(question.about) is not None)
+            restore.restore(production, prod_backup.name,
+                            confirm=lambda question: asked.append(question.about) is not None)
         with pytest.raises(Refused, match="was taken from development; production restores only production"):
             restore.restore(production, dev_backup.name, confirm=lambda plan: True)
         with pytest.raises(Refused, match="is a production backup and ENVIRONMENT is development"):

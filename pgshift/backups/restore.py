@@ -18,7 +18,7 @@ from typing import Any
 from pgshift.backups import files, swap
 from pgshift.backups.files import BackupInvalid
 from pgshift.backups.inventory import Backup
-from pgshift.databases import dump, target
+from pgshift.databases import dump, target, throwaway
 from pgshift.databases.db import Database
 from pgshift.errors import Aborted, PgShiftError, Refused
 from pgshift.migrations import lock
@@ -99,37 +99,37 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
     elif settings.is_production:
         raise Refused("restoring production needs a confirmation: run it at a terminal, or pass --yes")
 
-    scratch = swap.scratch_name(url.dbname, "new")
+    scratch = throwaway.name("new", label=url.dbname)
     safety = None
     with target.connect(settings) as db, lock.migration_lock(db, settings.lock_wait):
         server_version = db.server_version
-        with swap.admin(url, settings.connect_timeout) as admin:
-            swap.drop_leftovers(admin, url.dbname)
+        with throwaway.admin(url, settings.connect_timeout) as admin:
+            throwaway.sweep(admin)
             shape = swap.shape(admin, url.dbname)
         if not settings.skip_backup:
             safety = files.take(settings, url, reason="pre-restore", progress=progress)
         try:
-            with swap.admin(url, settings.connect_timeout) as admin:
+            with throwaway.admin(url, settings.connect_timeout) as admin:
                 swap.create_like(admin, scratch, shape)
             dump.restore(url.with_dbname(scratch), backup.path, backup.format, server_version,
                          objects=backup.manifest.objects if backup.manifest else None, progress=progress,
                          connect_timeout=settings.connect_timeout)
             with Database.connect(url.with_dbname(scratch), settings.connect_timeout) as restored:
                 head = files.head(restored)
-            with swap.admin(url, settings.connect_timeout) as admin:
+            with throwaway.admin(url, settings.connect_timeout) as admin:
                 swap.copy_extras(admin, scratch, shape)
         except BaseException:
-            swap.drop_quietly(url, scratch, settings.connect_timeout)
+            throwaway.drop_quietly(url, scratch, settings.connect_timeout)
             raise
     # The lock and our session on the target end here: renaming needs the target free of sessions.
     try:
-        with swap.admin(url, settings.connect_timeout) as admin:
+        with throwaway.admin(url, settings.connect_timeout) as admin:
             replaced = swap.swap(admin, url.dbname, scratch)
     except BaseException:
-        swap.drop_quietly(url, scratch, settings.connect_timeout)
+        throwaway.drop_quietly(url, scratch, settings.connect_timeout)
         raise
     # Done: the restored database is in place. Dropping the one it replaced is tidying up; if that
     # fails, the next restore drops it.
-    with contextlib.suppress(PgShiftError), swap.admin(url, settings.connect_timeout) as admin:
+    with contextlib.suppress(PgShiftError), throwaway.admin(url, settings.connect_timeout) as admin:
         swap.drop_replaced(admin, replaced)
     return RestoreResult(backup.path, url.dbname, head, safety, time.monotonic() - started)

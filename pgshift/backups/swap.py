@@ -3,41 +3,24 @@
 A restore never writes into the target. It fills a scratch database created with the target's owner,
 encoding, locale, settings, privileges and comment, then swaps the names in one transaction (both
 ``ALTER DATABASE ... RENAME`` in a single commit), so at every instant the target's name belongs to
-either the old database, untouched, or the fully restored one. Scratch databases are named
-``<target>_pgshift_new_<hex>`` / ``<target>_pgshift_old_<hex>``; ones left by a killed restore are
-dropped by the next.
+either the old database, untouched, or the fully restored one. Both the new copy and the replaced one
+are throwaway databases (``pgshift.databases.throwaway``, kinds ``new`` and ``old``, labelled with the
+target's name): ones a killed restore left are dropped by the next command that makes one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import time
 from typing import Any
 
-from pgshift.databases.db import Database, DatabaseMissing, SqlFailure
-from pgshift.dburl import DatabaseUrl
+from pgshift.databases import throwaway
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ToolError
 
 _LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries"}
 _IN_USE = "55006"  # object_in_use: other sessions are connected
 _SWAP_ATTEMPTS = 5
-
-
-def admin(url: DatabaseUrl, connect_timeout: int = 10) -> Database:
-    """A connection to the server's maintenance database (postgres, else template1)."""
-    try:
-        return Database.connect(url.with_dbname("postgres"), connect_timeout)
-    except DatabaseMissing:
-        return Database.connect(url.with_dbname("template1"), connect_timeout)
-
-
-def scratch_name(target: str, kind: str) -> str:
-    return f"{_prefix(target)}{kind}_{secrets.token_hex(4)}"
-
-
-def _prefix(target: str) -> str:
-    return f"{target.encode()[:36].decode(errors='ignore')}_pgshift_"
 
 
 def shape(db: Database, name: str) -> dict[str, Any]:
@@ -104,30 +87,10 @@ def copy_extras(db: Database, name: str, info: dict[str, Any]) -> None:
         db.execute(";\n".join(script))
 
 
-def drop_leftovers(db: Database, target: str) -> list[str]:
-    """Drop scratch databases of earlier restores of ``target`` that nobody is connected to."""
-    dropped = []
-    prefix = _prefix(target)
-    for (name,) in db.rows("SELECT datname FROM pg_database WHERE left(datname, %s) = %s",
-                           [len(prefix), prefix]):
-        try:
-            db.execute(f"DROP DATABASE {db.identifier(name)}")
-            dropped.append(name)
-        except SqlFailure:
-            continue  # in use: another restore is filling it
-    return dropped
-
-
-def drop_quietly(url: DatabaseUrl, name: str, connect_timeout: int = 10) -> None:
-    # Best effort: the next restore drops it anyway.
-    with contextlib.suppress(Exception), admin(url, connect_timeout) as db:
-        db.execute(f"DROP DATABASE IF EXISTS {db.identifier(name)} WITH (FORCE)")
-
-
 def swap(db: Database, target: str, replacement: str) -> str:
     """Give ``replacement`` the name ``target`` in one commit; returns the name the old database now has."""
     q = db.identifier
-    old = scratch_name(target, "old")
+    old = throwaway.name("old", label=target)
     for attempt in range(1, _SWAP_ATTEMPTS + 1):
         try:
             db.rows("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgshift.checks.forward import apply_one
-from pgshift.databases import scratch, snapshot
+from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
@@ -68,7 +68,7 @@ class _Scratch:
 
     def _fresh(self) -> Database:
         try:
-            url = self._stack.enter_context(scratch.empty(self.admin))
+            url = self._stack.enter_context(throwaway.empty(self.admin))
             return self._stack.enter_context(Database.connect(url))
         except BaseException:
             self._stack.close()  # the database just made is dropped again

@@ -19,7 +19,7 @@ from typing import Any
 
 from pgshift.checks.forward import ForwardReport
 from pgshift.checks.forward import run as apply_all
-from pgshift.databases import scratch
+from pgshift.databases import throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.migrations import apply
@@ -171,7 +171,7 @@ def inspect(db: Database, sequence_limit: float = 0.75) -> ConstraintsReport:
 def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits,
         sequence_limit: float = 0.75) -> ConstraintsReport:
     """Apply every migration to a scratch database and inspect the result."""
-    with scratch.empty(admin) as url, Database.connect(url) as db:
+    with throwaway.empty(admin) as url, Database.connect(url) as db:
         applied: ForwardReport = apply_all(db, migrations, limits)
         report = inspect(db, sequence_limit)
     failed = applied.failure

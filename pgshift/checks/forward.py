@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgshift.databases import scratch
+from pgshift.databases import throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
@@ -82,5 +82,5 @@ def run(db: Database, migrations: list[Migration], limits: apply.Limits) -> Forw
 
 def forward(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -> ForwardReport:
     """Apply every migration to a new empty scratch database on ``admin``'s server."""
-    with scratch.empty(admin) as url, Database.connect(url) as db:
+    with throwaway.empty(admin) as url, Database.connect(url) as db:
         return run(db, migrations, limits)

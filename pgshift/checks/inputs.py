@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pgshift.databases import scratch, target
+from pgshift.databases import target, throwaway
 from pgshift.databases.db import Database, DatabaseMissing
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Refused
@@ -43,7 +43,7 @@ def gather(settings: Settings, scratch_databases: bool = True) -> Inputs:
     migrations = source.read(settings.migrations_dir)
     url = target.url(settings)
     applied, tables = _read_target(url, settings.connect_timeout)
-    admin = scratch.server_of(url, settings.connect_timeout) if scratch_databases else url
+    admin = throwaway.admin_url(url, settings.connect_timeout) if scratch_databases else url
     return Inputs(admin, migrations, Limits.of(settings), applied, settings.describe_target(), tables)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pgshift.checks import datagen
 from pgshift.checks.forward import apply_one
-from pgshift.databases import scratch
+from pgshift.databases import throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError, PgShiftError
@@ -207,7 +207,7 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits, r
         thresholds: Thresholds, applied: set[str], progress: Callable[[str], None] | None = None) -> PerformanceReport:
     """Build the schema up to the base on a scratch database, fill it with ``rows``, measure the rest."""
     base, pending = split(migrations, applied)
-    with scratch.empty(admin, durable=True) as url, Database.connect(url) as db:
+    with throwaway.empty(admin, durable=True) as url, Database.connect(url) as db:
         if base is not None:
             try:
                 apply.apply(db, migrations, limits, upto=base.id)

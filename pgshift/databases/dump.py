@@ -166,6 +166,21 @@ def restore(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, obje
         upstream.stop()
 
 
+def copy(source: DatabaseUrl, into: DatabaseUrl, server_version: int, *, connect_timeout: int = 10) -> None:
+    """Copy ``source`` (schema and data) into the empty database ``into``: pg_dump streamed into psql,
+    in one transaction, reading the source only. ``server_version`` is ``into``'s server's."""
+    dumper = Child([str(tool("pg_dump", server_version)), "--format=plain", "--no-owner", "--no-acl", "--no-password",
+                    _conninfo(source.dbname)], env_for(source, connect_timeout), stdout=subprocess.PIPE)
+    psql = [str(tool("psql", server_version)), "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
+            "--single-transaction", _conninfo(into.dbname)]
+    assert dumper.proc.stdout is not None
+    try:
+        _feed(dumper.proc.stdout, psql, env_for(into, connect_timeout), f"copying {source.dbname} into "
+              f"{into.dbname}", server_version, lambda _chunk: None, lambda: None, dumper)
+    finally:
+        dumper.stop()
+
+
 class _Counter:
     """Objects restored so far, from pg_restore's --verbose lines or the SQL's ``-- Name:`` headers."""
 

@@ -6,6 +6,7 @@ embedded server, which is started on first use and created if it does not exist 
 
 from __future__ import annotations
 
+from pgshift.databases import throwaway
 from pgshift.databases.db import Database, DatabaseMissing
 from pgshift.dburl import DatabaseUrl
 from pgshift.settings import Settings
@@ -29,7 +30,7 @@ def connect(settings: Settings) -> Database:
     except DatabaseMissing:
         if settings.url is not None:
             raise
-    create_database(target.with_dbname("postgres"), target.dbname, settings.connect_timeout)
+    create_database(throwaway.admin_url(target, settings.connect_timeout), target.dbname, settings.connect_timeout)
     return Database.connect(target, settings.connect_timeout)
 
 

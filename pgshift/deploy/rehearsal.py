@@ -1,6 +1,6 @@
 """The rehearsal: the pending migrations run on a scratch clone of the target before the real deploy.
 
-On the clone (``pgshift.databases.scratch.clone``: a template copy when nobody is connected to the target, a
+On the clone (``pgshift.databases.throwaway.clone``: a template copy when nobody is connected to the target, a
 ``pg_dump | pg_restore`` otherwise; neither writes to the target) each pending migration is applied
 one by one over the target's real data, timed with the locks it took and the tables it rewrote
 (``pgshift.checks.performance.measure``: too slow, or a blocking lock held too long, fails); then,
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgshift.checks import backward, constraints, performance
 from pgshift.checks.forward import apply_one
-from pgshift.databases import scratch, snapshot
+from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from pgshift.errors import MigrationError
+from pgshift.errors import CreateRefused, MigrationError
 from pgshift.migrations import apply
 from pgshift.migrations.source import Migration
 
@@ -66,29 +67,49 @@ class Rehearsal:
 
 def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limits: apply.Limits,
         thresholds: performance.Thresholds, *, sequence_limit: float = 0.75, connect_timeout: int = 10,
-        progress: Callable[[str], None] | None = None) -> Rehearsal:
-    """Rehearse applying ``pending`` (ids, in order) to a clone of ``url``'s database."""
+        progress: Callable[[str], None] | None = None,
+        elsewhere: Callable[[], DatabaseUrl] | None = None) -> Rehearsal:
+    """Rehearse applying ``pending`` (ids, in order) to a clone of ``url``'s database.
+
+    Where the target's role may not create databases, the clone goes to the server ``elsewhere()``
+    gives (the embedded one), copied by dump; the result says so."""
     say = progress or (lambda _m: None)
-    admin = scratch.server_of(url, connect_timeout)
-    others = scratch.leftovers(admin, connect_timeout)  # before ours exists: runs elsewhere, or killed ones
+    admin = throwaway.admin_url(url, connect_timeout)
+    with Database.connect(admin, connect_timeout) as server:
+        swept = throwaway.sweep(server)  # what killed runs of this machine left
+        others = throwaway.leftovers(server)  # before ours exists: other runs, or other machines' killed ones
     todo = [m for m in migrations if m.id in set(pending)]
     started = time.monotonic()
     say(f"cloning {url.dbname} into a scratch database")
-    with scratch.clone(admin, url.dbname, connect_timeout) as copy, Database.connect(copy, connect_timeout) as db:
+    notes: list[str] = []
+    with ExitStack() as stack:
+        try:
+            copy = stack.enter_context(throwaway.clone(admin, url.dbname, connect_timeout=connect_timeout))
+        except CreateRefused:
+            if elsewhere is None:
+                raise
+            other = elsewhere()
+            say(f"the target's role may not create databases: cloning {url.dbname} onto {other.host}:{other.port}")
+            copy = stack.enter_context(throwaway.copy_of(url, other, connect_timeout=connect_timeout))
+            notes.append(f"rehearsed on a copy on {other.host}:{other.port} (the target's role may not create "
+                         "databases on its server): timings and locks there only approximate the target's")
+        db = stack.enter_context(Database.connect(copy, connect_timeout))
         clone_s = time.monotonic() - started
         problems: list[str] = []
         smells_before = {(f.kind, f.table, f.problem) for f in constraints.inspect(db, sequence_limit).findings}
         timings = _walk(db, migrations, todo, limits, thresholds, problems, say)
-        notes: list[str] = []
         if not problems:
             for f in constraints.inspect(db, sequence_limit).findings:
                 if (f.kind, f.table, f.problem) in smells_before:
                     notes.append(f"constraints (already there): {f.table}: {f.problem}")
                 else:
                     problems.append(f"constraints: the migrations leave {f.table}: {f.problem}; fix: {f.fix}")
+    if swept:
+        notes.append(f"dropped {len(swept)} throwaway database(s) that killed runs left: {', '.join(swept)}")
     if others:
-        notes.append(f"scratch databases on the server that another run is using or a killed one left: "
-                     f"{', '.join(others)}; drop those no run is using (DROP DATABASE ... WITH (FORCE))")
+        notes.append(f"throwaway databases on the server that another run is using, or that a killed run on "
+                     f"another machine left: {', '.join(others)}; drop those no run is using "
+                     "(DROP DATABASE ... WITH (FORCE))")
     return Rehearsal(url.dbname, clone_s, timings, problems, notes)
 
 

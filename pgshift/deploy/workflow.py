@@ -25,6 +25,7 @@ from contextlib import contextmanager, suppress
 from pgshift.checks.performance import Thresholds
 from pgshift.databases import target
 from pgshift.databases.db import Database
+from pgshift.dburl import DatabaseUrl
 from pgshift.deploy import deploys, maintenance, rehearsal, steps
 from pgshift.deploy.events import Notify
 from pgshift.deploy.plan import ON_FAILURE, Plan, build
@@ -174,10 +175,13 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
         found = rehearsal.run(target.url(settings), source.read(settings.migrations_dir), planned.ids,
                               apply.Limits.of(settings), Thresholds.of(settings),
                               sequence_limit=settings.sequence_limit,
-                              connect_timeout=settings.connect_timeout, progress=lambda m: run.say("rehearse", m))
+                              connect_timeout=settings.connect_timeout, progress=lambda m: run.say("rehearse", m),
+                              elsewhere=lambda: _embedded_admin(settings))
     except ConnectionFailed as error:
-        raise RehearsalFailed(f"cannot rehearse: {error}; the target was not touched. Deploy without a rehearsal "
-                              f"(inv prod.deploy) only if you accept that. Log: {run.log.path}") from None
+        instead = ("Deploy without a rehearsal (inv prod.deploy) only if you accept that" if settings.is_production
+                   else "Let the role connect to the postgres database and create databases, then deploy again")
+        raise RehearsalFailed(f"cannot rehearse: {error}; the target was not touched. {instead}. "
+                              f"Log: {run.log.path}") from None
     for t in found.timings:
         run.log.write("rehearse", f"{t.id}: apply {t.apply_ms} ms, rollback {_ms(t.rollback_ms)}, "
                       f"re-apply {_ms(t.reapply_ms)}; locks: {'; '.join(t.locks) or 'none on existing tables'}; "
@@ -189,6 +193,13 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
         run.event("failure", migrations=planned.ids, detail=f"{found.summary()[:500]}; the target was not touched")
         raise RehearsalFailed(f"{found.summary()}; the target was not touched. Log: {run.log.path}")
     return found
+
+
+def _embedded_admin(settings: Settings) -> DatabaseUrl:
+    """The embedded server, where a rehearsal goes when the target's server will not take one."""
+    from pgshift.databases import embedded
+
+    return embedded.ensure_running(settings.embedded_dir).url("postgres")
 
 
 def _ms(value: int | None) -> str:

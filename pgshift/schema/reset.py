@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgshift.databases import target
+from pgshift.databases import target, throwaway
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import Aborted, MigrationError, Refused
 from pgshift.migrations import apply, source, sqltext
@@ -53,7 +53,7 @@ def reset(settings: Settings, confirm: Confirm, limits: apply.Limits) -> ResetRe
                             "migrations and the seed?")):
         raise Aborted("nothing was changed")
     migrations = source.read(settings.migrations_dir)
-    admin = url.with_dbname("postgres")
+    admin = throwaway.admin_url(url, settings.connect_timeout)
     target.drop_database(admin, url.dbname, settings.connect_timeout)
     target.create_database(admin, url.dbname, settings.connect_timeout)
     with Database.connect(url, settings.connect_timeout) as db:

@@ -9,30 +9,25 @@ connect to the new one gets the shadow on the embedded server instead, and the r
 reads the target's schema meanwhile; the shadow is dropped on that thread afterwards, while the
 caller goes on. ``finish`` waits for such drops (the interpreter also waits for them at exit).
 
-A shadow is named ``pgshift_shadow_<pid>_<random>``. One left behind by a killed process on this
-machine (a local server, and no process with that pid any more) is dropped by the next shadow made.
+A shadow is a throwaway database (``pgshift.databases.throwaway``): what a killed process of this
+machine left is dropped by the next one made.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pgshift.databases import embedded
+from pgshift.databases import embedded, throwaway
 from pgshift.databases.db import Database, SqlFailure
-from pgshift.databases.pids import alive
 from pgshift.dburl import DatabaseUrl
-from pgshift.errors import ConfigError, PgShiftError
+from pgshift.errors import ConfigError, CreateRefused, PgShiftError
 from pgshift.migrations import sqltext
 from pgshift.settings import Settings
 
-PREFIX = "pgshift_shadow_"
-_NO_RIGHT = ("42501",)  # insufficient_privilege
 _PENDING: list[threading.Thread] = []
 T = TypeVar("T")
 
@@ -46,10 +41,9 @@ class Shadow:
 @contextmanager
 def shadow(settings: Settings, beside: Database) -> Iterator[Shadow]:
     """A fresh empty database on ``beside``'s server (or the embedded one), dropped afterwards."""
-    name = f"{PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = throwaway.name("shadow")
     admin, where, owned = beside, "the target's server", False
-    if beside.url.is_local():
-        sweep(beside)
+    throwaway.sweep(beside)
     created = _try_create(admin, name)
     db = _try_connect(admin, name) if created else None
     if db is None:
@@ -59,7 +53,7 @@ def shadow(settings: Settings, beside: Database) -> Iterator[Shadow]:
         admin, owned = Database.connect(info.url("postgres"), settings.connect_timeout), True
         where = (f"the embedded PostgreSQL {admin.server_version // 10000} (the target's user may not create "
                  f"or open databases on its PostgreSQL {beside.server_version // 10000} server)")
-        admin.execute(f"CREATE DATABASE {admin.identifier(name)} TEMPLATE template0")
+        throwaway.create(admin, name)
         db = Database.connect(admin.url.with_dbname(name), settings.connect_timeout)
     try:
         yield Shadow(db, where)
@@ -117,28 +111,11 @@ def finish() -> None:
         _PENDING.pop().join()
 
 
-def sweep(admin: Database) -> list[str]:
-    """Drop the shadows of processes of this machine that are gone; returns their names."""
-    gone = []
-    for (name,) in admin.rows(
-            "SELECT d.datname FROM pg_database d WHERE d.datname LIKE %s "
-            "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)",  # a live one is in use
-            [PREFIX.replace("_", "\\_") + "%"]):
-        pid = name[len(PREFIX):].split("_", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
-            with suppress(PgShiftError):  # no FORCE: if anyone connected meanwhile, it stays
-                admin.execute(f"DROP DATABASE IF EXISTS {admin.identifier(name)}")
-                gone.append(name)
-    return gone
-
-
 def _try_create(admin: Database, name: str) -> bool:
     try:
-        admin.execute(f"CREATE DATABASE {admin.identifier(name)} TEMPLATE template0")
-    except SqlFailure as failure:
-        if failure.sqlstate in _NO_RIGHT:
-            return False
-        raise
+        throwaway.create(admin, name)
+    except CreateRefused:
+        return False
     return True
 
 
@@ -151,7 +128,7 @@ def _try_connect(admin: Database, name: str) -> Database | None:
 
 def _drop(admin: Database, name: str) -> None:
     with suppress(PgShiftError):
-        admin.execute(f"DROP DATABASE IF EXISTS {admin.identifier(name)} WITH (FORCE)")
+        throwaway.drop(admin, name)
 
 
 def load(db: Database, sql: str, origin: str) -> None:
