@@ -118,7 +118,8 @@ def test_killed_inside_a_batch_leaves_each_migration_whole_or_absent(
                                  stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while not gate.one("SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
-                           "AND NOT granted", [GATE])[0]:  # type: ignore[index]
+                           "AND NOT granted"
+                     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())", [GATE])[0]:  # type: ignore[index]
             assert time.monotonic() < deadline, "the batch never reached the gate"
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)

@@ -66,7 +66,8 @@ def wait_blocked_on_gate(db: Database, n: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = db.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
-                     "AND objid = %s AND NOT granted", [GATE, n])
+                     "AND objid = %s AND NOT granted"
+                     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())", [GATE, n])
         if row and row[0]:
             return
         time.sleep(0.02)

@@ -277,7 +277,8 @@ def test_a_table_lock_held_longer_than_lock_timeout_fails_the_deploy_cleanly(
     with Database.connect(db_url) as db:
         (row,) = deploys.recent(db)
         assert row.outcome == "failed" and maintenance.state(db).enabled is False
-        assert db.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == (0,)
+        assert db.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                      " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == (0,)
     assert stub.received[-1]["text"].endswith("FAILED")
     assert f"pid {blocker_pid}" in stub.received[-1]["attachments"][0]["text"]
 

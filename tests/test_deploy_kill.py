@@ -69,7 +69,9 @@ def test_kill_at_each_step_then_rerun_recovers(db_url: DatabaseUrl, tmp_path: Pa
     with Database.connect(db_url) as db:
         # The server ends the dead client's session (and its lock) as soon as it notices: wait for that.
         deadline = time.monotonic() + 20
-        while db.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") != (0,):
+        while db.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                     ""
+                     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") != (0,):
             assert time.monotonic() < deadline, "the dead deploy's session kept the migration lock"
             time.sleep(0.02)
         assert maintenance.state(db).enabled is left_on
@@ -119,7 +121,8 @@ def test_sigterm_mid_migration_cancels_it_and_cleans_up(db_url: DatabaseUrl, tmp
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
             deadline = time.monotonic() + 30
             while gate.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1 "
-                           "AND classid = 7777 AND NOT granted") == (0,):
+                           "AND classid = 7777 AND NOT granted"
+                     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == (0,):
                 assert process.poll() is None and time.monotonic() < deadline, "the deploy never reached the gate"
                 time.sleep(0.02)
             process.send_signal(signal.SIGTERM)
