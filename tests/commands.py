@@ -53,7 +53,7 @@ def inv_process(*args: str, env: Mapping[str, str] | None = None, cwd: Path = RO
 def inv_here(*args: str, env: Mapping[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with _environment(env if env is not None else cli_env()), _folder(cwd), \
+    with _environment(env if env is not None else cli_env()), _folder(cwd), _no_terminal(), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             program.run(["inv", *args])
@@ -72,6 +72,17 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _no_terminal() -> Iterator[None]:
+    """stdin as a pipeline's: nothing to read, not a terminal (so nothing ever prompts)."""
+    saved = sys.stdin
+    sys.stdin = io.StringIO("")
+    try:
+        yield
+    finally:
+        sys.stdin = saved
 
 
 @contextlib.contextmanager

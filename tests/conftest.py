@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,9 +20,34 @@ from pgshift.databases import embedded, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import PgShiftError
+from tests.commands import INV, cli_env, full_url
+
+__all__ = ["INV", "ROOT", "cli_env", "full_url", "write_migration"]
 
 PG15 = DatabaseUrl(host="127.0.0.1", port=5432, dbname="postgres", user="postgres")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast", action="store_true",
+                     help="the fast tier: in-process tests on the embedded server only (no real processes, "
+                          "no slow tests, no second server)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--fast"):
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_15 = params is not None and "pg15" in params.id.split("-")
+        needs_15 = "pg15" in getattr(item, "fixturenames", ())
+        if item.get_closest_marker("process") or item.get_closest_marker("slow") or on_15 or needs_15:
+            drop.append(item)
+        else:
+            keep.append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +101,17 @@ def db_url(server: DatabaseUrl) -> Iterator[DatabaseUrl]:
 
 
 @pytest.fixture
+def task_db_url(pg18: DatabaseUrl) -> Iterator[DatabaseUrl]:
+    """A fresh database on one server, for tests of the task layer, which does not care which."""
+    name = throwaway.name("test")
+    with Database.connect(pg18) as admin:
+        throwaway.create(admin, name)
+    yield pg18.with_dbname(name)
+    with Database.connect(pg18) as admin:
+        throwaway.drop(admin, name)
+
+
+@pytest.fixture
 def migrations_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "migrations"
     folder.mkdir()
@@ -105,22 +140,3 @@ def write_migration(folder: Path, ident: str, sql: str, rollback: str | None = N
     return path
 
 
-def cli_env(url: DatabaseUrl | None = None, **extra: str) -> dict[str, str]:
-    """Environment for running ``inv`` in a subprocess against ``url``."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "ENVIRONMENT", "SKIP_BACKUP", "SKIP_MAINTENANCE", "SLACK_WEBHOOK_URL")}
-    if url is not None:
-        env["DATABASE_URL"] = _full_url(url)
-    env.update(extra)
-    return env
-
-
-def _full_url(url: DatabaseUrl) -> str:
-    """Like str(url) but keeping the password: for handing to a child in its environment only."""
-    text = str(url)
-    if url.password:
-        text = text.replace(":***@", f":{url.password}@", 1)
-    return text
-
-
-INV = str(Path(sys.executable).with_name("inv"))  # the inv of this virtual environment

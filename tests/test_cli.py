@@ -6,22 +6,21 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pgshift.databases import target
+from pgshift.databases import target, throwaway
 from pgshift.databases.db import _connect_error
 from pgshift.dburl import DatabaseUrl
-from tests.conftest import INV, ROOT, cli_env, write_migration
+from tests.commands import ROOT, cli_env, inv_here, inv_process
+from tests.conftest import write_migration
 
 HEAVY = ("psycopg", "sqlalchemy", "questionary", "requests", "pglast", "yoyo")
 
 
-def inv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([INV, *args], cwd=ROOT, text=True, capture_output=True, timeout=120,
-                          env=env if env is not None else cli_env(), stdin=subprocess.DEVNULL)
+inv = inv_here  # the task layer in this process; inv_process where only a real process shows it
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
@@ -73,36 +72,40 @@ def test_bad_settings_exit_with_one_line(env: dict[str, str], code: int, fragmen
     assert "topsecret" not in done.stdout + done.stderr
 
 
-def test_prod_tasks_need_production(db_url: DatabaseUrl) -> None:
-    assert_one_line_error(inv("prod.status", env=cli_env(db_url)), 2, "need ENVIRONMENT=production")
+def test_prod_tasks_need_production(task_db_url: DatabaseUrl) -> None:
+    assert_one_line_error(inv("prod.status", env=cli_env(task_db_url)), 2, "need ENVIRONMENT=production")
 
 
-def test_status_json_and_exit_codes(db_url: DatabaseUrl, migrations_dir: Path) -> None:
+@pytest.mark.process
+@pytest.mark.parametrize("run", [inv_here, inv_process], ids=["in-process", "process"])
+def test_status_json_and_exit_codes(run: Any, task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    # The real process too: its exit status is what a pipeline sees.
     write_migration(migrations_dir, "20250101000000_a", "CREATE TABLE a (id int);")
-    env = cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
-    pending = inv("dev.status", "--json", env=env)
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    pending = run("dev.status", "--json", env=env)
     assert pending.returncode == 3
     data = json.loads(pending.stdout)
     assert [(m["id"], m["state"]) for m in data["migrations"]] == [("20250101000000_a", "pending")]
-    assert inv("dev.migrate", env=env).returncode == 0
-    done = inv("status", env=env)
+    assert run("dev.migrate", "--frobnicate", env=env).returncode == 2
+    assert run("dev.migrate", env=env).returncode == 0
+    done = run("status", env=env)
     assert done.returncode == 0 and "up to date: 1 applied" in done.stdout
 
 
-def test_syntax_error_names_file_and_line(db_url: DatabaseUrl, migrations_dir: Path) -> None:
+def test_syntax_error_names_file_and_line(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20250101000000_a", "CREATE TABLE a (id int);\n\nALTER TABLE a ADD COLUMN;\n")
-    done = inv("dev.migrate", env=cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir)))
+    done = inv("dev.migrate", env=cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir)))
     assert_one_line_error(done, 1, "20250101000000_a.sql, line 3: syntax error")
 
 
-def test_bad_migration_name(db_url: DatabaseUrl, migrations_dir: Path) -> None:
-    done = inv("dev.migrate", "../evil", env=cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir)))
+def test_bad_migration_name(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    done = inv("dev.migrate", "../evil", env=cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir)))
     assert_one_line_error(done, 2, "migration name '../evil' is not valid")
     assert list(migrations_dir.iterdir()) == []
 
 
 def test_embedded_default_runs_the_shipped_migrations(embedded_folder: Path, pg18: DatabaseUrl) -> None:
-    name = f"pgshift_t_{uuid.uuid4().hex[:12]}"
+    name = throwaway.name("test")
     env = cli_env(INVOKE_PGSHIFT_EMBEDDED_DIR=str(embedded_folder), INVOKE_PGSHIFT_EMBEDDED_DATABASE=name)
     try:
         first = inv("dev.migrate", env=env)
@@ -121,3 +124,33 @@ def test_connection_messages_name_the_fix() -> None:
         _connect_error(url, 'FATAL:  password authentication failed for user "app"'))
     assert "host 'db.internal' is unknown" in str(
         _connect_error(url, 'could not translate host name "db.internal" to address'))
+
+
+def _task_names() -> list[str]:
+    import tasks
+
+    return sorted(context.name for context in tasks.ns.to_contexts())
+
+
+@pytest.mark.parametrize("name", _task_names())
+def test_help_works_for_every_task_both_ways(name: str) -> None:
+    for args in (("--help", name), (name, "--help")):
+        done = inv(*args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert f"Usage: inv[oke] [--core-opts] {name}" in done.stdout and done.stderr == ""
+
+
+def test_an_optional_positional_is_the_word_after_the_task_and_nothing_else(task_db_url: DatabaseUrl,
+                                                                              migrations_dir: Path) -> None:
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    made = inv("dev.migrate", "add_things", "--create-only", env=env)
+    assert made.returncode == 0, made.stderr
+    assert [p.name.split("_", 1)[1] for p in sorted(migrations_dir.iterdir())] == [
+        "add_things.rollback.sql", "add_things.sql"]
+    unknown = inv("dev.migrate", "--frobnicate", env=env)
+    assert (unknown.returncode, unknown.stderr.strip()) == (2, "No idea what '--frobnicate' is!")
+    late = inv("dev.migrate", "--create-only", "other_things", env=env)  # a flag first: the name is not taken
+    assert late.returncode == 2 and "No idea what 'other_things' is!" in late.stderr
+    two = inv("dev.migrate", "status", env=env)  # a task name is never eaten as a NAME: two tasks run
+    assert two.returncode == 3 and "nothing to apply" in two.stdout and "pending" in two.stdout, two.stderr
+    assert len(list(migrations_dir.iterdir())) == 2
