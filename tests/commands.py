@@ -20,6 +20,7 @@ from pathlib import Path
 
 from invoke.main import program
 
+from pgshift import api
 from pgshift.dburl import DatabaseUrl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,7 @@ def inv_process(*args: str, env: Mapping[str, str] | None = None, cwd: Path = RO
 def inv_here(*args: str, env: Mapping[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     out, err = io.StringIO(), io.StringIO()
     code = 0
+    api.cleaned_up()  # what earlier work in this process swept is not this command's to report
     with _environment(env if env is not None else cli_env()), _folder(cwd), _no_terminal(), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

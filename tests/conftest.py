@@ -21,6 +21,7 @@ from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import PgShiftError
 from tests.commands import INV, cli_env, full_url
+from tests.slack import SlackStub
 
 __all__ = ["INV", "ROOT", "cli_env", "full_url", "write_migration"]
 
@@ -130,6 +131,14 @@ def make_settings(tmp_path: Path, migrations_dir: Path) -> object:
         return replace(base, url=url, **overrides)  # type: ignore[arg-type]
 
     return build
+
+
+@pytest.fixture
+def stub() -> Iterator[SlackStub]:
+    """A local HTTP server standing in for Slack's webhook."""
+    server = SlackStub()
+    yield server
+    server.close()
 
 
 def write_migration(folder: Path, ident: str, sql: str, rollback: str | None = None) -> Path:

@@ -21,13 +21,12 @@ from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Refused
 from tasks import _prompts
-from tests.conftest import INV, ROOT, cli_env
-from tests.test_backup import HEAD, fingerprint, fresh_database, populate, table_locked, wait_for
+from tests.backups import HEAD, fingerprint, fresh_database, populate, table_locked, wait_for
+from tests.commands import INV, ROOT, cli_env, inv_here
 
 
 def inv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([INV, *args], cwd=ROOT, text=True, capture_output=True, timeout=120, env=env,
-                          stdin=subprocess.DEVNULL)
+    return inv_here(*args, env=env)
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
@@ -106,6 +105,7 @@ def test_production_restore_without_a_terminal_refuses_and_names_yes(db18: Datab
     assert json.loads(inv("prod.cleanup", "--json", env=env).stdout)["remove"] == []
 
 
+@pytest.mark.process
 def test_no_password_in_ps_output_or_files(pg15: DatabaseUrl, tmp_path: Path, migrations_dir: Path,
                                           make_settings: Any) -> None:
     role, password = f"pgshift_t_{uuid.uuid4().hex[:8]}", f"Pw-{uuid.uuid4().hex}"
@@ -213,6 +213,7 @@ class Terminal:
         return code
 
 
+@pytest.mark.process
 def test_interactive_restore_at_a_terminal(db18: DatabaseUrl, tmp_path: Path, migrations_dir: Path,
                                            make_settings: Any) -> None:
     populate(db18, migrations_dir, make_settings(db18))

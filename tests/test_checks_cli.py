@@ -8,11 +8,13 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from pgshift.databases import pgbin, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from tests.conftest import INV, ROOT, cli_env
-from tests.test_checks_sets import good, rollback_leaves_column
+from tests.commands import cli_env, inv_here
+from tests.sets import good, rollback_leaves_column
 
 
 def _dump(url: DatabaseUrl) -> bytes:
@@ -22,11 +24,15 @@ def _dump(url: DatabaseUrl) -> bytes:
 
 
 def _inv(url: DatabaseUrl, migrations: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    """The command's result and the pid that ran it (which names its scratch databases)."""
     env = cli_env(url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations), INVOKE_PGSHIFT_QUICK_ROWS="500")
-    process = subprocess.Popen([INV, *args], cwd=ROOT, env=env, text=True, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout, stderr = process.communicate(timeout=240)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), process.pid
+    return inv_here(*args, env=env), os.getpid()
+
+
+@pytest.fixture
+def db_url(task_db_url: DatabaseUrl) -> DatabaseUrl:
+    """The task layer does not care which server: its tests run on one."""
+    return task_db_url
 
 
 def test_inv_test_passes_and_leaves_the_developer_database_untouched(
@@ -49,7 +55,8 @@ def test_inv_test_passes_and_leaves_the_developer_database_untouched(
     assert "20250103000000_tracking  ok" in measured  # it measured what the database lacks, and only that
     assert "20250102000000_posts" not in measured.split("\n", 2)[2]
     with Database.connect(db_url.with_dbname("postgres")) as admin:
-        assert not [n for n in throwaway.leftovers(admin) if (o := throwaway.owner(n)) and o.pid == pid]
+        assert not [n for n in throwaway.leftovers(admin)
+                    if (o := throwaway.owner(n)) and o.pid == pid and o.kind != "test"]
 
 
 def test_inv_test_json_fails_with_exit_1_and_names_the_broken_rollback(
@@ -104,11 +111,9 @@ def test_a_server_that_refuses_scratch_databases_gets_one_clear_line(
 def test_production_gets_no_scratch_databases_but_may_lint(db_url: DatabaseUrl, migrations_dir: Path) -> None:
     good(migrations_dir)
     env = cli_env(db_url, ENVIRONMENT="production", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
-    done = subprocess.run([INV, "test"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = inv_here("test", env=env)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.startswith("error: inv test makes scratch databases on the target's server")
     assert "point DATABASE_URL at a development or CI server" in done.stderr
-    done = subprocess.run([INV, "test.lint"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = inv_here("test.lint", env=env)
     assert done.returncode == 0 and "3 migration(s) linted, no unsafe statements" in done.stdout

@@ -126,7 +126,8 @@ def test_a_sweep_drops_what_dead_processes_of_this_machine_left_and_nothing_else
             throwaway.create(admin, name)
         try:
             with Database.connect(server.with_dbname(killed)):  # a session of the dead run still open
-                assert throwaway.sweep(admin) == [killed]
+                # (a test running in parallel on this machine may sweep it first: either way it goes)
+                assert throwaway.sweep(admin) in ([killed], [])
             assert {running, elsewhere} <= set(throwaway.leftovers(admin))
             assert killed not in throwaway.leftovers(admin)
         finally:

@@ -10,26 +10,7 @@ import pytest
 from pgshift import api
 from pgshift.dburl import DatabaseUrl
 from tests.conftest import write_migration
-
-USERS = "CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text NOT NULL UNIQUE);"
-USERS_DOWN = "DROP TABLE users;"
-POSTS = ("CREATE TABLE posts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
-         "    user_id bigint NOT NULL REFERENCES users (id),\n    title text NOT NULL);\n"
-         "CREATE INDEX posts_user_id_idx ON posts (user_id);\n")
-POSTS_DOWN = "DROP TABLE posts;"
-TRACKING = "ALTER TABLE users ADD COLUMN last_seen_at timestamptz;\nALTER TABLE users ADD COLUMN visits integer;\n"
-TRACKING_DOWN = "ALTER TABLE users DROP COLUMN visits;\nALTER TABLE users DROP COLUMN last_seen_at;\n"
-
-
-def good(folder: Path) -> None:
-    write_migration(folder, "20250101000000_users", USERS, USERS_DOWN)
-    write_migration(folder, "20250102000000_posts", POSTS, POSTS_DOWN)
-    write_migration(folder, "20250103000000_tracking", TRACKING, TRACKING_DOWN)
-
-
-def rollback_leaves_column(folder: Path) -> None:
-    good(folder)
-    write_migration(folder, "20250103000000_tracking", TRACKING, "ALTER TABLE users DROP COLUMN last_seen_at;\n")
+from tests.sets import POSTS, POSTS_DOWN, TRACKING, TRACKING_DOWN, USERS, good, rollback_leaves_column
 
 
 def rollback_missing(folder: Path) -> None:

@@ -13,8 +13,6 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,46 +25,11 @@ from pgshift.dburl import DatabaseUrl
 from pgshift.deploy import deploys, maintenance, workflow
 from pgshift.deploy.notify import Slack
 from pgshift.errors import LockTimeout, MigrationError
-from pgshift.migrations import apply, history, source
-from pgshift.settings import Settings
+from pgshift.migrations import history
 from tests.conftest import write_migration
+from tests.deploys import BAD, M1, M2, PASSWORD, apply_first, production, run_deploy, write_set
 from tests.helpers import dead_pid
-from tests.test_notify import TOKEN, SlackStub
-
-PASSWORD = "pw-Secret-4711"
-M1, M2, BAD = "20250101000000_create_items", "20250102000000_add_price", "20250103000000_broken"
-
-
-@pytest.fixture
-def stub() -> Iterator[SlackStub]:
-    server = SlackStub()
-    yield server
-    server.close()
-
-
-def write_set(folder: Path, broken: bool = False) -> None:
-    write_migration(folder, M1, "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);\n"
-                    "INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three');\n", "DROP TABLE items;\n")
-    write_migration(folder, M2, "ALTER TABLE items ADD COLUMN price int;\n",
-                    "ALTER TABLE items DROP COLUMN price;\n")
-    if broken:
-        write_migration(folder, BAD, "ALTER TABLE items ADD COLUMN note text;\nSELECT 1 / 0;\n",
-                        "ALTER TABLE items DROP COLUMN note;\n")
-
-
-def production(db_url: DatabaseUrl, make_settings: Any, stub: SlackStub, **overrides: Any) -> Settings:
-    """Production settings, with a password in the URL (the servers trust us, so any password works)."""
-    settings: Settings = make_settings(replace(db_url, password=PASSWORD), slack_webhook_url=stub.url,
-                                       environment="production", **overrides)
-    return settings
-
-
-def apply_first(settings: Settings) -> None:
-    """Production already has M1 (and its rows)."""
-    migrations = source.read(settings.migrations_dir)
-    assert settings.url is not None
-    with Database.connect(settings.url) as db:
-        apply.apply(db, migrations, apply.Limits.of(settings), upto=M1)
+from tests.slack import TOKEN, SlackStub
 
 
 def columns(url: DatabaseUrl) -> list[str]:
@@ -78,15 +41,6 @@ def columns(url: DatabaseUrl) -> list[str]:
 def assert_no_secret(*texts: str) -> None:
     for text in texts:
         assert PASSWORD not in text and TOKEN not in text
-
-
-def run_deploy(settings: Settings, lines: list[str], **kw: Any) -> workflow.DeployReport:
-    slack = Slack.from_settings(settings)
-    try:
-        return workflow.deploy(settings, notify=slack, progress=lines.append, confirm=lambda plan: True, **kw)
-    finally:
-        if slack is not None:
-            slack.close()
 
 
 def test_a_rehearsed_deploy_applies_backs_up_records_logs_and_tells_slack(

@@ -11,7 +11,6 @@ import shlex
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,18 @@ from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.deploy import deploys, maintenance
 from pgshift.migrations import history
-from tests.conftest import INV, ROOT, cli_env, write_migration
-from tests.test_deploy import M1, M2, PASSWORD, write_set
-from tests.test_notify import TOKEN, SlackStub
+from tests.commands import INV, ROOT, cli_env, inv_here
+from tests.conftest import write_migration
+from tests.deploys import M1, M2, PASSWORD, write_set
+from tests.slack import TOKEN, SlackStub
 
 
 @pytest.fixture
-def stub() -> Iterator[SlackStub]:
-    server = SlackStub()
-    yield server
-    server.close()
+def db_url(task_db_url: DatabaseUrl) -> DatabaseUrl:
+    """The task layer does not care which server: its tests run on one."""
+    return task_db_url
+
+
 
 
 def env_for(url: DatabaseUrl, tmp_path: Path, migrations_dir: Path, **extra: str) -> dict[str, str]:
@@ -42,8 +43,7 @@ def env_for(url: DatabaseUrl, tmp_path: Path, migrations_dir: Path, **extra: str
 
 
 def inv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([INV, *args], cwd=ROOT, env=env, text=True, capture_output=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return inv_here(*args, env=env)
 
 
 def dump(url: DatabaseUrl) -> str:
@@ -142,6 +142,7 @@ def test_production_needs_the_environment_and_a_confirmation(
         assert history.records(db) == {} and not deploys.exists(db) and not maintenance.exists(db)
 
 
+@pytest.mark.process
 def test_a_deploy_keeps_secrets_out_of_output_log_slack_and_process_list(
         db_url: DatabaseUrl, tmp_path: Path, migrations_dir: Path, stub: SlackStub) -> None:
     write_set(migrations_dir)

@@ -23,8 +23,8 @@ from pgshift.dburl import DatabaseUrl
 from pgshift.deploy import deploys, maintenance, state
 from pgshift.migrations import apply, history, source
 from tests.conftest import INV, ROOT, cli_env, write_migration
-from tests.test_deploy import M1, M2, PASSWORD, write_set
-from tests.test_notify import SlackStub
+from tests.deploys import M1, M2, PASSWORD, write_set
+from tests.slack import SlackStub
 
 M3 = "20250105000000_create_audits"
 

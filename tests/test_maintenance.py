@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,9 @@ from pgshift.dburl import DatabaseUrl
 from pgshift.deploy import deploys, maintenance, workflow
 from pgshift.errors import ToolError
 from pgshift.migrations import history
-from tests.conftest import INV, ROOT, cli_env
-from tests.test_deploy import M2, PASSWORD, apply_first, production, run_deploy, write_set
-from tests.test_notify import TOKEN, SlackStub
-
-
-@pytest.fixture
-def stub() -> Iterator[SlackStub]:
-    server = SlackStub()
-    yield server
-    server.close()
+from tests.commands import cli_env, inv_here
+from tests.deploys import M2, PASSWORD, apply_first, production, run_deploy, write_set
+from tests.slack import TOKEN, SlackStub
 
 
 def hook(record: Path, code: int = 0) -> tuple[str, ...]:
@@ -38,8 +30,7 @@ def hook(record: Path, code: int = 0) -> tuple[str, ...]:
 
 
 def inv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([INV, *args], cwd=ROOT, env=env, text=True, capture_output=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return inv_here(*args, env=env)
 
 
 def test_by_hand_the_application_sees_one_row_hooks_run_slack_and_the_log_hear_of_it(

@@ -4,7 +4,6 @@ before touching it."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +15,7 @@ from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Aborted, Refused
 from pgshift.migrations import apply
 from pgshift.schema import reset
-from tests.conftest import INV, ROOT, cli_env
+from tests.commands import ROOT, cli_env, inv_here
 
 
 def count(url: DatabaseUrl, sql: str) -> int:
@@ -69,14 +68,13 @@ def test_reset_refuses_a_non_development_target_and_touches_nothing(shipped: Any
     assert count(db_url, "SELECT count(*) FROM made_by_hand") == 1
 
 
-def test_reset_cli_refuses_staging_and_a_missing_yes_without_a_terminal(db_url: DatabaseUrl) -> None:
+def test_reset_cli_refuses_staging_and_a_missing_yes_without_a_terminal(task_db_url: DatabaseUrl) -> None:
+    db_url = task_db_url
     junk(db_url)
-    staging = subprocess.run([INV, "dev.reset", "--yes"], cwd=ROOT, env=cli_env(db_url, ENVIRONMENT="staging"),
-                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    staging = inv_here("dev.reset", "--yes", env=cli_env(db_url, ENVIRONMENT="staging"))
     assert staging.returncode == 2
     assert staging.stderr.startswith("error: ") and "development" in staging.stderr
-    unasked = subprocess.run([INV, "dev.reset"], cwd=ROOT, env=cli_env(db_url), capture_output=True, text=True,
-                             timeout=60, stdin=subprocess.DEVNULL)
+    unasked = inv_here("dev.reset", env=cli_env(db_url))
     assert unasked.returncode == 2 and "--yes" in unasked.stderr
     assert "Traceback" not in staging.stderr + unasked.stderr
     assert count(db_url, "SELECT count(*) FROM made_by_hand") == 1

@@ -5,13 +5,21 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from pgshift.dburl import DatabaseUrl
-from tests.conftest import INV, ROOT, cli_env, write_migration
+from tests.commands import cli_env, inv_here
+from tests.conftest import write_migration
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([INV, "dev.migrate", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    return inv_here("dev.migrate", *args, env=env)
+
+
+@pytest.fixture
+def db_url(task_db_url: DatabaseUrl) -> DatabaseUrl:
+    """The task layer does not care which server: its tests run on one."""
+    return task_db_url
 
 
 def test_migrate_name_writes_applies_then_reports_in_sync(db_url: DatabaseUrl, migrations_dir: Path) -> None:
