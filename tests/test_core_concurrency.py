@@ -45,7 +45,11 @@ def test_parallel_runs_apply_each_migration_once(
 
 @pytest.mark.slow
 def test_a_waiting_process_gives_up_naming_the_holder(db_url: DatabaseUrl, migrations_dir: Path) -> None:
-    write_migration(migrations_dir, "20250101000000_slow", "SELECT pg_sleep(3);\nCREATE TABLE slow (id int);")
+    # The first migration waits for a lock the test holds, so it holds the migration lock as long as needed.
+    write_migration(migrations_dir, "20250101000000_slow",
+                    "SELECT pg_advisory_xact_lock(4242, 1);\nCREATE TABLE slow (id int);")
+    gate = Database.connect(db_url)
+    gate.execute("SELECT pg_advisory_lock(4242, 1)")
     first = start(db_url, migrations_dir, lock_wait="60")
     ours = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
@@ -61,4 +65,5 @@ def test_a_waiting_process_gives_up_naming_the_holder(db_url: DatabaseUrl, migra
     assert second.returncode == 1
     assert f"another migration holds the lock: pid {holder[0]} (pgshift " in err
     assert err.count("\n") == 1  # one line, no traceback
+    gate.close()  # the first migration goes on
     assert first.wait(timeout=60) == 0

@@ -10,6 +10,7 @@ and ``prod.cleanup`` removes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import hashlib
@@ -50,10 +51,12 @@ def head(db: Database) -> str | None:
 
 
 def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "manual",
-         progress: dump.OnProgress | None = None) -> Backup:
-    """Back up ``db_url`` (default: the settings' target) into the backups folder."""
-    url = db_url or target.url(settings)
-    with (Database.connect(url, settings.connect_timeout) if db_url else target.connect(settings)) as db:
+         progress: dump.OnProgress | None = None, session: Database | None = None) -> Backup:
+    """Back up ``db_url`` (default: the settings' target) into the backups folder. A caller already
+    connected to it (a deploy under its lock) hands its ``session`` for the facts read first."""
+    url = session.url if session is not None else db_url or target.url(settings)
+    with (contextlib.nullcontext(session) if session is not None
+          else Database.connect(url, settings.connect_timeout) if db_url else target.connect(settings)) as db:
         server_version = db.server_version
         migration_head = head(db)
         # From the catalog's page counts, not pg_relation_size(): that locks each table and would

@@ -206,7 +206,8 @@ def clone(admin_at: DatabaseUrl, source: str, *, connect_timeout: int = 10) -> I
             dump.copy(admin_at.with_dbname(source), admin_at.with_dbname(database), version)
         yield admin_at.with_dbname(database)
     finally:
-        drop_quietly(admin_at, database, connect_timeout)
+        with suppress(PgShiftError), Database.connect(admin_at, connect_timeout) as db:
+            drop(db, database)
 
 
 @contextmanager

@@ -62,6 +62,8 @@ class Plan:
     lint: list[str] = field(default_factory=list)       # findings, one line each
     problems: list[str] = field(default_factory=list)   # why a deploy would not proceed
     warnings: list[str] = field(default_factory=list)   # worth knowing, not blocking
+    # The folder as the plan read it: the rehearsal and the deploy run exactly these (never read again).
+    migrations: list[Migration] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def proceed(self) -> bool:
@@ -209,4 +211,4 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
                 pending=planned, empty=[p.migration.id for p in pending if p.migration.empty], applied=applied,
                 steps=steps, backup=None if skip_backup else backup_name(settings), on_failure=on_failure,
                 rehearse=rehearse, maintenance=flag, interrupted=interrupted, lint=findings,
-                problems=problems, warnings=warnings)
+                problems=problems, warnings=warnings, migrations=migrations)

@@ -34,10 +34,10 @@ def recover(run: Run, db: Database) -> maintenance.Maintenance:
     return flag
 
 
-def backup(run: Run) -> None:
+def backup(run: Run, db: Database) -> None:
     """Back up the target before the deploy writes its history row (the caller records the file)."""
     run.say("backup", "backing up the target (pg_dump, verified)")
-    taken = files.take(run.settings, reason="pre-deploy")
+    taken = files.take(run.settings, reason="pre-deploy", session=db)
     run.report.backup = taken.path
     run.say("backup", f"backup: {taken.path} ({taken.size} bytes, verified)")
     failpoint("deploy:backed-up")

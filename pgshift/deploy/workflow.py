@@ -70,12 +70,9 @@ def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop", dry_ru
     if on_failure not in ON_FAILURE:
         raise ConfigError(f"--on-failure={on_failure} is not one of: {', '.join(ON_FAILURE)}")
     migrations = source.read(settings.migrations_dir)
-    warnings: list[str] = []
-    if settings.preflight_drift:
-        with target.connect(settings) as db:  # drift makes its shadow database through this session
-            warnings = _drift_warnings(settings, db, migrations)
-    with target.connect(settings) as db:
-        db.execute("SET default_transaction_read_only = on")
+    with target.connect(settings) as db:  # one session: drift first (its shadow is made through it), then
+        warnings = _drift_warnings(settings, db, migrations) if settings.preflight_drift else []
+        db.execute("SET default_transaction_read_only = on")  # the plan, which the server keeps read-only
         return build(settings, db, migrations, rehearse=rehearse, on_failure=on_failure, dry_run=dry_run,
                      extra_warnings=warnings)
 
@@ -172,7 +169,7 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
     run.say("rehearse", f"rehearsing {len(planned.pending)} migration(s) on a clone of {planned.database}")
     settings = run.settings
     try:
-        found = rehearsal.run(target.url(settings), source.read(settings.migrations_dir), planned.ids,
+        found = rehearsal.run(target.url(settings), planned.migrations, planned.ids,
                               apply.Limits.of(settings), Thresholds.of(settings),
                               sequence_limit=settings.sequence_limit,
                               connect_timeout=settings.connect_timeout, progress=lambda m: run.say("rehearse", m),
@@ -208,7 +205,7 @@ def _ms(value: int | None) -> str:
 
 def _execute(run: Run, planned: Plan, rehearsed: bool) -> None:
     settings, report = run.settings, run.report
-    migrations = source.read(settings.migrations_dir)
+    migrations = planned.migrations  # what was confirmed and rehearsed runs, whatever the disk says now
     with target.connect(settings) as db, migration_lock(db, settings.lock_wait):
         failpoint("deploy:locked")
         run.log.write("lock", f"migration lock taken (session pid {db.pid})")
@@ -220,9 +217,6 @@ def _execute(run: Run, planned: Plan, rehearsed: bool) -> None:
         if [m.id for m in now] != planned.ids:
             raise Refused(f"the target changed since the plan (pending now: {', '.join(m.id for m in now) or 'none'}; "
                           f"planned: {', '.join(planned.ids) or 'none'}); another deploy ran? Run the deploy again")
-        edited = [m.path.name for m, p in zip(now, planned.pending, strict=True) if m.sql != p.sql]
-        if edited:
-            raise Refused(f"{edited[0]} changed on disk since the plan was made; nothing was done. Deploy again")
         if not planned.ids:
             if flag.left_on_by_crash(deploy_running=False):
                 steps.maintenance_off(run, db)
@@ -233,7 +227,7 @@ def _execute(run: Run, planned: Plan, rehearsed: bool) -> None:
         backup_error: BaseException | None = None
         try:
             if not settings.skip_backup:
-                steps.backup(run)
+                steps.backup(run, db)
             else:
                 run.say("backup", "skipped: SKIP_BACKUP is set")
         except BaseException as error:
