@@ -52,7 +52,7 @@ def test_seed_and_schema_files_are_not_migrations(migrations_dir: Path) -> None:
     assert [m.id for m in source.read(migrations_dir)] == ["20250101000000_a"]
 
 
-def test_checksum_ignores_bom_and_line_endings_only(migrations_dir: Path) -> None:
+def test_checksum_ignores_bom_and_line_endings_only() -> None:
     unix = source.checksum(source.normalise(b"SELECT 1;\nSELECT 2;\n"))
     assert source.checksum(source.normalise(b"\xef\xbb\xbfSELECT 1;\r\nSELECT 2;\r\n")) == unix
     assert source.checksum(source.normalise(b"SELECT 1;\nSELECT 3;\n")) != unix
