@@ -104,15 +104,33 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_USER_LOCK = Path(tempfile.gettempdir()) / "pgshift-system-user.lock"
+
+
 def _system_user() -> str | None:
     if os.geteuid() != 0:
         return None
+    if _user_exists():
+        return SYSTEM_USER
+    # Several processes may start their first server at once (parallel test workers, two terminals):
+    # one creates the user, the others wait for it, so no two useradd runs race on /etc/passwd.
+    with open(_USER_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if not _user_exists():
+                _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                      SYSTEM_USER], None, f"create the system user {SYSTEM_USER} the embedded server runs as")
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return SYSTEM_USER
+
+
+def _user_exists() -> bool:
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-             None, f"create the system user {SYSTEM_USER} the embedded server runs as")
-    return SYSTEM_USER
+        return False
+    return True
 
 
 def _open_path_for(path: Path) -> None:
