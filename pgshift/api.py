@@ -355,3 +355,31 @@ def switch_maintenance(settings: Settings, on: bool, *, reason: str | None = Non
     finally:
         if slack is not None:
             slack.close()
+
+
+# -- adopting and repairing (baseline, import, mark, repair, rollback to, order, squash) ----------------
+
+if TYPE_CHECKING:
+    from pgshift.schema.adopt import Imported as Imported
+
+IMPORT_TOOLS = ("prisma", "yoyo")
+
+
+def import_migrations(settings: Settings, tool: str, folder: Path, *, reason: str | None = None) -> Imported:
+    """Convert another tool's migrations folder into ours and adopt its records on the target
+    (``tool``: prisma or yoyo). The tool's own table is left untouched."""
+    from pgshift.databases import target
+
+    if tool not in IMPORT_TOOLS:
+        raise ConfigError(f"--from {tool!r} is not supported; use one of: {', '.join(IMPORT_TOOLS)}")
+    with target.connect(settings) as db:
+        if tool == "prisma":
+            from pgshift.schema import adopt
+
+            return adopt.import_prisma(settings, db, folder, reason=reason)
+        from pgshift.schema.adopt_yoyo import import_yoyo
+
+        return import_yoyo(settings, db, folder, reason=reason)
+
+
+__all__ += ["import_migrations"]

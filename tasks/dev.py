@@ -106,3 +106,36 @@ def generate(c: Context, output: str = "") -> None:
     result = api.generate_models(settings(c, require="development"), Path(output).resolve() if output else None)
     out(f"wrote {result.path}: {result.models} model(s) in {result.seconds * 1000:.0f} ms; "
         f"it imports cleanly ({result.check_seconds * 1000:.0f} ms to import and configure)")
+
+
+# -- adopting and repairing ---------------------------------------------------------------------------
+
+REASON_HELP = "why (written to the repair log, pgshift.audit, with who, host and when)"
+
+
+@task(name="import", positional=["folder"], help={
+    "folder": "the other tool's migrations folder (prisma/migrations for Prisma)",
+    "from_": "the tool: prisma or yoyo",
+    "reason": REASON_HELP,
+    "json": "print one JSON object instead of text",
+})
+@boundary
+def import_(c: Context, folder: str, from_: str = "prisma", reason: str = "", json: bool = False) -> None:
+    """Convert another tool's migrations and adopt its records (--from prisma|yoyo)."""
+    from pathlib import Path
+
+    from tasks._cli import emit_json
+
+    found = api.import_migrations(settings(c, require="development"), from_, Path(folder).resolve(),
+                                  reason=reason or None)
+    if json:
+        emit_json(found.as_json())
+        return
+    out(f"wrote {len(found.written)} migration(s) from {from_}" +
+        (f", kept {len(found.kept)} already there" if found.kept else "") +
+        f"; generated {len(found.rollbacks)} rollback file(s); recorded {len(found.adopted)} as applied")
+    for label, lines in (("no rollback", found.no_rollback), ("not applied", found.not_applied),
+                         ("failed", found.failed), ("not converted", found.not_converted),
+                         ("warning", found.warnings)):
+        for line in lines:
+            out(f"{label}: {line}")
