@@ -361,6 +361,7 @@ def switch_maintenance(settings: Settings, on: bool, *, reason: str | None = Non
 
 if TYPE_CHECKING:
     from pgshift.schema.adopt import Imported as Imported
+    from pgshift.schema.baseline import Baseline as Baseline
 
 IMPORT_TOOLS = ("prisma", "yoyo")
 
@@ -382,4 +383,16 @@ def import_migrations(settings: Settings, tool: str, folder: Path, *, reason: st
         return import_yoyo(settings, db, folder, reason=reason)
 
 
-__all__ += ["import_migrations"]
+def baseline(settings: Settings, *, confirm: Confirm | None = None, reason: str | None = None) -> Baseline:
+    """Write the target's live schema as ``<timestamp>_baseline.sql`` (rollback refused) and record it
+    applied; no data is touched. Production needs ``confirm``. Refused when migrations exist already."""
+    from pgshift.databases import target
+    from pgshift.migrations import source
+    from pgshift.schema import baseline as schema_baseline
+
+    schema_baseline.guard(settings, source.read(settings.migrations_dir))  # before connecting
+    with target.connect(settings) as db:
+        return schema_baseline.baseline(settings, db, confirm=confirm, reason=reason)
+
+
+__all__ += ["baseline", "import_migrations"]

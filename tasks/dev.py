@@ -5,6 +5,7 @@ from invoke.tasks import task
 
 from pgshift import api
 from tasks import _backup, _status
+from tasks._adopt import REASON_HELP
 from tasks._cli import boundary, out, settings, tty
 
 
@@ -110,8 +111,6 @@ def generate(c: Context, output: str = "") -> None:
 
 # -- adopting and repairing ---------------------------------------------------------------------------
 
-REASON_HELP = "why (written to the repair log, pgshift.audit, with who, host and when)"
-
 
 @task(name="import", positional=["folder"], help={
     "folder": "the other tool's migrations folder (prisma/migrations for Prisma)",
@@ -139,3 +138,12 @@ def import_(c: Context, folder: str, from_: str = "prisma", reason: str = "", js
                          ("warning", found.warnings)):
         for line in lines:
             out(f"{label}: {line}")
+
+
+@task(help={"reason": REASON_HELP})
+@boundary
+def baseline(c: Context, reason: str = "") -> None:
+    """Adopt the database as it is: write its schema as the first migration, record it applied."""
+    from tasks import _adopt
+
+    _adopt.show_baseline(api.baseline(settings(c, require="development"), reason=reason or None))

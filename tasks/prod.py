@@ -85,3 +85,14 @@ def maintenance(c: Context, action: str | None = None, reason: str = "", yes: bo
     _, warnings = api.switch_maintenance(config, action == "on", reason=reason or None, progress=out)
     for line in warnings:
         out(f"warning: {line}")
+
+
+@task(help={"yes": "do not ask for the database name", "reason": "why (written to the repair log)"})
+@boundary
+def baseline(c: Context, yes: bool = False, reason: str = "") -> None:
+    """Adopt production as it is: write its schema as the first migration, record it applied."""
+    from tasks import _adopt
+
+    made = api.baseline(settings(c, require="production"), confirm=lambda q: _prompts.ask(q, yes=yes),
+                        reason=reason or None)
+    _adopt.show_baseline(made)
