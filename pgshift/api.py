@@ -360,6 +360,7 @@ def switch_maintenance(settings: Settings, on: bool, *, reason: str | None = Non
 # -- adopting and repairing (baseline, import, mark, repair, rollback to, order, squash) ----------------
 
 if TYPE_CHECKING:
+    from pgshift.deploy.rollback import RollbackReport as RollbackReport
     from pgshift.schema.adopt import Imported as Imported
     from pgshift.schema.baseline import Baseline as Baseline
 
@@ -395,4 +396,21 @@ def baseline(settings: Settings, *, confirm: Confirm | None = None, reason: str 
         return schema_baseline.baseline(settings, db, confirm=confirm, reason=reason)
 
 
-__all__ += ["baseline", "import_migrations"]
+def rollback_to(settings: Settings, to: str, *, dry_run: bool = False, confirm: Confirm | None = None,
+                progress: Progress | None = None, reason: str | None = None) -> RollbackReport:
+    """Run the rollback files of every migration applied after ``to``, newest first, under the lock.
+    A missing or refused rollback stops it before anything runs. Beyond development: the plan confirmed
+    (production needs ``confirm``), a backup first unless SKIP_BACKUP, maintenance, Slack, log, history."""
+    from pgshift.deploy import notify
+    from pgshift.deploy import rollback as deploy_rollback
+
+    slack = notify.Slack.from_settings(settings)
+    try:
+        return deploy_rollback.run(settings, to, dry_run=dry_run, confirm=confirm, notify=slack, progress=progress,
+                                   reason=reason)
+    finally:
+        if slack is not None:
+            slack.close()
+
+
+__all__ += ["baseline", "import_migrations", "rollback_to"]
