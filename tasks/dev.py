@@ -21,18 +21,20 @@ from tasks._cli import boundary, out, settings, tty
         "empty": "with schema.sql present, write the template for a hand-written migration instead",
         "allow_data_loss": "allow a generated migration that drops tables or columns or narrows types "
                            "(else asked, or refused without a terminal)",
+        "allow_out_of_order": "apply a pending migration that sorts before the newest applied one (recorded in "
+                              "the repair log); else refused, see inv dev.rebase",
     },
 )
 @boundary
 def migrate(c: Context, name: str | None = None, create_only: bool = False, to: str = "", empty: bool = False,
-            allow_data_loss: bool = False) -> None:
+            allow_data_loss: bool = False, allow_out_of_order: bool = False) -> None:
     """Create a migration (given NAME), then apply all pending ones."""
     from tasks import _prompts
 
     confirm = _prompts.ask if tty() else None
     result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
                          upto=to or None, progress=out, empty=empty, allow_data_loss=allow_data_loss,
-                         confirm=confirm)
+                         confirm=confirm, allow_out_of_order=allow_out_of_order)
     generated = result.generated
     if generated is not None and generated.in_sync:
         out("the database matches schema.sql: no migration written")
@@ -147,3 +149,11 @@ def baseline(c: Context, reason: str = "") -> None:
     from tasks import _adopt
 
     _adopt.show_baseline(api.baseline(settings(c, require="development"), reason=reason or None))
+
+
+@task(positional=["id_"], help={"id_": "the migration to move after every other one", "reason": REASON_HELP})
+@boundary
+def rebase(c: Context, id_: str, reason: str = "") -> None:
+    """Give a migration merged out of order the next timestamp (files and dev record)."""
+    new = api.rebase(settings(c, require="development"), id_, reason=reason or None)
+    out(f"renamed {id_} to {new} (its .sql and .rollback.sql; the development record too if it had one)")
