@@ -398,6 +398,7 @@ def switch_maintenance(settings: Settings, on: bool, *, reason: str | None = Non
 if TYPE_CHECKING:
     from pgshift.deploy.rollback import RollbackReport as RollbackReport
     from pgshift.migrations.order import OrderReport as OrderReport
+    from pgshift.migrations.repair import Repaired as Repaired
     from pgshift.schema.adopt import Imported as Imported
     from pgshift.schema.baseline import Baseline as Baseline
 
@@ -470,4 +471,48 @@ def order(settings: Settings) -> OrderReport:
                                   settings.main_branch)
 
 
-__all__ += ["baseline", "import_migrations", "order", "rebase", "rollback_to"]
+def _guard_production(settings: Settings, confirm: Confirm | None, what: str) -> None:
+    """Production: the database name typed (``confirm``), else refused."""
+    from pgshift.errors import Aborted, Refused
+    from pgshift.questions import Question
+
+    if not settings.is_production:
+        return
+    if confirm is None:
+        raise Refused(f"{what} on production needs a confirmation: run it at a terminal, or pass --yes")
+    name = settings.url.dbname if settings.url is not None else settings.embedded_database
+    if not confirm(Question(f"{what} on PRODUCTION: type the database name ({name}) to go ahead", expected=name)):
+        raise Aborted(f"{what} cancelled; nothing was changed")
+
+
+def mark(settings: Settings, ident: str, *, applied: bool, confirm: Confirm | None = None,
+         reason: str | None = None) -> str:
+    """Record migration ``ident`` as applied, or as not applied, by hand (logged with ``reason``);
+    returns what was done. Production needs ``confirm``."""
+    from pgshift.databases import target
+    from pgshift.migrations import repair as migrations_repair
+    from pgshift.migrations import source
+
+    _guard_production(settings, confirm, f"marking {ident} {'applied' if applied else 'reverted'}")
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return migrations_repair.mark(db, migrations, ident, applied=applied, lock_wait=settings.lock_wait,
+                                      reason=reason)
+
+
+def repair(settings: Settings, *, accept_edit: list[str] | None = None, confirm: Confirm | None = None,
+           reason: str | None = None) -> Repaired:
+    """Clear failed or interrupted records whose effect is absent; accept deliberately edited applied
+    files (``accept_edit``). Records whose effect is present are kept. Production needs ``confirm``."""
+    from pgshift.databases import target
+    from pgshift.migrations import repair as migrations_repair
+    from pgshift.migrations import source
+
+    _guard_production(settings, confirm, "repairing the migration record")
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return migrations_repair.repair(db, migrations, accept_edit=accept_edit or [], lock_wait=settings.lock_wait,
+                                        reason=reason)
+
+
+__all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair", "rollback_to"]

@@ -4,7 +4,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from pgshift import api
-from tasks import _backup, _status
+from tasks import _adopt, _backup, _status
 from tasks._adopt import REASON_HELP
 from tasks._cli import boundary, out, settings, tty
 
@@ -146,8 +146,6 @@ def import_(c: Context, folder: str, from_: str = "prisma", reason: str = "", js
 @boundary
 def baseline(c: Context, reason: str = "") -> None:
     """Adopt the database as it is: write its schema as the first migration, record it applied."""
-    from tasks import _adopt
-
     _adopt.show_baseline(api.baseline(settings(c, require="development"), reason=reason or None))
 
 
@@ -157,3 +155,22 @@ def rebase(c: Context, id_: str, reason: str = "") -> None:
     """Give a migration merged out of order the next timestamp (files and dev record)."""
     new = api.rebase(settings(c, require="development"), id_, reason=reason or None)
     out(f"renamed {id_} to {new} (its .sql and .rollback.sql; the development record too if it had one)")
+
+
+@task(positional=["id_"], help=_adopt.MARK_HELP)
+@boundary
+def mark(c: Context, id_: str, applied: bool = False, reverted: bool = False, reason: str = "") -> None:
+    """Set a migration's record by hand (--applied or --reverted), logged."""
+    out(api.mark(settings(c, require="development"), id_, applied=_adopt.mark_flags(applied, reverted),
+                 reason=reason or None))
+
+
+@task(iterable=["accept_edit"], help={
+    "accept_edit": "an applied migration whose file was edited on purpose: take the file as it is (repeatable)",
+    "reason": REASON_HELP,
+})
+@boundary
+def repair(c: Context, accept_edit: list[str] | None = None, reason: str = "") -> None:
+    """Clear failed or interrupted records whose effect is absent; accept edited files."""
+    _adopt.show_repair(api.repair(settings(c, require="development"), accept_edit=accept_edit,
+                                  reason=reason or None))
