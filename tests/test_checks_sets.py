@@ -131,4 +131,4 @@ def test_every_broken_rollback_is_found_in_one_run(
     assert trips["20250103000000_tracking"].problem is not None
     assert trips["20250103000000_tracking"].problem.startswith(
         'the rollback fails: 20250103000000_tracking.rollback.sql, line 2: relation "user_visits" does not exist')
-    assert "+ table public.users: columns (id, email)" in trips["20250101000000_users"].diff
+    assert "+ table public.users: columns (email, id)" in trips["20250101000000_users"].diff
