@@ -54,7 +54,7 @@ def test_plain_migrations_share_a_batch_and_special_ones_go_alone(migrations_dir
 
 
 @pytest.mark.parametrize(("third", "line", "message"), [
-    ("CREATE TABLE t3 (id int);\n-- a comment\nSELECT 1 / 0;\n", 0, "division by zero"),
+    ("CREATE TABLE t3 (id int);\n-- a comment\nSELECT 1 / 0;\n", 3, "division by zero"),
     ("CREATE TABLE t3 (id int);\n\nCREAT TABLE oops (id int);\n", 3, "syntax error"),
 ])
 def test_a_failure_inside_a_batch_keeps_what_came_before_and_reports_the_file_and_line(

@@ -155,7 +155,7 @@ def test_a_failing_rehearsal_never_touches_the_target(
     with pytest.raises(workflow.RehearsalFailed) as caught:
         run_deploy(settings, [], rehearse=True)
 
-    assert f"on a copy of the target, {BAD}.sql: division by zero" in str(caught.value)
+    assert f"on a copy of the target, {BAD}.sql, line 2: division by zero" in str(caught.value)
     assert "the target was not touched" in str(caught.value)
     with Database.connect(db_url) as db:
         after = (snapshot.take(db), history.records(db), db.rows("SELECT * FROM items ORDER BY id"))
