@@ -56,17 +56,18 @@ __all__ = [  # the functions; the result types above are for annotations (import
 
 # -- migrations ------------------------------------------------------------------------------------
 
-def status(settings: Settings, *, drift: bool = False) -> Status:
-    """Where every migration stands on the target; with ``drift``, also how the live schema differs
-    from what the applied migrations make (replayed into a shadow database, so it is opt-in)."""
+def status(settings: Settings, *, drift: bool = True) -> Status:
+    """Where every migration stands on the target, and (unless ``drift=False``) how the live schema
+    differs from what the applied migrations make: one query against the stored reference."""
     from pgshift.databases import target
     from pgshift.deploy import tables
-    from pgshift.migrations import source
+    from pgshift.migrations import history, source
     from pgshift.migrations.status import collect
 
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
-        found = collect(db, migrations, settings.describe_target(), settings.environment)
+        records = history.records(db)
+        found = collect(db, migrations, settings.describe_target(), settings.environment, records)
         present = tables(db)
         if any(present):  # the last deploy, a maintenance flag left on
             from pgshift.deploy.state import status_extra
@@ -76,7 +77,7 @@ def status(settings: Settings, *, drift: bool = False) -> Status:
             from pgshift.migrations.apply import Limits
             from pgshift.schema import drift as schema_drift
 
-            found = replace(found, drift=schema_drift.check(settings, db, migrations, Limits.of(settings)))
+            found = replace(found, drift=schema_drift.check(settings, db, migrations, Limits.of(settings), records))
     return found
 
 
@@ -97,7 +98,7 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
     With ``schema.sql`` present the new migration is generated from the difference between it and the
     migrated database; ``empty`` asks for the hand-written template instead."""
     from pgshift.databases import target
-    from pgshift.migrations import apply, source
+    from pgshift.migrations import apply, drift, source
     from pgshift.schema import declared_path
 
     allowed = allow_out_of_order or settings.allow_out_of_order
@@ -112,7 +113,7 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
         return MigrateResult(created, apply.ApplyResult([], []))
     if created is not None:
         migrations.append(created)
-    with target.connect(settings) as db:
+    with target.connect(settings) as db, drift.kept(db, migrations):
         late = _in_order(db, migrations, allowed)
         result = apply.apply(db, migrations, apply.Limits.of(settings), upto=upto, progress=progress)
         _record_late(db, late, result)
@@ -150,7 +151,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     """Apply what is pending, write the difference to schema.sql as migration ``name`` and its
     rollback, and apply it (unless ``create_only``). In sync: nothing is written."""
     from pgshift.databases import target
-    from pgshift.migrations import apply, source
+    from pgshift.migrations import apply, drift, source
     from pgshift.migrations.lock import migration_lock
     from pgshift.schema import autogen, models_path, shadow
 
@@ -163,7 +164,8 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     say = progress or (lambda _msg: None)
     # One lock over apply, compare, write and apply: a second generator waits, then finds it done.
     # (Advisory locks stack within a session, so apply() taking it again inside is fine.)
-    with target.connect(settings) as db, migration_lock(db, settings.lock_wait):
+    with target.connect(settings) as db, migration_lock(db, settings.lock_wait), \
+            drift.kept(db, migrations, always=True):
         late = _in_order(db, migrations, allow_out_of_order)
         before = apply.apply(db, migrations, limits, progress=progress)
         _record_late(db, late, before)
@@ -366,11 +368,12 @@ def deploy(settings: Settings, *, rehearse: bool, on_failure: str = "stop", conf
             slack.close()
 
 
-def deploy_status(settings: Settings, limit: int = 10) -> DeployState:
-    """Recent deploys, what is pending, the maintenance flag, a deploy that died."""
+def deploy_status(settings: Settings, limit: int = 10, *, drift: bool = True) -> DeployState:
+    """Recent deploys, what is pending, the maintenance flag, a deploy that died, and (unless
+    ``drift=False``) drift, as ``status`` finds it."""
     from pgshift.deploy import state
 
-    return state.collect(settings, limit)
+    return state.collect(settings, limit, drift=drift)
 
 
 def maintenance(settings: Settings) -> tuple[Maintenance, bool]:

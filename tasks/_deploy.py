@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pgshift.errors import ExitCode
 from tasks import _prompts
 from tasks._cli import emit_json, finish, out, table
+from tasks._status import show_drift
 
 if TYPE_CHECKING:
     from pgshift.api import DeployReport, DeployState, Plan
@@ -100,6 +101,8 @@ def _ms(value: int | None) -> str:
 def show_state(state: DeployState, json: bool) -> None:
     if json:
         emit_json(state.as_json())
+        if state.drift is not None and state.drift.items:
+            finish(ExitCode.FAILED)
         return
     out(f"{state.environment}: {state.target}")
     if state.deploys:
@@ -116,3 +119,7 @@ def show_state(state: DeployState, json: bool) -> None:
                if state.maintenance_left_by_crash else "")
         out(f"{state.maintenance.describe()}{why}")
     out(f"pending: {', '.join(state.pending)}" if state.pending else "pending: none")
+    if state.drift is not None:
+        show_drift(state.drift)
+        if state.drift.items:
+            finish(ExitCode.FAILED)

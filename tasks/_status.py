@@ -10,11 +10,11 @@ if TYPE_CHECKING:
     from pgshift.api import Drift
     from pgshift.settings import Settings
 
-DRIFT_HELP = ("also compare the live schema with what the applied migrations make (replayed into a "
-              "shadow database; a second or two)")
+DRIFT_HELP = ("compare the live schema with what the applied migrations make (on by default: one query "
+              "against the snapshot stored when they were applied); --no-drift skips it")
 
 
-def show(settings: Settings, as_json: bool, drift: bool = False) -> None:
+def show(settings: Settings, as_json: bool, drift: bool = True) -> None:
     from pgshift import api
 
     status = api.status(settings, drift=drift)
@@ -29,14 +29,19 @@ def show(settings: Settings, as_json: bool, drift: bool = False) -> None:
                     for m in status.migrations]
             out(table(["migration", "state", "applied at", "took", "note"], rows))
         if status.drift is not None:
-            _show_drift(status.drift)
+            show_drift(status.drift)
         _show_deploy(status.extra)
         out(status.summary())
     finish(status.exit_code)
 
 
-def _show_drift(drift: Drift) -> None:
-    where = f"{drift.replayed} applied migration(s) replayed on {drift.shadow}"
+def show_drift(drift: Drift) -> None:
+    if drift.method == "snapshot":
+        where = "against the catalog snapshot stored when they were applied"
+    else:
+        stored = "; stored now, so the next check is one query" if drift.stored else ""
+        where = (f"no snapshot stored for these migrations (applied before snapshots were kept): "
+                 f"{drift.replayed} replayed on {drift.shadow}{stored}")
     if not drift.items:
         out(f"drift: none; the schema is what its migrations make ({where})")
         return

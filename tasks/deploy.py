@@ -3,7 +3,7 @@
 from invoke.context import Context
 from invoke.tasks import task
 
-from tasks import _deploy
+from tasks import _deploy, _status
 from tasks._cli import boundary, settings
 
 _HELP = {
@@ -22,10 +22,11 @@ def deploy(c: Context, dry_run: bool = False, yes: bool = False, on_failure: str
     _deploy.run(settings(c), rehearse=True, dry_run=dry_run, yes=yes, on_failure=on_failure, json=json)
 
 
-@task(help={"json": "print one JSON object instead of a table", "limit": "how many deploys to list (default 10)"})
+@task(help={"json": "print one JSON object instead of a table", "limit": "how many deploys to list (default 10)",
+            "drift": _status.DRIFT_HELP})
 @boundary
-def status(c: Context, json: bool = False, limit: int = 10) -> None:
-    """Recent deploys, what is pending, maintenance mode."""
+def status(c: Context, json: bool = False, limit: int = 10, drift: bool = True) -> None:
+    """Recent deploys, what is pending, maintenance mode, drift (exit 1 when the schema drifted)."""
     from pgshift import api
 
-    _deploy.show_state(api.deploy_status(settings(c), limit), json)
+    _deploy.show_state(api.deploy_status(settings(c), limit, drift=drift), json)

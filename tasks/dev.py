@@ -61,10 +61,10 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
 
 @task(help={"json": "print one JSON object instead of a table", "drift": _status.DRIFT_HELP})
 @boundary
-def status(c: Context, json: bool = False, drift: bool = False) -> None:
+def status(c: Context, json: bool = False, drift: bool = True) -> None:
     """Migration status of the development database.
 
-    Exit codes: 0 up to date, 3 pending migrations only, 1 anything wrong, 2 usage error.
+    Exit codes: 0 up to date, 3 pending migrations only, 1 anything wrong (drift too), 2 usage error.
     """
     _status.show(settings(c, require="development"), json, drift)
 

@@ -11,10 +11,10 @@ from tasks._cli import boundary, emit_json, out, settings
 
 @task(help={"json": "print one JSON object instead of a table", "drift": _status.DRIFT_HELP})
 @boundary
-def status(c: Context, json: bool = False, drift: bool = False) -> None:
+def status(c: Context, json: bool = False, drift: bool = True) -> None:
     """Migration status of production.
 
-    Exit codes: 0 up to date, 3 pending migrations only, 1 anything wrong, 2 usage error.
+    Exit codes: 0 up to date, 3 pending migrations only, 1 anything wrong (drift too), 2 usage error.
     """
     _status.show(settings(c, require="production"), json, drift)
 

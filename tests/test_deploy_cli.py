@@ -83,7 +83,7 @@ def test_dry_run_prints_the_plan_changes_nothing_and_its_exit_code_says_go(
     assert "      ALTER TABLE items ADD COLUMN price int;" in out
     assert "backup_production_<UTC YYYYMMDD_HHMMSS>.dump" in out and "lint: 20250104000000_index_name.sql:1" in out
     assert "a deploy would proceed: 2 migration(s)" in out
-    assert "warning: drift: table public.handmade: exists, but no migration made it" in out
+    assert "warning: drift: table public.handmade: added by hand (no migration made it)" in out
     env["INVOKE_PGSHIFT_PREFLIGHT_DRIFT"] = "0"
     as_json = json.loads(inv({**env, "ENVIRONMENT": "production"}, "prod.deploy", "--dry-run", "--json").stdout)
     assert as_json["proceed"] is True and [m["id"] for m in as_json["pending"]] == [M2, "20250104000000_index_name"]

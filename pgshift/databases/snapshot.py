@@ -141,9 +141,12 @@ class Snapshot:
         return len(self.objects)
 
 
-# All of it in one round trip: a check takes a snapshot two or three times per migration.
-_ALL = " UNION ALL ".join(f"SELECT '{kind} ' || q.n::text, q.d::text FROM ({query}) AS q(n, d)"
-                          for kind, query in _QUERIES.items())
+# All of it in one round trip: a check takes a snapshot two or three times per migration. Whitespace
+# is collapsed by the server, so a snapshot stored as JSON compares with a live one inside one query.
+_ALL = " UNION ALL ".join(f"SELECT '{kind} ' || q.n::text, "
+                          f"btrim(regexp_replace(coalesce(q.d::text, ''), '\\s+', ' ', 'g')) "
+                          f"FROM ({query}) AS q(n, d)" for kind, query in _QUERIES.items())
+SQL = _ALL  # rows (key, definition): the query ``take`` runs, for callers that compare on the server
 
 
 _PREPARED = "pgshift_snapshot"
@@ -164,7 +167,7 @@ def take(db: Database) -> Snapshot:
             raise
         db.execute(f"PREPARE {_PREPARED} AS {_ALL}")
         rows = db.rows(f"EXECUTE {_PREPARED}")
-    return Snapshot({str(key): " ".join(str(definition or "").split()) for key, definition in rows})
+    return Snapshot({str(key): str(definition) for key, definition in rows})
 
 
 _RANK = {kind: rank for rank, kind in enumerate(_QUERIES)}
@@ -188,12 +191,17 @@ def diff(before: Snapshot, after: Snapshot) -> list[str]:
         elif old is None:
             line = f"+ {key}{_show(new)}"
         else:
-            line = f"~ {key}: {_changed(old, new)}"
+            line = f"~ {key}: {changed(old, new)}"
         lines.append((_RANK.get(kind, len(_RANK)), name, line))
     return [line for _, _, line in sorted(lines)]
 
 
-def _changed(old: str, new: str, width: int = 160) -> str:
+def rank(kind: str) -> int:
+    """Where objects of ``kind`` come in a diff: a table before its parts."""
+    return _RANK.get(kind, len(_RANK))
+
+
+def changed(old: str, new: str, width: int = 160) -> str:
     """``old -> new``; long definitions are shown from a little before where they first differ."""
     if len(old) <= width and len(new) <= width:
         return f"{old} -> {new}"

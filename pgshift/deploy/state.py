@@ -7,7 +7,7 @@ every ``status`` (two cheap reads, none when the tables do not exist yet). Both 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgshift.databases import target
 from pgshift.databases.db import Database
@@ -15,6 +15,9 @@ from pgshift.deploy import deploys, maintenance, tables
 from pgshift.migrations import history, lock, source
 from pgshift.migrations.status import states
 from pgshift.settings import Settings
+
+if TYPE_CHECKING:
+    from pgshift.migrations.drift import Drift
 
 
 @dataclass(frozen=True)
@@ -27,24 +30,33 @@ class DeployState:
     maintenance_left_by_crash: bool
     deploy_running: bool          # a session holds the migration lock now
     interrupted: list[int]        # deploys still marked running whose process died
+    drift: Drift | None = None    # None: not checked
 
     def as_json(self) -> dict[str, Any]:
         return {"target": self.target, "environment": self.environment, "pending": self.pending,
                 "maintenance": {**self.maintenance.as_json(), "left_by_crash": self.maintenance_left_by_crash},
                 "deploy_running": self.deploy_running, "interrupted": self.interrupted,
-                "deploys": [d.as_json() for d in self.deploys]}
+                "deploys": [d.as_json() for d in self.deploys],
+                "drift": self.drift.as_json() if self.drift is not None else None}
 
 
-def collect(settings: Settings, limit: int = 10) -> DeployState:
+def collect(settings: Settings, limit: int = 10, *, drift: bool = True) -> DeployState:
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
         found = deploys.recent(db, limit)
-        pending = [s.id for s in states(migrations, history.records(db)) if s.state in ("pending", "failed")]
+        records = history.records(db)
+        pending = [s.id for s in states(migrations, records) if s.state in ("pending", "failed")]
         flag = maintenance.state(db)
         running = not lock.is_free(db)
         stale = [d.id for d in deploys.stale(db)]
+        drifted = None
+        if drift:
+            from pgshift.migrations.apply import Limits
+            from pgshift.schema import drift as schema_drift
+
+            drifted = schema_drift.check(settings, db, migrations, Limits.of(settings), records)
     return DeployState(settings.describe_target(), settings.environment, found, pending, flag,
-                       flag.left_on_by_crash(running), running, stale)
+                       flag.left_on_by_crash(running), running, stale, drifted)
 
 
 def status_extra(db: Database, present: tuple[bool, bool] | None = None) -> dict[str, Any]:

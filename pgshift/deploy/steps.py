@@ -11,7 +11,7 @@ from pgshift.databases.db import Database
 from pgshift.deploy import deploys, maintenance
 from pgshift.deploy.run import DeployFailed, Run, failpoint
 from pgshift.errors import PgShiftError
-from pgshift.migrations import apply, history, source
+from pgshift.migrations import apply, drift, history, source
 from pgshift.migrations.status import states
 
 
@@ -96,7 +96,8 @@ def apply_pending(run: Run, db: Database, migrations: list[source.Migration]) ->
             run.log.sql(files[ident].path.name, files[ident].sql)
 
     deploys.step(db, deploy_id, "applying")
-    result = apply.apply(db, migrations, apply.Limits.of(run.settings), progress=progress)
+    with drift.kept(db, migrations):  # the reference status measures drift against
+        result = apply.apply(db, migrations, apply.Limits.of(run.settings), progress=progress)
     run.report.applied = result.applied
     deploys.step(db, deploy_id, "applied", durations={a.id: a.duration_ms for a in result.applied})
     failpoint("deploy:applied")

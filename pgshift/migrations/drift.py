@@ -1,22 +1,45 @@
-"""Drift, as status reports it: how the live schema differs from what its applied migrations make."""
+"""Drift, as status reports it, and the reference it is measured against.
+
+The reference is a catalog snapshot (``pgshift.databases.snapshot``) of what the applied migrations
+made, stored in ``pgshift.schema_snapshots`` under a key of the applied set (ids and checksums). A
+run that applies migrations stores the next one: the stored reference, changed by exactly what that
+run changed in the catalog. A hand change made before the run stays drift after it. ``compare``
+then checks the live catalog against the reference in one query. Where none is stored for the
+applied set (a database migrated before references were kept, a rollback to a set never stored),
+``pgshift.schema.drift`` replays the migrations into a shadow database once and stores the result.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+from pgshift.databases import snapshot
+from pgshift.databases.db import Database, SqlFailure
+from pgshift.errors import PgShiftError
+from pgshift.migrations import history
+from pgshift.migrations.source import Migration
+
+TABLE = history.SNAPSHOTS
+KEEP = 20  # references kept: the newest, so a rollback to a recent set finds its own
 
 
 @dataclass(frozen=True)
 class DriftItem:
     kind: str    # table, column, index, function, ...
     name: str    # schema-qualified: public.users.nickname
-    change: str  # unexpected (no migration made it), missing (made, now gone), changed
+    change: str  # unexpected (added by hand), missing (a migration made it, now gone), changed
     detail: str = ""
 
     def describe(self) -> str:
-        what = {"unexpected": "exists, but no migration made it", "missing": "a migration made it; it is gone",
-                "changed": "differs from what the migrations made"}.get(self.change, self.change)
-        return f"{self.kind} {self.name}: {what}" + (f" ({self.detail})" if self.detail else "")
+        what = {"unexpected": "added by hand (no migration made it)", "missing": "gone (a migration made it)",
+                "changed": "changed by hand (differs from what the migrations made)"}.get(self.change, self.change)
+        return f"{self.kind} {self.name}: {what}" + (f": {self.detail}" if self.detail else "")
 
 
 @dataclass(frozen=True)
@@ -24,9 +47,189 @@ class Drift:
     """How the live schema differs from the schema its applied migrations make."""
 
     items: list[DriftItem]
-    replayed: int  # migrations replayed into the shadow database
-    shadow: str    # where that shadow database ran
+    replayed: int      # migrations replayed into a shadow database (0: compared with a stored snapshot)
+    shadow: str        # where that shadow database ran ("" when none was needed)
+    method: str = "replay"  # "snapshot": against the stored reference; "replay": a shadow was needed
+    stored: bool = False    # a replay stored its result as the reference, so the next status is quick
 
     def as_json(self) -> dict[str, Any]:
-        return {"clean": not self.items, "replayed": self.replayed, "shadow": self.shadow,
-                "differences": [asdict(i) for i in self.items]}
+        return {"clean": not self.items, "method": self.method, "replayed": self.replayed, "shadow": self.shadow,
+                "stored": self.stored, "differences": [asdict(i) for i in self.items]}
+
+
+# The reference of a database nothing was applied to: what CREATE DATABASE ... TEMPLATE template0 holds.
+EMPTY = {"schema public": ""}
+
+
+def applied_key(records: dict[str, history.Record]) -> str:
+    """The applied set as a key: "" when nothing is applied (its reference is ``EMPTY``)."""
+    applied = [f"{r.id}:{r.checksum}" for r in records.values() if r.state == "applied"]
+    return hashlib.sha256("\n".join(sorted(applied)).encode()).hexdigest()[:32] if applied else ""
+
+
+def _half_done(records: dict[str, history.Record]) -> bool:
+    """A migration stopped between statements: the catalog holds part of it, so no reference fits."""
+    return any(r.state != "applied" and (not r.transactional or r.statements_done) for r in records.values())
+
+
+def store(db: Database, key: str, records: dict[str, history.Record], objects: dict[str, str]) -> bool:
+    """Keep ``objects`` as the reference for the applied set ``key``; False if the user may not write it."""
+    applied = sorted(r.id for r in records.values() if r.state == "applied")
+    try:
+        db.execute(history.SNAPSHOTS_DDL)
+        db.execute(f"INSERT INTO {TABLE} (applied, head, migrations, objects) VALUES (%s, %s, %s, %s::jsonb) "
+                   "ON CONFLICT (applied) DO UPDATE SET objects = EXCLUDED.objects, taken_at = now()",
+                   [key, applied[-1] if applied else None, len(applied), json.dumps(objects)])
+        db.execute(f"DELETE FROM {TABLE} WHERE applied NOT IN "
+                   f"(SELECT applied FROM {TABLE} ORDER BY taken_at DESC LIMIT {KEEP})")
+    except SqlFailure:
+        return False
+    return True
+
+
+def _load(db: Database, key: str) -> dict[str, str] | None:
+    if not key:
+        return dict(EMPTY)
+    try:
+        row = db.one(f"SELECT objects FROM {TABLE} WHERE applied = %s", [key])
+    except SqlFailure as failure:
+        if failure.sqlstate in ("42P01", "3F000"):
+            return None
+        raise
+    return dict(row[0]) if row else None
+
+
+# An extension's version is the server's business, not a migration's.
+_VERSION = re.compile(r"^version \S+ ")
+_SAME = "regexp_replace({0}, '^version \\S+ ', '')"
+
+_COMPARE = f"""
+WITH live(k, d) AS ({snapshot.SQL}),
+ref(k, d) AS (@REF@),
+found AS (SELECT coalesce(l.k, r.k) AS k, r.d AS was, l.d AS now FROM live l FULL JOIN ref r ON r.k = l.k
+          WHERE {_SAME.format('l.d')} IS DISTINCT FROM {_SAME.format('r.d')})
+SELECT NULL, NULL, NULL, @PRESENT@ UNION ALL SELECT k, was, now, NULL FROM found"""
+_REF = "SELECT e.key, e.value FROM {table} s, jsonb_each_text(s.objects) e WHERE s.applied = '{key}'"
+_NONE = "SELECT * FROM (VALUES ('schema public', '')) AS e(k, d)"
+
+
+def _compare(ref: str, present: str) -> str:
+    return _COMPARE.replace("@REF@", ref).replace("@PRESENT@", present)
+
+
+def compare(db: Database, records: dict[str, history.Record]) -> list[DriftItem] | None:
+    """The live catalog against the reference of the applied set, in one query; None when none is stored."""
+    key = applied_key(records)
+    if not key:
+        rows = db.rows(_compare(_NONE, "true"))
+    else:
+        try:
+            present = f"EXISTS (SELECT 1 FROM {TABLE} WHERE applied = '{key}')"  # a hex key: no quoting
+            rows = db.rows(_compare(_REF.format(table=TABLE, key=key), present))
+        except SqlFailure as failure:
+            if failure.sqlstate in ("42P01", "3F000"):  # migrated before references were kept
+                return None
+            raise
+    if not any(row[3] for row in rows):
+        return None
+    return items({str(k): (was, now) for k, was, now, marker in rows if marker is None})
+
+
+def differ(expected: dict[str, str], live: dict[str, str]) -> list[DriftItem]:
+    """Drift items between two snapshots' objects, compared as ``compare`` does on the server."""
+    def same(key: str, value: str | None) -> str | None:
+        return _VERSION.sub("", value) if value is not None and key.startswith("extension ") else value
+
+    return items({k: (expected.get(k), live.get(k)) for k in expected.keys() | live.keys()
+                  if same(k, expected.get(k)) != same(k, live.get(k))})
+
+
+def items(found: dict[str, tuple[str | None, str | None]]) -> list[DriftItem]:
+    """Drift items from ``key -> (reference, live)``, in snapshot order; a table that changed only by the
+    columns reported on their own is not reported again."""
+    columns_of = {k.split(" ", 1)[1].rsplit(".", 1)[0] for k in found if k.startswith("column ")}
+    out: list[tuple[int, str, DriftItem]] = []
+    for key, (was, now) in found.items():
+        kind, _, name = key.partition(" ")
+        if kind == "table" and was is not None and now is not None and name in columns_of \
+                and _without_columns(was) == _without_columns(now):
+            continue
+        if was is None:
+            item = DriftItem(kind, name, "unexpected", now or "")
+        elif now is None:
+            item = DriftItem(kind, name, "missing", was)
+        else:
+            item = DriftItem(kind, name, "changed", _detail(kind, was, now))
+        out.append((snapshot.rank(kind), name, item))
+    return [item for _, _, item in sorted(out, key=lambda t: (t[0], t[1]))]
+
+
+def _without_columns(definition: str) -> str:
+    start = definition.find("columns (")
+    end = definition.find(")", start)
+    return definition if start < 0 or end < 0 else definition[:start] + definition[end + 1:]
+
+
+def _detail(kind: str, was: str, now: str) -> str:
+    if kind == "function":
+        return "body or attributes differ: " + snapshot.changed(was, now)
+    return snapshot.changed(was, now)
+
+
+class Baseline(NamedTuple):
+    key: str
+    records: dict[str, history.Record]
+    before: snapshot.Snapshot
+
+
+@contextmanager
+def kept(db: Database, migrations: list[Migration], *, always: bool = False) -> Iterator[None]:
+    """Around a run that applies ``migrations``: afterwards, the reference for what is then applied
+    is stored (``always``: even if nothing is pending now, for a run that writes a migration first)."""
+    baseline = before_apply(db, migrations, always=always)
+    try:
+        yield
+    finally:
+        with suppress(PgShiftError):  # best effort: a missing reference costs one replay, later
+            after_apply(db, baseline)
+
+
+def before_apply(db: Database, migrations: list[Migration], *, always: bool = False) -> Baseline | None:
+    """The catalog before a run that may apply something; None when nothing is pending or no
+    reference can follow (a migration stopped half-way, or the records moved while reading)."""
+    records = history.records(db)
+    if not always and all(m.empty or (m.id in records and records[m.id].state == "applied") for m in migrations):
+        return None
+    if _half_done(records):
+        return None
+    before = snapshot.take(db)
+    if history.records(db) != records:
+        return None
+    return Baseline(applied_key(records), records, before)
+
+
+def after_apply(db: Database, baseline: Baseline | None) -> None:
+    """Store the reference for what is applied now: the one before, changed by what this run changed.
+
+    Best effort: without the earlier reference (or when anything moved meanwhile) nothing is stored,
+    and the next status replays once instead."""
+    if baseline is None:
+        return
+    records = history.records(db)
+    key = applied_key(records)
+    if key == baseline.key or _half_done(records):
+        return
+    reference = _load(db, baseline.key)
+    if reference is None:
+        return
+    after = snapshot.take(db)
+    if history.records(db) != records:
+        return
+    old, new = baseline.before.objects, after.objects
+    for name in old.keys() | new.keys():
+        if old.get(name) != new.get(name):
+            if name in new:
+                reference[name] = new[name]
+            else:
+                reference.pop(name, None)
+    store(db, key, records, reference)

@@ -33,6 +33,19 @@ CREATE TABLE IF NOT EXISTS pgshift.migrations (
 );
 """
 
+# The reference drift is measured against: a catalog snapshot per applied set (pgshift.migrations.drift).
+SNAPSHOTS = "pgshift.schema_snapshots"
+SNAPSHOTS_DDL = """
+CREATE SCHEMA IF NOT EXISTS pgshift;
+CREATE TABLE IF NOT EXISTS pgshift.schema_snapshots (
+    applied    text PRIMARY KEY,
+    head       text,
+    migrations integer NOT NULL,
+    taken_at   timestamptz NOT NULL DEFAULT now(),
+    objects    jsonb NOT NULL
+);
+"""
+
 
 class Record(NamedTuple):
     """One row of the record. A named tuple: every status and apply builds one per migration."""

@@ -11,7 +11,7 @@ from pgshift.errors import ExitCode
 from pgshift.migrations import history
 from pgshift.migrations.source import Migration
 
-if TYPE_CHECKING:  # only status --drift builds one; its module is heavy
+if TYPE_CHECKING:
     from pgshift.migrations.drift import Drift
 
 STATES = ("applied", "pending", "modified", "missing", "failed")
@@ -39,7 +39,7 @@ class Status:
     environment: str
     migrations: list[MigrationState]
     extra: dict[str, Any] = field(default_factory=dict)  # other reports (deploys, maintenance) add here
-    drift: Drift | None = None  # None: not checked (status --drift checks it)
+    drift: Drift | None = None  # None: not checked (status --no-drift)
 
     def count(self, state: str) -> int:
         return sum(1 for m in self.migrations if m.state == state)
@@ -96,6 +96,7 @@ def states(migrations: list[Migration], records: dict[str, history.Record]) -> l
     return sorted(found, key=lambda s: s.id)
 
 
-def collect(db: Database, migrations: list[Migration], target: str, environment: str) -> Status:
-    return Status(target=target, environment=environment,
-                  migrations=states(migrations, history.records(db)))
+def collect(db: Database, migrations: list[Migration], target: str, environment: str,
+            records: dict[str, history.Record] | None = None) -> Status:
+    records = history.records(db) if records is None else records
+    return Status(target=target, environment=environment, migrations=states(migrations, records))

@@ -15,7 +15,7 @@ from pathlib import Path
 from pgshift.databases import target, throwaway
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import Aborted, MigrationError, Refused
-from pgshift.migrations import apply, source, sqltext
+from pgshift.migrations import apply, drift, source, sqltext
 from pgshift.questions import Confirm, Question
 from pgshift.settings import Settings
 
@@ -57,7 +57,8 @@ def reset(settings: Settings, confirm: Confirm, limits: apply.Limits) -> ResetRe
     target.drop_database(admin, url.dbname, settings.connect_timeout)
     target.create_database(admin, url.dbname, settings.connect_timeout)
     with Database.connect(url, settings.connect_timeout) as db:
-        applied = apply.apply(db, migrations, limits)
+        with drift.kept(db, migrations):
+            applied = apply.apply(db, migrations, limits)
         seed = seed_file(settings.migrations_dir)
         if seed is not None:
             run_seed(db, seed)
