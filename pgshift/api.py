@@ -91,7 +91,7 @@ class MigrateResult:
 
 def migrate(settings: Settings, name: str | None = None, *, create_only: bool = False, upto: str | None = None,
             empty: bool = False, allow_data_loss: bool = False, progress: Progress | None = None,
-            confirm: Confirm | None = None) -> MigrateResult:
+            confirm: Confirm | None = None, allow_out_of_order: bool = False) -> MigrateResult:
     """Create a migration pair named ``name`` (if given), then apply every pending migration.
 
     With ``schema.sql`` present the new migration is generated from the difference between it and the
@@ -100,22 +100,53 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
     from pgshift.migrations import apply, source
     from pgshift.schema import declared_path
 
+    allowed = allow_out_of_order or settings.allow_out_of_order
     if name and not empty and declared_path(settings).exists():
         return _migrate_to_schema(settings, name, create_only=create_only, upto=upto, progress=progress,
-                                  allow_data_loss=allow_data_loss, confirm=confirm)
+                                  allow_data_loss=allow_data_loss, confirm=confirm, allow_out_of_order=allowed)
     migrations = source.read(settings.migrations_dir)
     created = source.create(settings.migrations_dir, name, existing=migrations) if name else None
+    if created is not None:
+        _new_head(settings, created)
     if create_only:
         return MigrateResult(created, apply.ApplyResult([], []))
     if created is not None:
         migrations.append(created)
     with target.connect(settings) as db:
+        late = _in_order(db, migrations, allowed)
         result = apply.apply(db, migrations, apply.Limits.of(settings), upto=upto, progress=progress)
+        _record_late(db, late, result)
     return MigrateResult(created, result)
 
 
+def _new_head(settings: Settings, created: Migration) -> None:
+    from pgshift.migrations import order
+
+    order.write_head(settings.migrations_dir, created.id)
+
+
+def _in_order(db: Any, migrations: list[Migration], allowed: bool) -> list[tuple[str, str]]:
+    """Refuse a pending migration older than the newest applied (unless ``allowed``); return them."""
+    from pgshift.migrations import history, order
+
+    late = order.late(migrations, history.records(db))
+    if not allowed:
+        order.refuse(late)
+    return late
+
+
+def _record_late(db: Any, late: list[tuple[str, str]], result: ApplyResult) -> None:
+    from pgshift.migrations import audit
+
+    newest = dict(late)
+    for done in result.applied:
+        if done.id in newest:
+            audit.write(db, "out of order", done.id, detail=f"applied after {newest[done.id]} (--allow-out-of-order)")
+
+
 def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto: str | None,
-                       progress: Progress | None, allow_data_loss: bool, confirm: Confirm | None) -> MigrateResult:
+                       progress: Progress | None, allow_data_loss: bool, confirm: Confirm | None,
+                       allow_out_of_order: bool = False) -> MigrateResult:
     """Apply what is pending, write the difference to schema.sql as migration ``name`` and its
     rollback, and apply it (unless ``create_only``). In sync: nothing is written."""
     from pgshift.databases import target
@@ -133,10 +164,14 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     # One lock over apply, compare, write and apply: a second generator waits, then finds it done.
     # (Advisory locks stack within a session, so apply() taking it again inside is fine.)
     with target.connect(settings) as db, migration_lock(db, settings.lock_wait):
+        late = _in_order(db, migrations, allow_out_of_order)
         before = apply.apply(db, migrations, limits, progress=progress)
+        _record_late(db, late, before)
         say("comparing the database with schema.sql")
         generated = autogen.generate(settings, db, name, migrations, allow_data_loss=allow_data_loss,
                                      confirm=confirm)
+        if generated.migration is not None:
+            _new_head(settings, generated.migration)
         if generated.migration is None or create_only:
             shadow.finish()
             return MigrateResult(generated.migration, before, generated)
@@ -278,6 +313,7 @@ def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, R
     ]
     if quick > 0:
         steps.append(("performance", lambda: performance(settings, quick, i)))
+    steps.append(("order", lambda: order(settings)))
     for name, step in steps:
         yield name, step()
 
@@ -362,3 +398,128 @@ def switch_maintenance(settings: Settings, on: bool, *, reason: str | None = Non
     finally:
         if slack is not None:
             slack.close()
+
+
+# -- adopting and repairing (baseline, import, mark, repair, rollback to, order, squash) ----------------
+
+if TYPE_CHECKING:
+    from pgshift.deploy.rollback import RollbackReport as RollbackReport
+    from pgshift.migrations.order import OrderReport as OrderReport
+    from pgshift.migrations.repair import Repaired as Repaired
+    from pgshift.schema.adopt import Imported as Imported
+    from pgshift.schema.baseline import Baseline as Baseline
+
+IMPORT_TOOLS = ("prisma", "yoyo")
+
+
+def import_migrations(settings: Settings, tool: str, folder: Path, *, reason: str | None = None) -> Imported:
+    """Convert another tool's migrations folder into ours and adopt its records on the target
+    (``tool``: prisma or yoyo). The tool's own table is left untouched."""
+    from pgshift.databases import target
+
+    if tool not in IMPORT_TOOLS:
+        raise ConfigError(f"--from {tool!r} is not supported; use one of: {', '.join(IMPORT_TOOLS)}")
+    with target.connect(settings) as db:
+        if tool == "prisma":
+            from pgshift.schema import adopt
+
+            return adopt.import_prisma(settings, db, folder, reason=reason)
+        from pgshift.schema.adopt_yoyo import import_yoyo
+
+        return import_yoyo(settings, db, folder, reason=reason)
+
+
+def baseline(settings: Settings, *, confirm: Confirm | None = None, reason: str | None = None) -> Baseline:
+    """Write the target's live schema as ``<timestamp>_baseline.sql`` (rollback refused) and record it
+    applied; no data is touched. Production needs ``confirm``. Refused when migrations exist already."""
+    from pgshift.databases import target
+    from pgshift.migrations import source
+    from pgshift.schema import baseline as schema_baseline
+
+    schema_baseline.guard(settings, source.read(settings.migrations_dir))  # before connecting
+    with target.connect(settings) as db:
+        return schema_baseline.baseline(settings, db, confirm=confirm, reason=reason)
+
+
+def rollback_to(settings: Settings, to: str, *, dry_run: bool = False, confirm: Confirm | None = None,
+                progress: Progress | None = None, reason: str | None = None) -> RollbackReport:
+    """Run the rollback files of every migration applied after ``to``, newest first, under the lock.
+    A missing or refused rollback stops it before anything runs. Beyond development: the plan confirmed
+    (production needs ``confirm``), a backup first unless SKIP_BACKUP, maintenance, Slack, log, history."""
+    from pgshift.deploy import notify
+    from pgshift.deploy import rollback as deploy_rollback
+
+    slack = notify.Slack.from_settings(settings)
+    try:
+        return deploy_rollback.run(settings, to, dry_run=dry_run, confirm=confirm, notify=slack, progress=progress,
+                                   reason=reason)
+    finally:
+        if slack is not None:
+            slack.close()
+
+
+def rebase(settings: Settings, ident: str, *, reason: str | None = None) -> str:
+    """Give migration ``ident`` the next timestamp (files renamed, the development record with them);
+    returns its new id."""
+    from pgshift.databases import target
+    from pgshift.migrations import rebase as migrations_rebase
+
+    with target.connect(settings) as db:
+        return migrations_rebase.rebase(settings, db, ident, reason=reason)
+
+
+def order(settings: Settings) -> OrderReport:
+    """``inv test``'s order check: the branch's new migrations sort after the main branch's, and
+    ``migrations/pgshift.head`` names the newest (no database needed)."""
+    from pgshift.migrations import order as migrations_order
+    from pgshift.migrations import source
+
+    return migrations_order.check(settings.migrations_dir, source.read(settings.migrations_dir),
+                                  settings.main_branch)
+
+
+def _guard_production(settings: Settings, confirm: Confirm | None, what: str) -> None:
+    """Production: the database name typed (``confirm``), else refused."""
+    from pgshift.errors import Aborted, Refused
+    from pgshift.questions import Question
+
+    if not settings.is_production:
+        return
+    if confirm is None:
+        raise Refused(f"{what} on production needs a confirmation: run it at a terminal, or pass --yes")
+    name = settings.url.dbname if settings.url is not None else settings.embedded_database
+    if not confirm(Question(f"{what} on PRODUCTION: type the database name ({name}) to go ahead", expected=name)):
+        raise Aborted(f"{what} cancelled; nothing was changed")
+
+
+def mark(settings: Settings, ident: str, *, applied: bool, confirm: Confirm | None = None,
+         reason: str | None = None) -> str:
+    """Record migration ``ident`` as applied, or as not applied, by hand (logged with ``reason``);
+    returns what was done. Production needs ``confirm``."""
+    from pgshift.databases import target
+    from pgshift.migrations import repair as migrations_repair
+    from pgshift.migrations import source
+
+    _guard_production(settings, confirm, f"marking {ident} {'applied' if applied else 'reverted'}")
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return migrations_repair.mark(db, migrations, ident, applied=applied, lock_wait=settings.lock_wait,
+                                      reason=reason)
+
+
+def repair(settings: Settings, *, accept_edit: list[str] | None = None, confirm: Confirm | None = None,
+           reason: str | None = None) -> Repaired:
+    """Clear failed or interrupted records whose effect is absent; accept deliberately edited applied
+    files (``accept_edit``). Records whose effect is present are kept. Production needs ``confirm``."""
+    from pgshift.databases import target
+    from pgshift.migrations import repair as migrations_repair
+    from pgshift.migrations import source
+
+    _guard_production(settings, confirm, "repairing the migration record")
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return migrations_repair.repair(db, migrations, accept_edit=accept_edit or [], lock_wait=settings.lock_wait,
+                                        reason=reason)
+
+
+__all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair", "rollback_to"]

@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "hook_timeout": 30.0,        # seconds a maintenance hook may run
     "slack_timeout": 2.0,        # seconds per Slack post (one retry): a deploy never waits longer
     "preflight_drift": True,     # deploy preflight checks drift (replays the applied migrations: ~1-2 s)
+    "allow_out_of_order": False,  # apply a pending migration older than the newest applied (recorded)
+    "main_branch": "main",       # inv test: migrations a branch adds must sort after those on this branch
 }
 
 
@@ -80,6 +82,8 @@ class Settings:
     hook_timeout: float = DEFAULTS["hook_timeout"]
     slack_timeout: float = DEFAULTS["slack_timeout"]
     preflight_drift: bool = True
+    allow_out_of_order: bool = False
+    main_branch: str = "main"
 
     @property
     def is_production(self) -> bool:
@@ -202,4 +206,6 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         hook_timeout=_number(config, "hook_timeout"),
         slack_timeout=_number(config, "slack_timeout"),
         preflight_drift=_yes_no(config, "preflight_drift"),
+        allow_out_of_order=_yes_no(config, "allow_out_of_order"),
+        main_branch=str(config.get("main_branch", DEFAULTS["main_branch"])),
     )

@@ -4,7 +4,8 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from pgshift import api
-from tasks import _backup, _status
+from tasks import _adopt, _backup, _status
+from tasks._adopt import REASON_HELP
 from tasks._cli import boundary, out, settings, tty
 
 
@@ -20,18 +21,20 @@ from tasks._cli import boundary, out, settings, tty
         "empty": "with schema.sql present, write the template for a hand-written migration instead",
         "allow_data_loss": "allow a generated migration that drops tables or columns or narrows types "
                            "(else asked, or refused without a terminal)",
+        "allow_out_of_order": "apply a pending migration that sorts before the newest applied one (recorded in "
+                              "the repair log); else refused, see inv dev.rebase",
     },
 )
 @boundary
 def migrate(c: Context, name: str | None = None, create_only: bool = False, to: str = "", empty: bool = False,
-            allow_data_loss: bool = False) -> None:
+            allow_data_loss: bool = False, allow_out_of_order: bool = False) -> None:
     """Create a migration (given NAME), then apply all pending ones."""
     from tasks import _prompts
 
     confirm = _prompts.ask if tty() else None
     result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
                          upto=to or None, progress=out, empty=empty, allow_data_loss=allow_data_loss,
-                         confirm=confirm)
+                         confirm=confirm, allow_out_of_order=allow_out_of_order)
     generated = result.generated
     if generated is not None and generated.in_sync:
         out("the database matches schema.sql: no migration written")
@@ -106,3 +109,68 @@ def generate(c: Context, output: str = "") -> None:
     result = api.generate_models(settings(c, require="development"), Path(output).resolve() if output else None)
     out(f"wrote {result.path}: {result.models} model(s) in {result.seconds * 1000:.0f} ms; "
         f"it imports cleanly ({result.check_seconds * 1000:.0f} ms to import and configure)")
+
+
+# -- adopting and repairing ---------------------------------------------------------------------------
+
+
+@task(name="import", positional=["folder"], help={
+    "folder": "the other tool's migrations folder (prisma/migrations for Prisma)",
+    "from_": "the tool: prisma or yoyo",
+    "reason": REASON_HELP,
+    "json": "print one JSON object instead of text",
+})
+@boundary
+def import_(c: Context, folder: str, from_: str = "prisma", reason: str = "", json: bool = False) -> None:
+    """Convert another tool's migrations and adopt its records (--from prisma|yoyo)."""
+    from pathlib import Path
+
+    from tasks._cli import emit_json
+
+    found = api.import_migrations(settings(c, require="development"), from_, Path(folder).resolve(),
+                                  reason=reason or None)
+    if json:
+        emit_json(found.as_json())
+        return
+    out(f"wrote {len(found.written)} migration(s) from {from_}" +
+        (f", kept {len(found.kept)} already there" if found.kept else "") +
+        f"; generated {len(found.rollbacks)} rollback file(s); recorded {len(found.adopted)} as applied")
+    for label, lines in (("no rollback", found.no_rollback), ("not applied", found.not_applied),
+                         ("failed", found.failed), ("not converted", found.not_converted),
+                         ("warning", found.warnings)):
+        for line in lines:
+            out(f"{label}: {line}")
+
+
+@task(help={"reason": REASON_HELP})
+@boundary
+def baseline(c: Context, reason: str = "") -> None:
+    """Adopt the database as it is: write its schema as the first migration, record it applied."""
+    _adopt.show_baseline(api.baseline(settings(c, require="development"), reason=reason or None))
+
+
+@task(positional=["id_"], help={"id_": "the migration to move after every other one", "reason": REASON_HELP})
+@boundary
+def rebase(c: Context, id_: str, reason: str = "") -> None:
+    """Give a migration merged out of order the next timestamp (files and dev record)."""
+    new = api.rebase(settings(c, require="development"), id_, reason=reason or None)
+    out(f"renamed {id_} to {new} (its .sql and .rollback.sql; the development record too if it had one)")
+
+
+@task(positional=["id_"], help=_adopt.MARK_HELP)
+@boundary
+def mark(c: Context, id_: str, applied: bool = False, reverted: bool = False, reason: str = "") -> None:
+    """Set a migration's record by hand (--applied or --reverted), logged."""
+    out(api.mark(settings(c, require="development"), id_, applied=_adopt.mark_flags(applied, reverted),
+                 reason=reason or None))
+
+
+@task(iterable=["accept_edit"], help={
+    "accept_edit": "an applied migration whose file was edited on purpose: take the file as it is (repeatable)",
+    "reason": REASON_HELP,
+})
+@boundary
+def repair(c: Context, accept_edit: list[str] | None = None, reason: str = "") -> None:
+    """Clear failed or interrupted records whose effect is absent; accept edited files."""
+    _adopt.show_repair(api.repair(settings(c, require="development"), accept_edit=accept_edit,
+                                  reason=reason or None))

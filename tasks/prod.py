@@ -5,7 +5,7 @@ from invoke.tasks import task
 
 from pgshift import api
 from pgshift.errors import Aborted, ConfigError
-from tasks import _backup, _deploy, _prompts, _status
+from tasks import _adopt, _backup, _deploy, _prompts, _status
 from tasks._cli import boundary, emit_json, out, settings
 
 
@@ -85,3 +85,33 @@ def maintenance(c: Context, action: str | None = None, reason: str = "", yes: bo
     _, warnings = api.switch_maintenance(config, action == "on", reason=reason or None, progress=out)
     for line in warnings:
         out(f"warning: {line}")
+
+
+@task(help={"yes": "do not ask for the database name", "reason": "why (written to the repair log)"})
+@boundary
+def baseline(c: Context, yes: bool = False, reason: str = "") -> None:
+    """Adopt production as it is: write its schema as the first migration, record it applied."""
+    made = api.baseline(settings(c, require="production"), confirm=lambda q: _prompts.ask(q, yes=yes),
+                        reason=reason or None)
+    _adopt.show_baseline(made)
+
+
+@task(positional=["id_"], help={**_adopt.MARK_HELP, "yes": "do not ask for the database name"})
+@boundary
+def mark(c: Context, id_: str, applied: bool = False, reverted: bool = False, reason: str = "",
+         yes: bool = False) -> None:
+    """Set a production migration's record by hand (--applied or --reverted), logged."""
+    out(api.mark(settings(c, require="production"), id_, applied=_adopt.mark_flags(applied, reverted),
+                 confirm=lambda q: _prompts.ask(q, yes=yes), reason=reason or None))
+
+
+@task(iterable=["accept_edit"], help={
+    "accept_edit": "an applied migration whose file was edited on purpose: take the file as it is (repeatable)",
+    "reason": "why (written to the repair log)",
+    "yes": "do not ask for the database name",
+})
+@boundary
+def repair(c: Context, accept_edit: list[str] | None = None, reason: str = "", yes: bool = False) -> None:
+    """Clear failed or interrupted production records whose effect is absent; accept edited files."""
+    _adopt.show_repair(api.repair(settings(c, require="production"), accept_edit=accept_edit,
+                                  confirm=lambda q: _prompts.ask(q, yes=yes), reason=reason or None))

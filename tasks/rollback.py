@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from invoke.context import Context
 from invoke.tasks import task
@@ -83,3 +83,41 @@ def interactive(c: Context, yes: bool = False) -> None:
 def restore(c: Context, file: str, yes: bool = False) -> None:
     """Restore a backup over the current ENVIRONMENT's database."""
     _restore(c, file, confirm_always=False, yes=yes)
+
+
+@task(positional=["id_"], help={
+    "id_": "the migration to roll back to: every applied migration after it is rolled back, newest first",
+    "dry_run": "print the plan and exit; nothing is changed",
+    "yes": "do not ask for the database name (production asks otherwise)",
+    "reason": "why (written to the repair log and the run log)",
+    "json": "print one JSON object instead of text",
+})
+@boundary
+def to(c: Context, id_: str, dry_run: bool = False, yes: bool = False, reason: str = "", json: bool = False) -> None:
+    """Roll back every migration applied after ID, newest first (rollback files, under the lock)."""
+    config = settings(c)
+
+    def ask(question: Question[Any]) -> bool:
+        if question.about is not None and not json:
+            for line in question.about.describe():
+                out(line)
+        return _prompts.ask(question, yes=yes)
+
+    confirm = ask if (yes or config.environment != "development") else None
+    report = api.rollback_to(config, id_, dry_run=dry_run, confirm=confirm, progress=None if json else out,
+                             reason=reason or None)
+    if json:
+        emit_json(report.as_json())
+        return
+    if dry_run:
+        for line in report.plan.describe():
+            out(line)
+        out("dry run: nothing was changed")
+        return
+    if not report.plan.steps:
+        out(f"nothing to roll back: {id_} is the newest applied migration")
+        return
+    out(f"rolled back {len(report.rolled_back)} migration(s); {id_} is now the newest applied"
+        + (f"; backup {report.backup.name}" if report.backup else ""))
+    for warning in report.warnings:
+        out(f"warning: {warning}")

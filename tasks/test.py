@@ -74,9 +74,15 @@ def _show_lint(report: LintReport) -> None:
         out(table(["where", "rule", "why"], [(f"{f.file}:{f.line}", f.rule, f.message) for f in report.findings]))
 
 
+def _show_order(report: Any) -> None:
+    for problem in report.problems:
+        out(f"  {problem}")
+
+
 _DETAILS: dict[str, Callable[[Any], None]] = {
     "forward": _show_forward, "backward": _show_backward, "performance": _show_performance,
     "large-dataset": _show_performance, "constraints": _show_constraints, "lint": _show_lint,
+    "order": _show_order,
 }
 
 
@@ -178,3 +184,10 @@ def constraints(c: Context, json: bool = False) -> None:
 def lint(c: Context, json: bool = False, every: bool = False) -> None:
     """Unsafe statements in the migrations the target lacks."""
     _single("lint", api.lint(settings(c), every), json)
+
+
+@task(help={"json": _JSON})
+@boundary
+def order(c: Context, json: bool = False) -> None:
+    """New migrations sort after the main branch's, and migrations/pgshift.head names the newest."""
+    _single("order", api.order(settings(c)), json)

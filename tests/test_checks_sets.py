@@ -104,15 +104,12 @@ def test_unindexed_foreign_key_fails_constraints_only(
     assert findings[0]["fix"] == "CREATE INDEX CONCURRENTLY posts_user_id_idx ON public.posts (user_id);"
 
 
-def test_non_concurrent_index_on_existing_table_fails_lint_only(
+def test_non_concurrent_index_on_a_table_made_earlier_in_the_run_is_clean(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
-    blocking_index(migrations_dir)
+    blocking_index(migrations_dir)  # the target is empty: users is created by the same pending run
     reports = _run(db_url, make_settings(db_url, quick_rows=2000))
-    assert _failing(reports) == {"lint"}
-    findings = reports["lint"].as_json()["findings"]
-    assert [(f["file"], f["line"], f["rule"]) for f in findings] == [
-        ("20250104000000_index_email.sql", 3, "require-concurrent-index-creation")]
-    assert "blocks writes to users" in findings[0]["message"]
+    assert _failing(reports) == set()
+    assert reports["lint"].as_json()["findings"] == []
     # performance measured the same index over data and found it within the limits at this size
     measured = reports["performance"].as_json()["measured"]
     assert [(m["id"], m["state"]) for m in measured] == [("20250104000000_index_email", "ok")]
@@ -134,4 +131,4 @@ def test_every_broken_rollback_is_found_in_one_run(
     assert trips["20250103000000_tracking"].problem is not None
     assert trips["20250103000000_tracking"].problem.startswith(
         'the rollback fails: 20250103000000_tracking.rollback.sql, line 2: relation "user_visits" does not exist')
-    assert "+ table public.users: columns (id, email)" in trips["20250101000000_users"].diff
+    assert "+ table public.users: columns (email, id)" in trips["20250101000000_users"].diff

@@ -26,6 +26,8 @@ from tests.conftest import INV, ROOT, cli_env, write_migration
 from tests.deploys import M1, M2, PASSWORD, write_set
 from tests.slack import SlackStub
 
+pytestmark = pytest.mark.process  # each test runs inv as a real process, to kill it
+
 M3 = "20250105000000_create_audits"
 
 # (failpoint, maintenance left on by the kill, history row written before the kill)

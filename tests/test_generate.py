@@ -91,6 +91,7 @@ def test_models_import_cleanly_and_round_trip(db_url: DatabaseUrl, server: Datab
         target.drop_database(server, copy.dbname)
 
 
+@pytest.mark.slow  # runs mypy
 def test_generated_module_is_typed_for_mypy_strict(pg18: DatabaseUrl, tmp_path: Path) -> None:
     url = fresh(pg18)
     try:

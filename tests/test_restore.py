@@ -161,6 +161,7 @@ def test_failure_midway_leaves_target_as_before(db_url: DatabaseUrl, migrations_
     assert scratch_databases(db_url) == []
 
 
+@pytest.mark.process
 def test_killed_restore_leaves_target_as_before(db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any,
                                                 tmp_path: Path) -> None:
     settings, path = prepared(db_url, migrations_dir, make_settings)

@@ -12,6 +12,7 @@ every broken rollback.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError
-from pgshift.migrations import apply
+from pgshift.migrations import apply, refusal
 from pgshift.migrations.source import Migration
 
 
@@ -28,7 +29,7 @@ from pgshift.migrations.source import Migration
 class RoundTrip:
     id: str
     file: str                     # the rollback file
-    state: str                    # ok | failed | not tested
+    state: str                    # ok | failed | not tested | skipped (a refused rollback)
     problem: str | None = None
     diff: list[str] = field(default_factory=list)
     rollback_ms: int | None = None
@@ -46,11 +47,14 @@ class BackwardReport:
 
     def summary(self) -> str:
         failed = [t for t in self.trips if t.state == "failed"]
-        tested = sum(1 for t in self.trips if t.state != "not tested")
+        tested = sum(1 for t in self.trips if t.state not in ("not tested", "skipped"))
         if failed:
             first = failed[0]
             return f"{len(failed)} of {tested} rollback(s) fail; first: {first.file}: {first.problem}"
         text = f"{tested} migration(s) round-trip (up, down, up) exactly"
+        skipped = [t.id for t in self.trips if t.state == "skipped"]
+        if skipped:
+            text += f"; skipped {', '.join(skipped)} (rollback refused: a baseline)"
         return f"{text}; {self.note}" if self.note else text
 
     def as_json(self) -> dict[str, Any]:
@@ -85,6 +89,19 @@ class _Scratch:
         self._stack.close()
 
 
+_COLUMNS = re.compile(r"columns \((?P<names>[^)]*)\)")
+
+
+def _by_name(snap: snapshot.Snapshot) -> snapshot.Snapshot:
+    """The snapshot with each table's column list sorted: a rollback that re-adds a column puts it last."""
+
+    def sort(match: re.Match[str]) -> str:
+        return "columns (" + ", ".join(sorted(match.group("names").split(", "))) + ")"
+
+    return snapshot.Snapshot({k: _COLUMNS.sub(sort, v) if k.startswith("table ") else v
+                              for k, v in snap.objects.items()})
+
+
 def _rollback_file(m: Migration) -> str:
     return m.rollback_path.name if m.rollback_path else f"{m.id}.rollback.sql"
 
@@ -95,13 +112,15 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
 
     On "ok" the database is back where it was before ``m``; on "failed" its state is unknown."""
     name = _rollback_file(m)
+    if refusal.refused(m) is not None:  # a baseline: no down by design; the walk stops at it
+        return RoundTrip(m.id, name, "skipped", f"its rollback is refused: {refusal.refused(m)}")
     if m.rollback_path is None:
         return RoundTrip(m.id, name, "failed", f"no rollback file: write migrations/{name}")
     try:
         down_ms = apply.rollback(db, m, limits)
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"the rollback fails: {error}")
-    changed = snapshot.diff(before, snapshot.take(db))
+    changed = snapshot.diff(_by_name(before), _by_name(snapshot.take(db)))
     if changed:
         return RoundTrip(m.id, name, "failed",
                          f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
@@ -145,6 +164,9 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -
         for k in reversed(range(len(applied))):
             trip = round_trip(work.db, migrations, applied[k], limits, snaps[k], snaps[k + 1])
             trips.append(trip)
+            if trip.state == "skipped":  # what is older cannot be reached without undoing it
+                trips += [RoundTrip(o.id, _rollback_file(o), "not tested") for o in applied[:k]]
+                break
             if trip.state != "ok" and k > 0:
                 work.rebuild(applied[k - 1])
         return BackwardReport(sorted(trips, key=lambda t: t.id, reverse=True), note)

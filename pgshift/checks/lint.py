@@ -154,7 +154,8 @@ def _file_ignored(sql: str) -> set[str]:
 
 
 class _Linter:
-    def __init__(self, existing: set[str]) -> None:
+    def __init__(self, existing: set[str], every: bool = False) -> None:
+        self.every = every
         self.existing = {name.rsplit(".", 1)[-1].lower() for name in existing}
 
     def migration(self, m: Migration, check: bool) -> tuple[list[LintFinding], int]:
@@ -181,7 +182,8 @@ class _Linter:
                     found.append(LintFinding(m.id, m.path.name, statement.line, rule,
                                              RULES[rule].format_map(_Blank(fields))))
             self._track(node, created)
-        self.existing |= created
+        if not check or self.every:  # applied already (or --every): its tables exist; a pending run's do not
+            self.existing |= created
         return found, silenced
 
     def _is_old(self, rel: dict[str, Any], created: set[str]) -> bool:
@@ -290,7 +292,7 @@ class _Blank(dict[str, str]):
 
 def lint(migrations: list[Migration], only: set[str] | None = None, existing: set[str] | None = None) -> LintReport:
     """Lint ``only`` these migration ids (default: all); the others are read for the tables they create."""
-    linter = _Linter(existing or set())
+    linter = _Linter(existing or set(), every=only is None)
     found: list[LintFinding] = []
     linted: list[str] = []
     silenced = 0

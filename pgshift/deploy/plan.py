@@ -18,7 +18,7 @@ from pgshift.databases.db import Database
 from pgshift.dburl import mask_sql_passwords
 from pgshift.deploy import deploys, maintenance
 from pgshift.errors import ExitCode, MigrationError
-from pgshift.migrations import apply, history, lock, sqltext
+from pgshift.migrations import apply, history, lock, order, sqltext
 from pgshift.migrations.source import Migration
 from pgshift.settings import Settings
 
@@ -148,6 +148,15 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
         if missing:
             problems.append(f"--on-failure=rollback needs a rollback file for every pending migration; "
                             f"{missing[0]}.rollback.sql is missing (write it, or use --on-failure=stop)")
+    late = order.late(migrations, records)
+    if late and not settings.allow_out_of_order:
+        try:
+            order.refuse(late)
+        except MigrationError as error:
+            problems.append(str(error).replace("--allow-out-of-order", "allow_out_of_order: true in the config"))
+    elif late:
+        warnings.append(f"{', '.join(i for i, _ in late)} sort(s) before {late[0][1]}, applied already: applied out "
+                        "of order (allow_out_of_order is set)")
     if not lock.is_free(db):
         held = f"another migration holds the lock: {lock.holder(db)}"
         if dry_run:  # a pipeline asking "would a deploy proceed now?": not while another one runs

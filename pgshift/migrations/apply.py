@@ -147,8 +147,9 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
                 if failed is not None:
                     index += 1
                     if failure is not None and not failure.lock_timeout and failure.sqlstate != "25001":
-                        _record_failure(db, failed.migration, transactional=True, error=str(failure))
-                        raise _explain(failed.migration, failure)
+                        error = _explain_transactional(db, failed.migration, failure, limits)
+                        _record_failure(db, failed.migration, transactional=True, error=str(error))
+                        raise error
                     # Alone, the one-migration path applies it, retrying a lock timeout or running a
                     # statement that refuses a transaction outside one. What a failed batch did not
                     # reach is batched again on the next round.
@@ -240,8 +241,9 @@ def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Ap
             # The server says a statement cannot run in a transaction block, though the quick scan
             # saw no sign of one (an odd string escape can hide it): trust the server, run it split.
             return _apply_statements(db, item, limits)
-        _record_failure(db, migration, transactional=True, error=str(failure))
-        raise _explain(migration, failure, offset=None) from None
+        error = _explain_transactional(db, migration, failure, limits)
+        _record_failure(db, migration, transactional=True, error=str(error))
+        raise error from None
 
 
 def _script(db: Database, migration: Migration, limits: Limits, durable: bool) -> tuple[str, str]:
@@ -308,7 +310,9 @@ def _apply_statements(db: Database, item: Pending, limits: Limits) -> Applied:
     hashes = [_digest(s) for s in statements]
     start, resumed = 0, False
     rec = item.record
-    if rec is not None and not rec.transactional and rec.statements_done:
+    if rec is not None and not rec.transactional:
+        # An earlier run journaled up to here and stopped: the statement it stopped at may have run, or
+        # half-run (a killed CREATE INDEX CONCURRENTLY leaves an INVALID index), whatever its position.
         start = rec.statements_done
         if list(rec.done_hashes) != hashes[:start]:
             raise MigrationError(
@@ -375,22 +379,66 @@ def _record_failure(db: Database, migration: Migration, *, transactional: bool, 
                    f"WHERE id = {db.literal(migration.id)}")
 
 
-def _explain(migration: Migration, failure: SqlFailure, offset: int | None = None, *,
-             statement: sqltext.Statement | None = None, done: int = 0, total: int = 0) -> MigrationError:
-    """One line: file, line, the statement, the server's message, what state it left and what to do."""
+def _explain(migration: Migration, failure: SqlFailure, *, statement: sqltext.Statement | None = None,
+             done: int = 0, total: int = 0, split: bool = True) -> MigrationError:
+    """One line: file, line, the statement, the server's message, what state it left and what to do.
+
+    ``failure.position`` is relative to ``statement`` when one is given, else to the whole file."""
     if statement is not None:
         line = statement.line + (sqltext.line_of(statement.text, failure.position) - 1
                                  if failure.position else 0)
-        left = (f"statements 1-{done} of {total} stay applied and recorded; fix the file from statement "
-                f"{done + 1} on and run again to resume") if done else "nothing of it was applied"
     else:
         line = sqltext.line_of(migration.sql, failure.position) if failure.position else 0
         statement = _statement_at(migration, line)
+    if split:
+        left = (f"statements 1-{done} of {total} stay applied and recorded; fix the file from statement "
+                f"{done + 1} on and run again to resume") if done else "nothing of it was applied"
+    else:
         left = "nothing of it was applied; fix the file and run again"
     where = f"{migration.path.name}, line {line}" if line > 0 else migration.path.name
     excerpt = f" [{_short(statement.text)}]" if statement is not None else ""
     hint = f" (hint: {failure.hint})" if failure.hint else ""
     return MigrationError(f"{where}: {failure}{hint}{excerpt}; {left}")
+
+
+LOCATE_SECONDS = 30  # the longest a failed migration is re-run to find the statement that failed
+
+
+def _explain_transactional(db: Database, migration: Migration, failure: SqlFailure,
+                           limits: Limits) -> MigrationError:
+    """The error of a migration sent as one script, naming the statement that failed and its line.
+
+    The server gives a position only for errors found while it plans a statement (an unknown column);
+    for one found while running it (a duplicate key, a division by zero, a relation that exists) it
+    does not say which statement of the script failed. Then the migration runs once more, statement
+    by statement, in a transaction that is rolled back, and the first that fails is the one."""
+    if failure.position is None:
+        found = _locate(db, migration, limits)
+        if found is not None:
+            statement, again = found
+            return _explain(migration, again, statement=statement, split=False)
+    return _explain(migration, failure, split=False)
+
+
+def _locate(db: Database, migration: Migration,
+            limits: Limits) -> tuple[sqltext.Statement, SqlFailure] | None:
+    try:
+        statements = sqltext.statements(migration.sql, migration.path.name)
+    except MigrationError:
+        return None
+    budget = LOCATE_SECONDS if not limits.statement_timeout else min(limits.statement_timeout, LOCATE_SECONDS)
+    db.execute(f"RESET ALL; BEGIN; SET LOCAL lock_timeout = '{int(limits.lock_timeout * 1000)}ms'; "
+               f"SET LOCAL statement_timeout = '{int(budget * 1000)}ms';")
+    try:
+        for statement in statements:
+            try:
+                db.execute(statement.text)
+            except SqlFailure as again:  # the session is rolled back already
+                return None if again.sqlstate == "57014" else (statement, again)  # 57014: out of time
+        return None  # it failed at COMMIT (a deferred constraint), or not again
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
 
 
 def _statement_at(migration: Migration, line: int) -> sqltext.Statement | None:

@@ -41,6 +41,7 @@ import results.dbdiff.ordered
 import results.dbdiff.statements
 import results.dbdiff.util
 import results.schemainspect
+import results.schemainspect.pg.obj
 
 from pgshift.databases.db import Database
 from pgshift.schema.rewrite import Change, Plan, rewrite, unquote, without_overridden_defaults
@@ -56,6 +57,10 @@ _ColumnInfo: Any = results.schemainspect.ColumnInfo
 _PostgreSQL: Any = results.schemainspect.PostgreSQL
 
 IGNORED_SCHEMAS = ("pgshift",)  # the migration record lives there; it is not part of the schema
+# Other tools' migration records, left in place when a project is adopted (``dev.import``): never part
+# of the schema either, so drift does not report them and no generated migration drops them.
+IGNORED_TABLES = frozenset({"_prisma_migrations", "_yoyo_migration", "_yoyo_migrations", "_yoyo_log",
+                            "_yoyo_version", "yoyo_lock"})
 
 class _GeneratedColumn(_ColumnInfo):  # type: ignore[misc]
     """A generated column that knows whether it is VIRTUAL (PostgreSQL 18) or STORED."""
@@ -137,6 +142,7 @@ def inspect(db: Database) -> Schema:
     inspected = _PostgreSQL(db.conn.cursor())
     for name in IGNORED_SCHEMAS:
         inspected.exclude_schema(name)
+    _exclude_tables(inspected)
     version = db.server_version // 10000
     virtual: set[tuple[str, str, str]] = set()
     if version >= 18:
@@ -155,6 +161,16 @@ def inspect(db: Database) -> Schema:
                 wrapped.virtual = (relation.schema, relation.name, column.name) in virtual
                 relation.columns[key] = wrapped
     return Schema(inspected, version)
+
+
+def _exclude_tables(inspected: Any) -> None:
+    """Leave out ``IGNORED_TABLES`` and what belongs to them (their keys, indexes, triggers)."""
+    for prop in results.schemainspect.pg.obj.PROPS.split():
+        items = getattr(inspected, prop)
+        if any(getattr(v, "name", None) in IGNORED_TABLES or getattr(v, "table_name", None) in IGNORED_TABLES
+               for v in items.values()):
+            setattr(inspected, prop, {k: v for k, v in items.items() if getattr(v, "name", None) not in IGNORED_TABLES
+                                      and getattr(v, "table_name", None) not in IGNORED_TABLES})
 
 
 class _Changes:
