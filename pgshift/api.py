@@ -213,6 +213,13 @@ def generate_models(settings: Settings, output: Path | None = None) -> GenerateR
     return generate.run(settings, output)
 
 
+def redact(text: str) -> str:
+    """``text`` as it may be shown: passwords of URLs (parseable or not) and SQL password literals masked."""
+    from pgshift.dburl import redact as redact_text
+
+    return redact_text(text)
+
+
 def cleaned_up() -> list[str]:
     """The throwaway databases killed runs had left that this process dropped (every command that makes
     one first drops those), since the last call: a caller says so once the command is done."""

@@ -63,4 +63,6 @@ class Refused(PgShiftError):
 
 
 class Aborted(PgShiftError):
-    """The user said no or pressed Ctrl-C."""
+    """The user said no at a prompt (Ctrl-C at a prompt is an interruption: exit 130)."""
+
+    exit_code = ExitCode.USAGE

@@ -43,9 +43,10 @@ def settings(c: Context, require: str | None = None) -> Settings:
             f"prod tasks need ENVIRONMENT=production (it is {loaded.environment}); "
             "set it, or use the dev tasks for development")
     if require == "development" and loaded.environment != "development":
+        instead = "inv prod.deploy for production" if loaded.is_production else \
+            f"inv deploy (or inv status, inv backup) for {loaded.environment}"
         raise ConfigError(
-            f"dev tasks work on development only (ENVIRONMENT={loaded.environment}); "
-            "use inv prod.deploy for production")
+            f"dev tasks work on development only (ENVIRONMENT={loaded.environment}); use {instead}")
     return loaded
 
 
@@ -55,15 +56,38 @@ def boundary(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            sys.stdout.flush()  # here, not at exit: a reader that went away (| head) is seen below
+            return result
         except PgShiftError as error:
-            raise Exit(f"error: {error}", code=int(error.exit_code)) from None
+            from pgshift import api
+
+            raise Exit(f"error: {api.redact(str(error))}", code=int(error.exit_code)) from None
         except KeyboardInterrupt:
-            raise Exit("aborted", code=130) from None
+            raise Exit("aborted", code=INTERRUPTED) from None
+        except BrokenPipeError:
+            _stdout_gone()
+            raise Exit(code=BROKEN_PIPE) from None
         finally:
             _say_cleaned_up()
 
     return wrapper  # type: ignore[return-value]
+
+
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a Unix tool ends with when its reader stops reading
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away (``inv status | head -1``): end quietly, as Unix tools do. What is
+    still buffered goes nowhere, so the interpreter's flush on the way out does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (the in-process tests' buffer)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _say_cleaned_up() -> None:

@@ -5,8 +5,9 @@ Three questions, one set of rules:
 - ``yes=True`` (a task's ``--yes``) answers every question with yes, or with the default choice;
 - without a terminal (stdin or stdout not a TTY) and without ``--yes`` we never prompt: the call
   raises ``Refused`` with a message naming ``--yes``, so CI fails fast instead of hanging;
-- Ctrl-C at a prompt (questionary then returns ``None``) means no: ``confirm`` and ``confirm_typed``
-  return False and ``select`` returns None, which the caller turns into ``Aborted``.
+- answering no returns False (``select``: None), which the caller turns into ``Aborted`` (exit 2);
+- Ctrl-C at a prompt raises ``KeyboardInterrupt`` (questionary's ``unsafe_ask``: its ``ask`` would print
+  a message of its own and return None), which the exit boundary ends with one line and exit 130.
 
     ask(Question(...), yes=yes)                          -> bool (a pgshift.questions.Question)
     confirm("restore over app_dev?", yes=yes)            -> bool
@@ -50,7 +51,7 @@ def confirm(question: str, *, yes: bool = False) -> bool:
         return True
     import questionary
 
-    return bool(questionary.confirm(question, default=False).ask())
+    return bool(questionary.confirm(question, default=False).unsafe_ask())
 
 
 def confirm_typed(expected: str, question: str | None = None, *, yes: bool = False) -> bool:
@@ -60,7 +61,7 @@ def confirm_typed(expected: str, question: str | None = None, *, yes: bool = Fal
         return True
     import questionary
 
-    answer: Any = questionary.text(prompt).ask()
+    answer: Any = questionary.text(prompt).unsafe_ask()
     return isinstance(answer, str) and answer.strip() == expected
 
 
@@ -78,5 +79,5 @@ def select(question: str, choices: Sequence[tuple[str, T]], default: T | None = 
     options = [questionary.Choice(title, value=index) for index, (title, _) in enumerate(choices)]
     start = next((options[i] for i, (_, value) in enumerate(choices) if value == default), None)
     shown: list[Any] = [questionary.Separator(header), *options] if header else list(options)
-    picked: Any = questionary.select(question, choices=shown, default=start).ask()
+    picked: Any = questionary.select(question, choices=shown, default=start).unsafe_ask()
     return None if picked is None else choices[picked][1]

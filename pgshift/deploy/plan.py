@@ -15,6 +15,7 @@ from typing import Any
 from pgshift.checks import lint
 from pgshift.databases import dump
 from pgshift.databases.db import Database
+from pgshift.dburl import mask_sql_passwords
 from pgshift.deploy import deploys, maintenance
 from pgshift.errors import ExitCode, MigrationError
 from pgshift.migrations import apply, history, lock, order, sqltext
@@ -105,7 +106,9 @@ def _plan_migration(m: Migration, problems: list[str]) -> PlannedMigration:
     except MigrationError as error:
         problems.append(str(error))
         mode = None
-    return PlannedMigration(m.id, m.path.name, m.sql, mode, m.rollback_path.name if m.rollback_path else None)
+    # The SQL is shown (dry run, JSON, the deploy's confirmation): never with a password in it.
+    rollback = m.rollback_path.name if m.rollback_path else None
+    return PlannedMigration(m.id, m.path.name, mask_sql_passwords(m.sql), mode, rollback)
 
 
 def _lint(migrations: list[Migration], planned: list[PlannedMigration]) -> list[lint.LintFinding]:

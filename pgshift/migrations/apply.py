@@ -23,10 +23,11 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
-from pgshift.errors import ChecksumMismatch, LockTimeout, MigrationError, PgShiftError
+from pgshift.errors import ChecksumMismatch, ConfigError, LockTimeout, MigrationError, PgShiftError
 from pgshift.migrations import history, sqltext
 from pgshift.migrations.blockers import BlockerWatch
 from pgshift.migrations.lock import migration_lock
@@ -93,13 +94,21 @@ def verify(migrations: list[Migration], records: dict[str, history.Record]) -> l
         if found.checksum != rec.checksum:
             raise ChecksumMismatch(
                 f"{found.path.name} was edited after it was applied on {rec.applied_at:%Y-%m-%d %H:%M}; "
-                f"restore it (git checkout -- {found.path.name}) and put the change in a new migration")
+                f"restore it (git checkout -- {_from_repo_root(found.path)}) and put the change in a new migration")
     left: list[Pending] = []
     for m in migrations:
         record = records.get(m.id)
         if record is None or record.state != "applied":
             left.append(Pending(m, record))
     return left
+
+
+def _from_repo_root(path: Path) -> str:
+    """``path`` as git names it from the top of its work tree (the folder holding ``.git``)."""
+    for folder in path.resolve().parents:
+        if (folder / ".git").exists():
+            return path.resolve().relative_to(folder).as_posix()
+    return str(path)
 
 
 def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: str | None = None,
@@ -114,7 +123,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
         pending = verify(migrations, records)
         if upto is not None:
             if upto not in {m.id for m in migrations}:
-                raise MigrationError(f"no migration {upto!r}; see inv status for the ids")
+                raise ConfigError(f"--to {upto}: no such migration; see inv status for the ids")
             pending = [p for p in pending if p.migration.id <= upto]
         runnable = [p for p in pending if not p.migration.empty]
         done: list[Applied] = []
