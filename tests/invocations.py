@@ -50,6 +50,8 @@ def problems(command: str) -> list[str]:
             if flag in ("--help", "-h", "--list", "-l"):
                 skip = flag in ("--help", "-h") and current is None  # "inv --help TASK" names a task
                 continue
+            if current is not None and flag in current.inverse_flags:  # --no-X of a flag on by default
+                continue
             if current is None or flag not in current.flags:
                 found.append(f"{command!r}: unknown flag {flag} for {current.name if current else 'inv'}")
                 continue
