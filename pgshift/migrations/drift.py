@@ -144,12 +144,29 @@ def differ(expected: dict[str, str], live: dict[str, str]) -> list[DriftItem]:
                   if same(k, expected.get(k)) != same(k, live.get(k))})
 
 
+# Other tools' migration records, left in place when a project is adopted (``dev.import``): never part
+# of the schema, so drift does not report them (nor their keys and indexes) and no generated migration
+# drops them.
+OTHER_TOOLS_TABLES = frozenset({"_prisma_migrations", "_yoyo_migration", "_yoyo_migrations", "_yoyo_log",
+                                "_yoyo_version", "yoyo_lock"})
+_ON_OTHER_TOOLS = re.compile(r"\bON (?:\S+\.)?(" + "|".join(sorted(OTHER_TOOLS_TABLES)) + r")\b")
+
+
+def _other_tools(key: str, was: str | None, now: str | None) -> bool:
+    parts = key.partition(" ")[2].split(".")
+    if len(parts) > 1 and parts[1] in OTHER_TOOLS_TABLES:
+        return True
+    return any(text is not None and _ON_OTHER_TOOLS.search(text) for text in (was, now))
+
+
 def items(found: dict[str, tuple[str | None, str | None]]) -> list[DriftItem]:
     """Drift items from ``key -> (reference, live)``, in snapshot order; a table that changed only by the
     columns reported on their own is not reported again."""
     columns_of = {k.split(" ", 1)[1].rsplit(".", 1)[0] for k in found if k.startswith("column ")}
     out: list[tuple[int, str, DriftItem]] = []
     for key, (was, now) in found.items():
+        if _other_tools(key, was, now):
+            continue
         kind, _, name = key.partition(" ")
         if kind == "table" and was is not None and now is not None and name in columns_of \
                 and _without_columns(was) == _without_columns(now):

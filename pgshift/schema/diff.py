@@ -44,6 +44,7 @@ import results.schemainspect
 import results.schemainspect.pg.obj
 
 from pgshift.databases.db import Database
+from pgshift.migrations.drift import OTHER_TOOLS_TABLES
 from pgshift.schema.rewrite import Change, Plan, rewrite, unquote, without_overridden_defaults
 
 __all__ = ["Change", "Difference", "Plan", "Schema", "differences", "inspect", "plan", "unquote"]
@@ -59,8 +60,7 @@ _PostgreSQL: Any = results.schemainspect.PostgreSQL
 IGNORED_SCHEMAS = ("pgshift",)  # the migration record lives there; it is not part of the schema
 # Other tools' migration records, left in place when a project is adopted (``dev.import``): never part
 # of the schema either, so drift does not report them and no generated migration drops them.
-IGNORED_TABLES = frozenset({"_prisma_migrations", "_yoyo_migration", "_yoyo_migrations", "_yoyo_log",
-                            "_yoyo_version", "yoyo_lock"})
+IGNORED_TABLES = OTHER_TOOLS_TABLES
 
 class _GeneratedColumn(_ColumnInfo):  # type: ignore[misc]
     """A generated column that knows whether it is VIRTUAL (PostgreSQL 18) or STORED."""
