@@ -44,6 +44,7 @@ def _reader_role(server: DatabaseUrl) -> None:
         db.execute("DO $$ BEGIN CREATE ROLE pgshift_test_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
 
 
+@pytest.mark.slow  # a million rows
 def test_baseline_records_the_live_schema_and_changes_nothing(db_url: DatabaseUrl, migrations_dir: Path,
                                                               tmp_path: Path) -> None:
     rows = 1_000_000
