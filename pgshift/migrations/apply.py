@@ -217,7 +217,7 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
     return applied, batch[stopped], failure
 
 
-def _settings_sql(limits: Limits, local: bool) -> str:
+def settings_sql(limits: Limits, local: bool) -> str:
     scope = "SET LOCAL" if local else "SET"
     return (f"{scope} lock_timeout = '{int(limits.lock_timeout * 1000)}ms'; "
             f"{scope} statement_timeout = '{int(limits.statement_timeout * 1000)}ms';")
@@ -325,7 +325,7 @@ def _apply_statements(db: Database, item: Pending, limits: Limits) -> Applied:
     db.execute(history.upsert_sql(db, id=migration.id, checksum=migration.checksum, state="running",
                                   duration_ms=None, transactional=False, total=len(statements),
                                   done=start, hashes=tuple(hashes[:start])))
-    db.execute(_settings_sql(limits, local=False))
+    db.execute(settings_sql(limits, local=False))
     try:
         for index in range(start, len(statements)):
             statement = statements[index]
@@ -333,7 +333,7 @@ def _apply_statements(db: Database, item: Pending, limits: Limits) -> Applied:
                        f"done_hashes = done_hashes || {db.literal(hashes[index])}::text {where}")
             try:
                 if statement.transactional:
-                    db.execute(f"BEGIN; {_settings_sql(limits, local=True)}\n{statement.text};\n{journal}; COMMIT;")
+                    db.execute(f"BEGIN; {settings_sql(limits, local=True)}\n{statement.text};\n{journal}; COMMIT;")
                 else:
                     if resumed and index == start and _settle(db, statement):
                         db.execute(journal)
@@ -467,7 +467,7 @@ def rollback(db: Database, migration: Migration, limits: Limits) -> int:
             db.execute(statement.text)
         db.execute(history.delete_sql(db, migration.id))
     else:
-        prefix = f"RESET ALL; BEGIN; {_settings_sql(limits, local=True)}\n"
+        prefix = f"RESET ALL; BEGIN; {settings_sql(limits, local=True)}\n"
         try:
             db.execute(f"{prefix}{sql}\n;\n{history.delete_sql(db, migration.id)};\nCOMMIT;")
         except SqlFailure as failure:

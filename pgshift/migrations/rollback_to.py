@@ -187,9 +187,7 @@ def _journaled(db: Database, m: Migration, limits: apply.Limits) -> int:
     else:
         db.execute(f"INSERT INTO pgshift.rollbacks (id, statements_total) VALUES ({db.literal(m.id)}, "
                    f"{len(statements)})")
-    timeouts = (f"SET lock_timeout = '{int(limits.lock_timeout * 1000)}ms'; "
-                f"SET statement_timeout = '{int(limits.statement_timeout * 1000)}ms';")
-    db.execute(timeouts)
+    db.execute(apply.settings_sql(limits, local=False))  # the same limits as apply's runner
     try:
         for index in range(start, len(statements)):
             statement = statements[index]
