@@ -134,6 +134,17 @@ def make_settings(tmp_path: Path, migrations_dir: Path) -> object:
 
 
 @pytest.fixture
+def own_machine(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A machine tag of this test's own, so the leftovers it plants as "a killed run of this machine" are
+    swept by this process alone, never first by a test running in parallel."""
+    import secrets
+
+    tag = secrets.token_hex(3)
+    monkeypatch.setattr(throwaway, "HOST", tag)
+    return tag
+
+
+@pytest.fixture
 def stub() -> Iterator[SlackStub]:
     """A local HTTP server standing in for Slack's webhook."""
     server = SlackStub()

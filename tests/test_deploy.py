@@ -44,7 +44,7 @@ def assert_no_secret(*texts: str) -> None:
 
 
 def test_a_rehearsed_deploy_applies_backs_up_records_logs_and_tells_slack(
-        db_url: DatabaseUrl, make_settings: Any, migrations_dir: Path, stub: SlackStub) -> None:
+        db_url: DatabaseUrl, make_settings: Any, migrations_dir: Path, stub: SlackStub, own_machine: str) -> None:
     write_set(migrations_dir)
     settings = production(db_url, make_settings, stub)
     apply_first(settings)

@@ -174,7 +174,7 @@ def test_drift_exits_1_from_a_real_process(migrated: Any, db_url: DatabaseUrl) -
 
 
 def test_a_shadow_left_by_a_killed_process_is_dropped_by_the_next(
-        migrated: Any, db_url: DatabaseUrl, server: DatabaseUrl) -> None:
+        migrated: Any, db_url: DatabaseUrl, server: DatabaseUrl, own_machine: str) -> None:
     forget_snapshots(db_url)  # a shadow is made only for a replay
     dead, live = f"pgshift_shadow_{throwaway.HOST}_{dead_pid()}_0a0b0c", throwaway.name("shadow")
     with Database.connect(server) as admin:
