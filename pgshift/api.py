@@ -337,11 +337,12 @@ def backups(settings: Settings) -> list[Backup]:
 
 
 def restore(settings: Settings, file: str | Path, *, confirm: Confirm | None = None,
-            progress: OnDumpProgress | None = None) -> RestoreResult:
-    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused."""
+            progress: OnDumpProgress | None = None, force: bool = False) -> RestoreResult:
+    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused; an
+    archive with no manifest that was dumped from another database is refused unless ``force``."""
     from pgshift.backups import restore as backups_restore
 
-    return backups_restore.restore(settings, file, confirm=confirm, progress=progress)
+    return backups_restore.restore(settings, file, confirm=confirm, progress=progress, force=force)
 
 
 def cleanup(settings: Settings, *, dry_run: bool = False) -> CleanupPlan:

@@ -85,6 +85,8 @@ def verify(migrations: list[Migration], records: dict[str, history.Record]) -> l
     files = {m.id: m for m in migrations}
     for rec in records.values():
         if rec.state != "applied":
+            if rec.id not in files and not rec.transactional and rec.statements_done:
+                raise MigrationError(f"{rec.id} {history.stopped_without_file(rec)}")
             continue
         found = files.get(rec.id)
         if found is None:

@@ -91,8 +91,10 @@ def states(migrations: list[Migration], records: dict[str, history.Record]) -> l
                                         f"{where}{rec.error or 'interrupted'}"))
     for rec in records.values():
         if rec.id not in files:
+            half = rec.state != "applied" and not rec.transactional and rec.statements_done
             found.append(MigrationState(rec.id, "missing", rec.applied_at, rec.duration_ms,
-                                        detail="recorded, but the file is gone"))
+                                        detail=history.stopped_without_file(rec) if half else
+                                        "recorded, but the file is gone"))
     return sorted(found, key=lambda s: s.id)
 
 
