@@ -117,6 +117,8 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
           progress: Progress | None = None) -> ApplyResult:
     """Apply every pending migration (up to and including ``upto``) under the migration lock."""
     say = progress or (lambda _msg: None)
+    if upto is not None and upto not in {m.id for m in migrations}:  # before anything is written
+        raise ConfigError(f"--to {upto}: no such migration; see inv status for the ids")
     with migration_lock(db, limits.lock_wait):
         _failpoint("locked")
         records = history.records(db)
@@ -124,8 +126,6 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
             history.ensure(db)
         pending = verify(migrations, records)
         if upto is not None:
-            if upto not in {m.id for m in migrations}:
-                raise ConfigError(f"--to {upto}: no such migration; see inv status for the ids")
             pending = [p for p in pending if p.migration.id <= upto]
         runnable = [p for p in pending if not p.migration.empty]
         done: list[Applied] = []
