@@ -148,7 +148,8 @@ def test_an_optional_positional_is_the_word_after_the_task_and_nothing_else(task
     assert [p.name.split("_", 1)[1] for p in sorted(migrations_dir.iterdir())] == [
         "add_things.rollback.sql", "add_things.sql"]
     unknown = inv("dev.migrate", "--frobnicate", env=env)
-    assert (unknown.returncode, unknown.stderr.strip()) == (2, "No idea what '--frobnicate' is!")
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        2, "No idea what '--frobnicate' is! (inv --help dev.migrate shows its options)")
     late = inv("dev.migrate", "--create-only", "other_things", env=env)  # a flag first: the name is not taken
     assert late.returncode == 2 and "No idea what 'other_things' is!" in late.stderr
     two = inv("dev.migrate", "status", env=env)  # a task name is never eaten as a NAME: two tasks run
