@@ -242,7 +242,7 @@ def _unknown_keys(config: Mapping[str, Any], env: Mapping[str, str]) -> None:
     for name in sorted(env):
         if name.startswith(ENV_PREFIX) and name not in known:
             raise ConfigError(f"{name} is not a setting{_nearest(name, known)}; the settings are "
-                              f"{ENV_PREFIX}<KEY> for the keys in docs/migrations.md")
+                              f"{ENV_PREFIX}<KEY> for the keys of DEFAULTS in pgshift/settings.py")
 
 
 def _environment(env: Mapping[str, str]) -> str:
