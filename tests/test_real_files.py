@@ -203,17 +203,23 @@ def test_no_application_query_waits_longer_than_the_lock_budget_while_a_migratio
     assert max(waits) <= settings.lock_timeout + 0.1, f"an application query waited {max(waits):.3f} s"
 
 
-def test_an_extension_the_server_lacks_is_named_with_the_fix_not_blamed_on_the_file(
+def test_pgcrypto_and_uuid_ossp_work_on_both_servers_the_embedded_one_included(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, A, 'create extension if not exists "uuid-ossp";\n'
-                    "create table tokens (id uuid primary key default uuid_generate_v4());")
+                    "create extension if not exists pgcrypto;\n"
+                    "create table tokens (id uuid primary key default uuid_generate_v4(), secret text not null);\n"
+                    "insert into tokens (secret) values (crypt('hunter2', gen_salt('bf')));")
+    assert [a.id for a in api.migrate(make_settings(db_url)).result.applied] == [A]
     with Database.connect(db_url) as db:
-        available = db.one("SELECT count(*) FROM pg_available_extensions WHERE name = 'uuid-ossp'") == (1,)
-    if available:  # the system PostgreSQL 15 carries contrib
-        assert [a.id for a in api.migrate(make_settings(db_url)).result.applied] == [A]
-        return
-    with pytest.raises(MigrationError) as caught:  # the embedded PostgreSQL 18 build does not
+        assert db.one("SELECT secret = crypt('hunter2', secret) FROM tokens") == (True,)
+
+
+def test_an_extension_the_server_lacks_is_named_with_the_fix_not_blamed_on_the_file(
+        db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    write_migration(migrations_dir, A, "create extension if not exists postgis;\n"
+                    "create table places (id int primary key);")
+    with pytest.raises(MigrationError) as caught:
         api.migrate(make_settings(db_url))
     message = str(caught.value)
-    assert "uuid-ossp" in message and "the server lacks the extension" in message and "DATABASE_URL" in message
+    assert "postgis" in message and "the server lacks the extension" in message and "DATABASE_URL" in message
     assert "fix the file" not in message and "nothing of it was applied" in message
