@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ConfigError, MigrationError
-from pgshift.migrations import apply, audit, history, refusal, sqltext
+from pgshift.migrations import apply, audit, history, refusal, sqltext, squashed
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
 
@@ -92,7 +92,7 @@ def journal(db: Database) -> dict[str, tuple[int, int, tuple[str, ...]]]:
 
 def plan(db: Database, migrations: list[Migration], to: str) -> RollbackPlan:
     files = {m.id: m for m in migrations}
-    records = history.records(db)
+    records = squashed.mapped(migrations, history.records(db))
     if to not in records or records[to].state != "applied":
         known = [i for i, r in records.items() if r.state == "applied"]
         raise ConfigError(f"{to!r} is not an applied migration here; roll back to one of the applied ids "
@@ -144,6 +144,7 @@ def run(db: Database, migrations: list[Migration], to: str, limits: apply.Limits
     say = progress or (lambda _m: None)
     with migration_lock(db, limits.lock_wait):
         failpoint("rollback:locked")
+        squashed.settle(db, migrations)  # a squash's record in place of those it replaces, before any is removed
         found = plan(db, migrations, to)
         if found.problems:
             raise MigrationError(f"cannot roll back to {to}: {found.problems[0]}"
