@@ -4,14 +4,18 @@ database keeps working: one that applied the old migrations reads them as the sq
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pgshift import api
 from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from pgshift.migrations import apply, drift, source
+from pgshift.errors import MigrationError
+from pgshift.migrations import apply, drift, history, order, source
 from tests.commands import cli_env, inv_here
 from tests.conftest import write_migration
 
@@ -185,3 +189,89 @@ def test_inv_test_passes_on_a_squashed_history(task_db_url: DatabaseUrl, migrati
     assert checked.returncode == 0, report
     trips = {t["id"]: t["state"] for t in report["checks"]["backward"]["trips"]}
     assert trips[SQUASH] == "ok"
+
+
+def test_a_database_part_way_through_the_squashed_history_is_told_what_to_do(
+        task_db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    _write_history(migrations_dir)
+    with throwaway.empty(task_db_url.with_dbname("postgres"), "test") as dev_url:
+        api.squash(make_settings(dev_url), UPTO)
+    settings = make_settings(task_db_url)
+    files = [m.id for m in source.read(migrations_dir)]  # the folder after the squash
+    with Database.connect(task_db_url) as db:  # it had applied the first five before the squash
+        for _, forward, _ in HISTORY[:5]:
+            db.execute(forward)
+        history.ensure(db)
+        for ident, forward, _ in HISTORY[:5]:
+            db.execute(history.upsert_sql(db, id=ident, checksum=source.checksum(forward), state="applied",
+                                          duration_ms=1, transactional=True))
+    found = api.status(settings, drift=False)
+    missing = [s for s in found.migrations if s.state == "missing"]
+    assert len(missing) == 5 and "squashed into 20250108000000_squash" in (missing[0].detail or "")
+    with pytest.raises(MigrationError, match=r"was squashed into 20250108000000_squash.*checkout before the squash"):
+        api.migrate(settings)
+    assert [m.id for m in source.read(migrations_dir)] == files
+    with Database.connect(task_db_url) as db:  # nothing was applied or rewritten
+        assert db.one("SELECT count(*) FROM pgshift.migrations") == (5,)
+
+
+def test_a_squash_of_a_squash_still_maps_the_oldest_records(task_db_url: DatabaseUrl, migrations_dir: Path,
+                                                            make_settings: Any) -> None:
+    _write_history(migrations_dir)
+    old = make_settings(task_db_url)
+    api.migrate(old)  # all ten, as the original files
+    with throwaway.empty(task_db_url.with_dbname("postgres"), "test") as dev_url:
+        dev = make_settings(dev_url)
+        api.squash(dev, UPTO)
+        again = api.squash(dev, HISTORY[8][0])  # the squash and the ninth, folded again
+    assert again.migration.id == "20250109000000_squash"
+    assert again.replaced == [SQUASH, HISTORY[8][0]]
+    assert f"-- replaces {HISTORY[0][0]} " in again.migration.sql and f" in {SQUASH}" in again.migration.sql
+    found = api.status(old)
+    assert found.summary() == "up to date: 2 applied", found.summary()
+    assert found.drift is not None and not found.drift.items
+    write_migration(migrations_dir, "20250111000000_more", "create table if not exists app.more (id int);\n",
+                    "drop table if exists app.more;\n")
+    assert [a.id for a in api.migrate(old).result.applied] == ["20250111000000_more"]
+    with Database.connect(task_db_url) as db:
+        assert [r[0] for r in db.rows("SELECT id FROM pgshift.migrations ORDER BY id")] == [
+            "20250109000000_squash", HISTORY[9][0], "20250111000000_more"]
+
+
+def test_rollback_to_on_the_old_records_settles_them_first(task_db_url: DatabaseUrl, migrations_dir: Path,
+                                                           make_settings: Any) -> None:
+    _write_history(migrations_dir)
+    old = make_settings(task_db_url)
+    api.migrate(old)
+    with throwaway.empty(task_db_url.with_dbname("postgres"), "test") as dev_url:
+        api.squash(make_settings(dev_url), UPTO)
+    done = api.rollback_to(old, SQUASH)
+    assert [r.id for r in done.rolled_back] == [HISTORY[9][0], HISTORY[8][0]]
+    with Database.connect(task_db_url) as db:
+        assert [r[0] for r in db.rows("SELECT id FROM pgshift.migrations ORDER BY id")] == [SQUASH]
+    found = api.status(old)
+    assert found.summary() == "pending migrations: 1 applied, 2 pending", found.summary()
+    assert found.drift is not None and not found.drift.items
+
+
+def test_the_order_check_accepts_a_squash_of_main_s_migrations(tmp_path: Path, task_db_url: DatabaseUrl,
+                                                               make_settings: Any) -> None:
+    repo = tmp_path
+    folder = repo / "migrations"  # the make_settings folder
+    _write_history(folder)
+    (folder / order.HEAD_FILE).write_text(HISTORY[-1][0] + "\n")
+
+    def git(*args: str) -> None:
+        done = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-qm", "history")
+    git("checkout", "-qb", "squash")
+    settings = make_settings(task_db_url)
+    api.squash(settings, UPTO)
+    assert (folder / order.HEAD_FILE).read_text() == HISTORY[-1][0] + "\n"
+    report = api.order(settings)
+    assert report.ok, report.problems
