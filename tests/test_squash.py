@@ -85,6 +85,8 @@ def test_squash_keeps_old_databases_working_and_gives_new_ones_the_same_schema(
         assert len(api.migrate(dev).result.applied) == 10
         assert len(api.migrate(other).result.applied) == 10
         old_path = _objects(db_url)
+        with Database.connect(other_url) as db:
+            newest = db.one("SELECT max(applied_at) FROM pgshift.migrations WHERE id <= %s", [UPTO])
 
         done = api.squash(dev, UPTO, reason="fold the first quarter")
         assert done.migration.id == SQUASH and done.settled
@@ -128,6 +130,7 @@ def test_squash_keeps_old_databases_working_and_gives_new_ones_the_same_schema(
             assert [r[0] for r in db.rows("SELECT id FROM pgshift.migrations ORDER BY id")] == [
                 SQUASH, HISTORY[8][0], HISTORY[9][0], "20250111000000_order_shipped_at"]
             assert db.one("SELECT action, migration FROM pgshift.audit") == ("squash", SQUASH)
+            assert db.one("SELECT applied_at FROM pgshift.migrations WHERE id = %s", [SQUASH]) == newest
         found = _status(other)
         assert found.summary() == "up to date: 4 applied" and not found.drift.items, found.drift
 
