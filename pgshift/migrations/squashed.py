@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from pgshift.databases.db import Database
-from pgshift.migrations import audit, history
+from pgshift.migrations import history
 from pgshift.migrations.source import Migration
 
 MARKER = "-- pgshift: squash"
@@ -85,6 +85,8 @@ def settle_sql(db: Database, migrations: list[Migration], records: dict[str, his
                reason: str | None = None) -> str | None:
     """The statements that rewrite ``records`` as ``mapped`` reads them, with a repair-log row per
     squash; None when nothing maps."""
+    from pgshift.migrations import audit  # status imports this module and never writes
+
     now = mapped(migrations, records)
     if now is records:
         return None
