@@ -301,8 +301,8 @@ def performance(settings: Settings, rows: int, given: Inputs | None = None,
 
 
 def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, Report]]:
-    """forward, backward, constraints, lint and a small performance run (``rows``, default the config's
-    ``quick_rows``; 0 skips it), each yielded as it finishes."""
+    """forward, backward, constraints, lint, a small performance run (``rows``, default the config's
+    ``quick_rows``; 0 skips it), order and schema (skipped without schema.sql), each yielded as it finishes."""
     from pgshift.checks import inputs
 
     i = inputs.gather(settings)
@@ -316,6 +316,7 @@ def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, R
     if quick > 0:
         steps.append(("performance", lambda: performance(settings, quick, i)))
     steps.append(("order", lambda: order(settings)))
+    steps.append(("schema", lambda: schema(settings, i)))
     for name, step in steps:
         yield name, step()
 
@@ -525,4 +526,34 @@ def repair(settings: Settings, *, accept_edit: list[str] | None = None, confirm:
                                         reason=reason)
 
 
-__all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair", "rollback_to"]
+if TYPE_CHECKING:
+    from pgshift.schema.gate import SchemaReport as SchemaReport
+    from pgshift.schema.squash import Squashed as Squashed
+
+
+def squash(settings: Settings, upto: str, *, force: bool = False, reason: str | None = None) -> Squashed:
+    """Replace the migrations up to ``upto`` with one that builds the same schema (proved on two shadow
+    databases first) and whose rollback drops it; the replaced files are deleted. The development
+    database records the squash in their place if it applied them all. Data changes in the replaced
+    files are refused unless ``force`` (then left out, named in the squash's header)."""
+    from pgshift.databases import target
+    from pgshift.schema import squash as schema_squash
+
+    schema_squash.chosen(settings, upto)  # an unknown id is refused before connecting
+    with target.connect(settings) as db:
+        return schema_squash.squash(settings, db, upto, force=force, reason=reason)
+
+
+def schema(settings: Settings, given: Inputs | None = None) -> SchemaReport:
+    """``schema.sql`` and the migrations built on two scratch databases and compared, each difference
+    named; skipped (``ok``, ``skipped``) when there is no schema.sql."""
+    from pgshift.schema import declared_path, gate
+
+    path = declared_path(settings)
+    if not path.exists():
+        return gate.SchemaReport("")
+    i = _inputs(settings, given)
+    return gate.run(i.admin, i.migrations, i.limits, gate.read(path), path.name)
+
+
+__all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair", "rollback_to", "schema", "squash"]
