@@ -113,7 +113,9 @@ class FleetPlan:
 
     def as_json(self) -> dict[str, Any]:
         return {"fleet": self.fleet, "environment": self.environment, "shard": self.shard,
-                "parallel": self.parallel, "max_failures": self.max_failures, "waves": [{"number": n, "targets": names} for n, names in self.waves], "proceed": self.proceed, "exit_code": int(self.exit_code),
+                "parallel": self.parallel, "max_failures": self.max_failures,
+                "waves": [{"number": n, "targets": names} for n, names in self.waves], "proceed": self.proceed,
+                "exit_code": int(self.exit_code),
                 "common_pending": self.common(), "targets": [t.as_json() for t in self.targets]}
 
 
