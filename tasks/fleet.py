@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from invoke.context import Context
 from invoke.tasks import task
 
+from pgshift import settings as settings_module
+from pgshift.settings import Settings
 from tasks import _prompts
-from tasks._cli import boundary, emit_json, finish, out, settings, table
+from tasks._cli import ROOT, boundary, emit_json, finish, out, table
 
 if TYPE_CHECKING:
     from pgshift.api import FleetPlan, FleetReport
@@ -26,6 +30,13 @@ _DEPLOY = {
     "dry_run": "print the fleet's plan (waves, pending per target, the targets that differ); changes nothing",
     "rehearse": "rehearse on a clone of the first target before any target is touched (--no-rehearse: not)",
 }
+
+
+def settings(c: Context) -> Settings:
+    """The settings of the run, in any environment. The fleet file names the databases, so no
+    DATABASE_URL is needed (one that is set is ignored): each target's deploy gets its own URL."""
+    env = {**os.environ, "DATABASE_URL": "postgresql://fleet/see-the-fleet-file"}
+    return replace(settings_module.load(ROOT, dict(c.config.get("pgshift", {})), env), url=None)
 
 
 @task(help=_COMMON)
@@ -79,7 +90,7 @@ def resume(c: Context, fleet: str = "", shard: str = "", parallel: int = 0, yes:
     _run(settings(c), fleet=fleet, shard=shard, parallel=parallel, rehearse=True, resume=True, yes=yes, json=json)
 
 
-def _run(config: Any, *, fleet: str, shard: str, parallel: int, rehearse: bool, resume: bool, yes: bool,
+def _run(config: Settings, *, fleet: str, shard: str, parallel: int, rehearse: bool, resume: bool, yes: bool,
          json: bool) -> None:
     from pgshift import api
 
@@ -112,13 +123,11 @@ def _show_plan(plan: FleetPlan) -> None:
 
 
 def _show_report(report: FleetReport) -> None:
-    for wave in report.waves:
-        out(wave.describe())
     for r in report.failed:
         out(f"failed: {r.name} ({r.target}): {r.error}")
     if report.halted:
         untouched = report.untouched
-        out(f"halted: {report.halted}; {len(untouched)} target(s) left untouched"
+        out(f"{len(untouched)} target(s) left untouched"
             + (f": {', '.join(untouched[:20])}" + (" ..." if len(untouched) > 20 else "") if untouched else ""))
         out("fix the cause, then inv fleet.resume deploys the targets not done")
     for line in report.warnings:

@@ -81,7 +81,7 @@ class FleetReport:
 
     def summary(self) -> str:
         counts = ", ".join(f"{self.count(o)} {o}" for o in OUTCOMES if self.count(o))
-        return f"fleet {self.fleet} {self.outcome}: {counts or 'no targets'} in {self.total_s:.1f} s"
+        return f"fleet deploy {self.outcome}: {counts or 'no targets'} in {self.total_s:.1f} s"
 
     def as_json(self) -> dict[str, Any]:
         return {"fleet": self.fleet, "run": self.run, "environment": self.environment, "shard": self.shard,
