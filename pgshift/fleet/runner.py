@@ -17,11 +17,13 @@ worker threads, wave after wave.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pgshift.databases.pids import alive
@@ -119,6 +121,7 @@ def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, sha
     journal = Journal(journal_module.path_for(settings.logs_dir, fleet.name))
     shard_text = str(shard) if shard is not None else None
     done_before: set[str] = set()
+    _refuse_a_live_runner(journal, shard_text)
     if resume:
         run_id, done_before = _take_over(journal, shard_text, fleet)
     _confirm(settings, fleet, targets, shard_text, confirm, resume)
@@ -141,7 +144,8 @@ def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, sha
                done_before, lock)
     started = time.monotonic()
     try:
-        _waves(run, waves_module.plan(fleet, targets), notify)
+        with _terminate_as_interrupt():
+            _waves(run, waves_module.plan(fleet, targets), notify)
     except BaseException:
         report.halted = report.halted or "interrupted"
         journal.append("halt", run_id, reason="interrupted")
@@ -152,14 +156,41 @@ def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, sha
     return report
 
 
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job) ends the run like Ctrl-C: no target is started any more, those
+    running finish their deploy, and the journal says the run was interrupted. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _refuse_a_live_runner(journal: Journal, shard: str | None) -> None:
+    """Two runners of one shard on one machine would race for the same targets."""
+    state = journal.latest(shard)
+    if state is None or state.ended is not None or state.pid == os.getpid():
+        return
+    if state.host == socket.gethostname() and alive(state.pid):
+        which = f" of shard {shard}" if shard else ""
+        raise Refused(f"fleet run {state.run}{which} is still going (pid {state.pid}); wait for it to end, "
+                      "or stop it and run inv fleet.resume")
+
+
 def _take_over(journal: Journal, shard: str | None, fleet: Fleet) -> tuple[str, set[str]]:
     state = journal.latest(shard)
-    which = f" of shard {shard}" if shard else ""
     if state is None:
+        which = f" of shard {shard}" if shard else ""
         raise ConfigError(f"no fleet run{which} to resume in {journal.path}; start one with inv fleet.deploy")
-    if state.ended is None and state.pid != os.getpid() and state.host == socket.gethostname() and alive(state.pid):
-        raise Refused(f"fleet run {state.run}{which} is still going (pid {state.pid}); wait for it to end, "
-                      "or stop it and resume")
     known = {t.name for t in fleet.targets}
     return state.run, {name for name in state.targets if name in known and state.done(name)}
 
