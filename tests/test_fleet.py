@@ -79,15 +79,16 @@ class FleetSetup:
     urls: dict[str, DatabaseUrl]  # target name -> its database
     ids: list[str]
     env: dict[str, str]
+    schema: str = "public"
 
     def inv(self, *args: str) -> subprocess.CompletedProcess[str]:
         return inv_here(*args, "--fleet", str(self.file), env=self.env)
 
     def ledger(self, name: str) -> list[str]:
         with Database.connect(self.urls[name]) as db:
-            if not db.has_relation("public.ledger"):
+            if not db.has_relation(f"{self.schema}.ledger"):
                 return []
-            return [row[0] for row in db.rows("SELECT m FROM ledger ORDER BY m")]
+            return [row[0] for row in db.rows(f"SELECT m FROM {self.schema}.ledger ORDER BY m")]
 
     def poison(self, name: str) -> None:
         """The third migration's table exists already there: that target's deploy fails."""
@@ -114,7 +115,8 @@ def write_migrations(folder: Path, count: int) -> list[str]:
 
 
 def build_fleet(root: Path, servers: list[DatabaseUrl], count: int, migrations: int, canaries: int = 2,
-                wave_size: int = 4, max_failures: int = 0, parallel: int = 4) -> Iterator[FleetSetup]:
+                wave_size: int = 4, max_failures: int = 0, parallel: int = 4,
+                schema: str | None = None) -> Iterator[FleetSetup]:
     folder = root / "migrations"
     folder.mkdir(parents=True)
     ids = write_migrations(folder, migrations)
@@ -125,6 +127,9 @@ def build_fleet(root: Path, servers: list[DatabaseUrl], count: int, migrations: 
         name = throwaway.name("test", "fleet")
         with Database.connect(server) as admin:
             throwaway.create(admin, name)
+        if schema is not None:
+            with Database.connect(server.with_dbname(name)) as db:
+                db.execute(f"CREATE SCHEMA {schema}")
         target = f"t{i:03d}"
         urls[target] = server.with_dbname(name)
         where = f"host={server.host}" if server.host and server.host.startswith("/") else ""
@@ -132,14 +137,15 @@ def build_fleet(root: Path, servers: list[DatabaseUrl], count: int, migrations: 
         query = f"?{where}&port={server.port}" if where else ""
         url = f"postgresql://{server.user}:${{FLEET_PASSWORD}}@{host}/{name}{query}"
         wave = "wave = 0\n" if i < canaries else ""
-        lines.append(f'[[targets]]\nname = "{target}"\nurl = "{url}"\nlabels = ["s{i % len(servers)}"]\n{wave}')
+        extra = f'schema = "{schema}"\n' if schema else ""
+        lines.append(f'[[targets]]\nname = "{target}"\nurl = "{url}"\nlabels = ["s{i % len(servers)}"]\n{wave}{extra}')
     file = root / "fleet.toml"
     file.write_text("\n".join(lines))
     env = cli_env(ENVIRONMENT="production", FLEET_PASSWORD=PASSWORD, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(folder),
                   INVOKE_PGSHIFT_BACKUPS_DIR=str(root / "backups"), INVOKE_PGSHIFT_LOGS_DIR=str(root / "logs"),
                   INVOKE_PGSHIFT_PREFLIGHT_DRIFT="false")
     try:
-        yield FleetSetup(root, file, folder, urls, ids, env)
+        yield FleetSetup(root, file, folder, urls, ids, env, schema or "public")
     finally:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(_drop, urls.values()))
@@ -282,6 +288,16 @@ def test_four_shards_are_disjoint_and_cover_the_fleet(fleet: FleetSetup) -> None
     for name in fleet.urls:
         applied = fleet.ledger(name) == fleet.ids
         assert applied == (name in shards[0] | shards[1]), name
+
+
+def test_a_target_with_a_schema_is_migrated_inside_it(tmp_path: Path, servers: list[DatabaseUrl]) -> None:
+    for fleet in build_fleet(tmp_path, servers, 3, 3, canaries=1, schema="app"):
+        done = fleet.inv("fleet.deploy", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        for name, url in fleet.urls.items():
+            assert fleet.ledger(name) == fleet.ids
+            with Database.connect(url) as db:
+                assert not db.has_relation("public.ledger")
 
 
 def test_a_literal_password_in_the_fleet_file_is_refused_in_one_line(tmp_path: Path) -> None:
