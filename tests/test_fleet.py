@@ -233,16 +233,7 @@ def test_kill_9_of_the_runner_then_resume_finishes_every_target_exactly_once(
         tmp_path: Path, servers: list[DatabaseUrl]) -> None:
     tmp_path.mkdir(exist_ok=True)
     for fleet in build_fleet(tmp_path, servers, 12, 5, parallel=2):
-        runner = subprocess.Popen([INV, "fleet.deploy", "--yes", "--fleet", str(fleet.file)], cwd=ROOT, env=fleet.env,
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        journal = fleet.root / "logs" / "fleet.journal.jsonl"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and runner.poll() is None:
-            states = _states(journal)
-            if list(states.values()).count("done") >= 4 and "running" in states.values():
-                break  # mid-wave: some targets done, at least one in the middle of its deploy
-            time.sleep(0.02)
-        assert runner.poll() is None, "the runner ended before it could be killed"
+        runner, journal = _runner_mid_wave(fleet)
         runner.send_signal(signal.SIGKILL)
         runner.wait()
         states = _states(journal)
@@ -260,6 +251,40 @@ def test_kill_9_of_the_runner_then_resume_finishes_every_target_exactly_once(
         finished = [r["target"] for r in records if r.get("state") == "done"]
         assert sorted(finished) == sorted(fleet.urls)  # each target done exactly once, none twice
         assert fleet.inv("fleet.resume", "--yes").stdout.count("done before") == 1  # nothing left to do
+
+
+@pytest.mark.process
+def test_sigterm_lets_the_running_targets_finish_and_starts_no_more(tmp_path: Path,
+                                                                    servers: list[DatabaseUrl]) -> None:
+    for fleet in build_fleet(tmp_path, servers, 12, 5, parallel=2):
+        runner, journal = _runner_mid_wave(fleet)
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=60) == 130
+        states = _states(journal)
+        assert "running" not in states.values()  # each deploy under way was finished, not cut off
+        assert 4 <= len(states) < 12
+        assert any(r.get("kind") == "halt" and r.get("reason") == "interrupted" for r in fleet.journal())
+        for name in fleet.urls:
+            assert fleet.ledger(name) == (fleet.ids if states.get(name) == "done" else [])
+        resumed = fleet.inv("fleet.resume", "--yes")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert all(fleet.ledger(name) == fleet.ids for name in fleet.urls)
+
+
+def _runner_mid_wave(fleet: FleetSetup) -> tuple[subprocess.Popen[bytes], Path]:
+    """``inv fleet.deploy`` as a real process, once some targets are done and one is mid-deploy."""
+    runner = subprocess.Popen([INV, "fleet.deploy", "--yes", "--fleet", str(fleet.file)], cwd=ROOT, env=fleet.env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = fleet.root / "logs" / "fleet.journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and runner.poll() is None:
+        states = _states(journal)
+        if list(states.values()).count("done") >= 4 and "running" in states.values():
+            return runner, journal  # mid-wave: some targets done, at least one in the middle of its deploy
+        time.sleep(0.02)
+    runner.kill()
+    runner.wait()
+    raise AssertionError("the runner ended (or stalled) before it was mid-wave")
 
 
 def _states(journal: Path) -> dict[str, str]:

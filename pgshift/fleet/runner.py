@@ -146,9 +146,10 @@ def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, sha
     try:
         with _terminate_as_interrupt():
             _waves(run, waves_module.plan(fleet, targets), notify)
-    except BaseException:
-        report.halted = report.halted or "interrupted"
-        journal.append("halt", run_id, reason="interrupted")
+    except BaseException as error:
+        why = "interrupted" if isinstance(error, KeyboardInterrupt) else redact(f"{type(error).__name__}: {error}")
+        report.halted = report.halted or why
+        journal.append("halt", run_id, reason=why)
         raise
     finally:
         report.total_s = time.monotonic() - started
