@@ -335,6 +335,20 @@ def test_a_literal_password_in_the_fleet_file_is_refused_in_one_line(tmp_path: P
     assert "${VAR}" in done.stderr
 
 
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("postgresql://app@db1/a?password=hunter2", "${VAR}"),
+    ("postgresql://app:${NOT_SET_ANYWHERE}@db1/a", "export NOT_SET_ANYWHERE"),
+])
+def test_a_password_in_a_query_or_a_missing_variable_is_one_line_naming_the_fix(tmp_path: Path, url: str,
+                                                                                 fragment: str) -> None:
+    file = tmp_path / "fleet.toml"
+    file.write_text(f'[[targets]]\nname = "a"\nurl = "{url}"\n')
+    done = inv_here("fleet.deploy", "--dry-run", "--fleet", str(file), env=cli_env())
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert fragment in done.stderr and "hunter2" not in done.stderr
+
+
 def test_a_production_fleet_deploy_without_a_terminal_or_yes_is_refused(fleet: FleetSetup) -> None:
     done = fleet.inv("fleet.deploy")
     assert done.returncode == 2
