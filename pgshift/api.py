@@ -47,10 +47,11 @@ if TYPE_CHECKING:  # the result types, re-exported for callers' annotations
 Progress = Callable[[str], None]
 
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
-    "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "checks", "cleaned_up", "cleanup",
-    "constraints",
-    "deploy", "deploy_status", "forward", "generate_models", "lint", "maintenance", "migrate", "performance", "plan",
-    "reset", "reset_allowed", "restore", "status", "stop_server", "switch_maintenance",
+    "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "baseline", "checks", "cleaned_up",
+    "cleanup", "constraints", "deploy", "deploy_status", "fleet_deploy", "fleet_plan", "fleet_status", "forward",
+    "generate_models", "import_migrations", "lint", "maintenance", "mark", "migrate", "order", "performance",
+    "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema", "squash",
+    "status", "stop_server", "switch_maintenance",
 ]
 
 
@@ -557,3 +558,57 @@ def schema(settings: Settings, given: Inputs | None = None) -> SchemaReport:
 
 
 __all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair", "rollback_to", "schema", "squash"]
+__all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair", "rollback_to"]
+
+
+# -- fleets ----------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from pgshift.fleet.report import FleetReport as FleetReport
+    from pgshift.fleet.survey import FleetPlan as FleetPlan
+    from pgshift.fleet.survey import FleetStatus as FleetStatus
+
+
+def fleet_status(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
+                 parallel: int | None = None) -> FleetStatus:
+    """Every target of the fleet file (``fleet.toml`` beside ``tasks.py`` unless ``fleet``), or of
+    ``shard`` ("K/N") of it: its head, what is pending, what is wrong, its last state in the journal."""
+    from pgshift.fleet import survey, targets, waves
+
+    fleet_file = targets.load(targets.path_of(settings, fleet))
+    return survey.status(settings, fleet_file, waves.Shard.parse(shard), parallel)
+
+
+def fleet_plan(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
+               parallel: int | None = None, rehearse: bool = True) -> FleetPlan:
+    """The fleet deploy's plan, read over read-only sessions: the waves, and each target's pending
+    migrations (``FleetPlan.differences()`` names the targets that differ from the rest)."""
+    from pgshift.fleet import survey, targets, waves
+
+    fleet_file = targets.load(targets.path_of(settings, fleet))
+    return survey.plan(settings, fleet_file, waves.Shard.parse(shard), parallel, rehearse)
+
+
+def fleet_deploy(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
+                 parallel: int | None = None, rehearse: bool = True, resume: bool = False,
+                 confirm: Confirm | None = None, progress: Progress | None = None) -> FleetReport:
+    """Deploy every target of the fleet (or of ``shard``), each with the single-database deploy: the
+    first target alone with the rehearsal, the other canaries (``wave = 0``), then the waves, at most
+    ``parallel`` at once; halts once more than ``max_failures`` targets failed. ``resume`` continues
+    the journal's last run, skipping the targets it finished. Production needs ``confirm`` (once for
+    the fleet); Slack hears one digest per wave."""
+    from pgshift.deploy import notify
+    from pgshift.fleet import runner, targets, waves
+
+    fleet_file = targets.load(targets.path_of(settings, fleet))
+    part = waves.Shard.parse(shard)
+    slack = notify.Slack.from_settings(settings)
+    try:
+        return runner.deploy(settings, fleet_file, parallel=parallel, shard=part, rehearse=rehearse, resume=resume,
+                             confirm=confirm, notify=slack, progress=progress)
+    finally:
+        if slack is not None:
+            slack.close()
+
+
+__all__ += ["fleet_deploy", "fleet_plan", "fleet_status"]
