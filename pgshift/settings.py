@@ -27,11 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "logs_dir": "logs",
     "embedded_dir": ".pgdata",
     "embedded_database": "imaginarium_development",
-    "lock_timeout": 5.0,         # seconds a migration statement may wait for a table lock
+    "lock_timeout": 0.5,         # seconds a migration statement may queue for a table lock (queries wait behind it)
     "statement_timeout": 0.0,    # seconds a migration statement may run; 0 means no limit
     "lock_wait": 30.0,           # seconds to wait for another migrator's advisory lock
-    "lock_retries": 3,           # retries of a migration that hit lock_timeout
-    "retry_backoff": 2.0,        # seconds before the first retry; doubles each time
+    "lock_retries": 10,          # retries of a statement or migration that hit lock_timeout
+    "retry_backoff": 0.5,        # seconds before the first retry; doubles each time up to 10, jittered
     "connect_timeout": 10,       # seconds
     "perf_rows": 100_000,        # inv test.performance: rows in each table nothing references
     "quick_rows": 10_000,        # the performance run inside inv test
@@ -222,6 +222,19 @@ def _command(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _for_environment(config: Mapping[str, Any], environment: str) -> Mapping[str, Any]:
+    """The config with ``pgshift.<environment>``'s keys over the shared ones (e.g. a longer
+    ``lock_timeout`` for production only); the other environments' tables dropped."""
+    own = config.get(environment) or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"config pgshift.{environment} must be a table of settings, e.g. {{lock_timeout = 1.0}}")
+    unknown = set(own) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown config key pgshift.{environment}.{sorted(unknown)[0]}; "
+                          f"known: {', '.join(DEFAULTS)}")
+    return {**{k: v for k, v in config.items() if k not in ENVIRONMENTS}, **own}
+
+
 def _path(root: Path, config: Mapping[str, Any], key: str) -> Path:
     value = _given(config, key)
     if not isinstance(value, str | Path) or not str(value).strip() or "\x00" in str(value):
@@ -235,10 +248,12 @@ def _path(root: Path, config: Mapping[str, Any], key: str) -> Path:
 
 def _unknown_keys(config: Mapping[str, Any], env: Mapping[str, str]) -> None:
     for key in sorted(config):
-        if key not in DEFAULTS:
-            raise ConfigError(f"unknown config key pgshift.{key}{_nearest(key, DEFAULTS)}; "
-                              f"known: {', '.join(DEFAULTS)}")
+        if key not in DEFAULTS and key not in ENVIRONMENTS:
+            raise ConfigError(f"unknown config key pgshift.{key}{_nearest(key, [*DEFAULTS, *ENVIRONMENTS])}; "
+                              f"known: {', '.join(DEFAULTS)}, and one table per environment "
+                              f"({', '.join(ENVIRONMENTS)}) overriding them")
     known = {f"{ENV_PREFIX}{key.upper()}" for key in DEFAULTS}
+    known |= {f"{ENV_PREFIX}{where.upper()}_{key.upper()}" for where in ENVIRONMENTS for key in DEFAULTS}
     for name in sorted(env):
         if name.startswith(ENV_PREFIX) and name not in known:
             raise ConfigError(f"{name} is not a setting{_nearest(name, known)}; the settings are "
@@ -272,6 +287,7 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
     config = config or {}
     _unknown_keys(config, env)
     environment = _environment(env)
+    config = _for_environment(config, environment)
     raw_url = env.get("DATABASE_URL", "").strip()
     if "DATABASE_URL" in env and not raw_url and environment != "development":
         raise ConfigError(f"DATABASE_URL is set but empty; ENVIRONMENT={environment} needs the database's URL "

@@ -81,7 +81,7 @@ KEYS: dict[str, tuple[object, object, object, str]] = {
     "logs_dir": ("logs2", ROOT / "logs2", "  ", "must be a folder path"),
     "embedded_dir": (".pg2", ROOT / ".pg2", 5, "must be a folder path"),
     "embedded_database": ("app_dev", "app_dev", "x" * 64, "at most 63 bytes"),
-    "lock_timeout": ("2.5", 2.5, "abc", "lock_timeout='abc' is not a number of seconds; give one like 5.0"),
+    "lock_timeout": ("2.5", 2.5, "abc", "lock_timeout='abc' is not a number of seconds; give one like 0.5"),
     "statement_timeout": ("0", 0.0, "-1", "must be a number of seconds 0 or more"),
     "lock_wait": (60, 60.0, "soon", "is not a number of seconds"),
     "lock_retries": ("3", 3, "2.5", "lock_retries='2.5' is not a whole number"),

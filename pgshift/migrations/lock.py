@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pgshift.databases import pooler
 from pgshift.databases.db import Database
 from pgshift.errors import LockTimeout
 
@@ -35,7 +36,9 @@ def holder(db: Database) -> str:
 
 @contextmanager
 def migration_lock(db: Database, wait: float) -> Iterator[None]:
-    """Hold the migration lock for the block; wait up to ``wait`` seconds for it."""
+    """Hold the migration lock for the block; wait up to ``wait`` seconds for it. Refused behind a
+    pooler that does not keep one server session (``pooler``)."""
+    pooler.require_session(db)
     deadline = time.monotonic() + wait
     delay = 0.05
     while True:
