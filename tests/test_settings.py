@@ -170,3 +170,14 @@ def test_a_folder_setting_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "backups").write_text("not a folder")
     with pytest.raises(ConfigError, match=r"config pgshift\.backups_dir: .*backups is a file, not a folder"):
         settings.load(tmp_path, {}, env={})
+
+
+def test_an_environment_table_overrides_and_is_checked_the_same() -> None:
+    env = {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://a@h/db"}
+    config = {"lock_timeout": "1", "production": {"lock_timeout": "3"}, "staging": {"lock_timeout": "bad"}}
+    assert settings.load(ROOT, config, env=env).lock_timeout == 3.0
+    with pytest.raises(ConfigError, match="lock_timeout='soon' is not a number of seconds"):
+        settings.load(ROOT, {"production": {"lock_timeout": "soon"}}, env=env)
+    with pytest.raises(ConfigError, match=r"config pgshift\.production must be a table of settings"):
+        settings.load(ROOT, {"production": 5}, env=env)
+    assert settings.load(ROOT, {}, env={**env, "INVOKE_PGSHIFT_PRODUCTION_LOCK_TIMEOUT": "2"}).is_production
