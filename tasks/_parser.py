@@ -11,7 +11,8 @@ and the task receives ``""``. A required positional never takes a flag as its va
 with the way to a right one (the task's usage, or where its options are listed).
 
 Config files that do not parse are usage errors as well: ``install`` also puts a YAML loader on Invoke's
-``Config`` that names the file, line and column in one line (Invoke shows the parser's traceback).
+``Config`` that names the file, line and column in one line (Invoke shows the parser's traceback), and
+hands ``INVOKE_PGSHIFT_*`` strings to the config untouched, for ``pgshift.settings`` to check.
 
 Invoke builds its parse machine from the class ``invoke.parser.parser.ParseMachine`` each time it
 parses; ``install`` puts this subclass there (Invoke itself has no other hook for it).
@@ -19,10 +20,12 @@ parses; ``install`` puts this subclass there (Invoke itself has no other hook fo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 from typing import Any
 
 from invoke.config import Config
+from invoke.env import Environment
 from invoke.exceptions import Exit
 from invoke.parser import parser
 from invoke.parser.argument import Argument
@@ -128,6 +131,22 @@ def _load_yaml(self: Config, path: PathLike[str]) -> Any:
     return data
 
 
+_invoke_path_set = Environment._path_set
+
+
+def _path_set(self: Environment, key_path: Sequence[str], value: str) -> None:
+    """Invoke's setter for a config value from the environment, except that a ``pgshift`` key gets the string
+    as it is: Invoke casts it to the type of the value it replaces (one from a config file, say), so "false"
+    over a YAML ``true`` stayed true and "abc" over a number was a traceback; pgshift.settings checks it."""
+    if not key_path or key_path[0] != "pgshift":
+        _invoke_path_set(self, key_path, value)
+        return
+    data = self.data
+    for key in key_path[:-1]:
+        data = data.setdefault(key, {})
+    data[key_path[-1]] = value
+
+
 def _leave_out(arg: Argument) -> None:
     arg.set_value("", cast=False)
 
@@ -136,3 +155,4 @@ def install() -> None:
     parser.ParseMachine = OptionalPositionalMachine  # type: ignore[misc]
     Config._load_yaml = _load_yaml  # type: ignore[method-assign]
     Config._load_yml = _load_yaml
+    Environment._path_set = _path_set  # type: ignore[method-assign]
