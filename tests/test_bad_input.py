@@ -402,9 +402,9 @@ def test_an_archive_of_another_database_is_refused_without_force(work: Work, for
     before = fingerprint(work)
     refused = inv_here("rollback.restore", "theirs.dump", "--yes", env=work.env())
     assert_one_line(refused, 2, f"theirs.dump has no manifest and was dumped from database {foreign_archive}, "
-                                f"not {work.url.dbname}", "pass --force")
+                                f"not {work.url.dbname}", "inv rollback.restore theirs.dump --force")
     production = inv_here("rollback.restore", "theirs.dump", "--yes", env=work.env(ENVIRONMENT="production"))
-    assert_one_line(production, 2, "pass --force")
+    assert_one_line(production, 2, "--force restores it")
     assert fingerprint(work) == before
     forced = inv_here("rollback.restore", "theirs.dump", "--yes", "--force", env=work.env())
     assert forced.returncode == 0, forced.stderr

@@ -85,8 +85,9 @@ def unverified(backup: Backup, database: str, *, force: bool) -> tuple[str, ...]
         return ()
     origin = dump.archive_database(backup.path) if backup.format == "custom" else None
     if origin is not None and origin != database and not force:
-        raise Refused(f"{backup.path.name} has no manifest and was dumped from database {origin}, not {database}; "
-                      "check it is the backup you mean, then pass --force to restore it anyway")
+        name = backup.path.name
+        raise Refused(f"{name} has no manifest and was dumped from database {origin}, not {database}; "
+                      f"check it is the backup you mean, then inv rollback.restore {name} --force restores it")
     where = f"was dumped from database {origin}" if origin else "names no database it was dumped from"
     return (f"{backup.path.name} is unverified (no manifest) and {where}",)
 
