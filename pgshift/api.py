@@ -49,7 +49,8 @@ Progress = Callable[[str], None]
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
     "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "checks", "cleaned_up", "cleanup",
     "constraints",
-    "deploy", "deploy_status", "forward", "generate_models", "lint", "maintenance", "migrate", "performance", "plan",
+    "deploy", "deploy_status", "forward", "generate_models", "lint", "lock_notes", "maintenance", "migrate",
+    "performance", "plan",
     "reset", "reset_allowed", "restore", "status", "stop_server", "switch_maintenance",
 ]
 
@@ -227,6 +228,15 @@ def cleaned_up() -> list[str]:
 
     module = sys.modules.get("pgshift.databases.throwaway")  # not loaded: nothing was made, nothing swept
     return module.swept() if module is not None else []
+
+
+def lock_notes() -> list[str]:
+    """What taking the migration lock did about orphaned sessions (ended one whose client is gone),
+    when the command that took it had no progress callback to say it to, since the last call."""
+    import sys
+
+    module = sys.modules.get("pgshift.migrations.lock")
+    return module.notes() if module is not None else []
 
 
 def stop_server(settings: Settings) -> bool:
