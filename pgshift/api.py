@@ -182,9 +182,9 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
         remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
         models = models_path(settings)
         refreshed = None
-        if models.exists():  # the team uses generated models: keep them in step with the schema
-            from pgshift.schema import generate
+        from pgshift.schema import generate
 
+        if models.exists() and generate.ours(models):  # the team uses generated models: keep them in step
             refreshed = generate.write(db, models).path
     shadow.finish()
     done = apply.ApplyResult(before.applied + after.applied, after.empty)
