@@ -58,7 +58,8 @@ def row(backup: Backup, settings: Settings) -> list[str]:
         name = str(backup.path.relative_to(settings.root))
     except ValueError:
         name = str(backup.path)
-    verified = {"verified": "yes", "unverified": "no (no manifest)"}.get(backup.state, f"DAMAGED: {backup.note}")
+    verified = {"verified": backup.note or "yes", "unverified": "no (no manifest)"}.get(
+        backup.state, f"DAMAGED: {backup.note}")
     return [name, backup.environment, f"{backup.taken_at:%Y-%m-%d %H:%M:%S}", size(backup.size),
             backup.migration_head or "-", verified]
 

@@ -96,11 +96,12 @@ def test_a_killed_backups_partial_file_is_counted_then_swept_by_the_next_backup(
     real = partial.stat().st_size
     assert real > 0
 
-    dry = inv_here("prod.cleanup", "--dry-run", env={**env, "ENVIRONMENT": "production"})
+    production = {**env, "ENVIRONMENT": "production"}
+    dry = inv_here("prod.cleanup", "--dry-run", env=production)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert f"would remove {partial.name} ({size(real)}): left by an interrupted backup" in dry.stdout, dry.stdout
     assert f"would remove 1 file(s) that interrupted backups left, {size(real)}" in dry.stdout, dry.stdout
-    as_json = json.loads(inv_here("prod.cleanup", "--dry-run", "--json", env={**env, "ENVIRONMENT": "production"}).stdout)
+    as_json = json.loads(inv_here("prod.cleanup", "--dry-run", "--json", env=production).stdout)
     assert as_json["leftover_bytes"] == real and as_json["leftovers"] == [str(partial)]
     assert partial.exists()
 
@@ -151,3 +152,29 @@ def test_test_performance_shows_the_lock_of_an_added_column(task_db_url: Databas
         [measured] = json.loads(done.stdout)["checks"][task.removeprefix("test.")]["measured"]
         assert {"table": "public.items", "mode": "AccessExclusiveLock"}.items() <= measured["locks"][0].items(), \
             measured
+
+
+def test_rollback_list_says_what_it_checked_and_rechecks_the_size(db_url: DatabaseUrl, tmp_path: Path) -> None:
+    with Database.connect(db_url) as db:
+        db.execute("CREATE TABLE items AS SELECT i FROM generate_series(1, 1000) i")
+    env = cli_env(db_url, ENVIRONMENT="development", INVOKE_PGSHIFT_BACKUPS_DIR=str(tmp_path / "backups"))
+    assert inv_here("dev.backup", env=env).returncode == 0
+    assert inv_here("dev.backup", env=env).returncode == 0
+    cut, flipped = sorted((tmp_path / "backups").glob("*.dump"))
+    listed = inv_here("rollback.list", env=env)
+    assert listed.stdout.count("when written; size and ends ok now") == 2, listed.stdout
+
+    real = cut.stat().st_size
+    with cut.open("r+b") as handle:  # cut short after it was written
+        handle.truncate(real - 100)
+    with flipped.open("r+b") as handle:  # same size, its start overwritten
+        handle.write(b"XXXXX")
+    listed = inv_here("rollback.list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0].rsplit("/", 1)[-1]: line for line in listed.stdout.splitlines()[2:]}
+    assert f"DAMAGED: size is {real - 100} bytes, the manifest says {real}" in lines[cut.name], listed.stdout
+    assert "DAMAGED: its first bytes are not a pg_dump archive's" in lines[flipped.name], listed.stdout
+    states = {Path(b["file"]).name: b["state"] for b in json.loads(inv_here("rollback.list", "--json", env=env).stdout)}
+    assert states == {cut.name: "damaged", flipped.name: "damaged"}
+    refused = inv_here("rollback.restore", cut.name, "--yes", env=env)
+    assert refused.returncode != 0 and "is damaged (size is" in refused.stderr, refused.stderr

@@ -116,7 +116,34 @@ def describe(path: Path) -> Backup:
     if manifest.size != stat.st_size:
         return Backup(path, manifest.environment, taken, stat.st_size, manifest.format, manifest, "damaged",
                       f"size is {stat.st_size} bytes, the manifest says {manifest.size}")
-    return Backup(path, manifest.environment, taken, stat.st_size, manifest.format, manifest, "verified")
+    broken = _ends_broken(path, manifest.format)
+    if broken:
+        return Backup(path, manifest.environment, taken, stat.st_size, manifest.format, manifest, "damaged", broken)
+    return Backup(path, manifest.environment, taken, stat.st_size, manifest.format, manifest, "verified",
+                  CHECKED)
+
+
+# What "verified" means in a listing: the checksum and the contents were read back when the backup was
+# written; what is checked now, at every listing, is only what costs a stat and two short reads.
+CHECKED = "when written; size and ends ok now"
+_CUSTOM_MAGIC = b"PGDMP"
+_PLAIN_END = b"PostgreSQL database dump complete"
+
+
+def _ends_broken(path: Path, fmt: str) -> str:
+    """Why the file's first or last bytes are not a pg_dump file's, or "" (a cheap check, not the checksum)."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(_CUSTOM_MAGIC))
+            handle.seek(max(0, path.stat().st_size - 512))
+            end = handle.read()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if fmt == "custom" and start != _CUSTOM_MAGIC:
+        return "its first bytes are not a pg_dump archive's: the file changed after it was written"
+    if fmt == "plain" and _PLAIN_END not in end:
+        return "pg_dump's closing line is missing: the file changed after it was written"
+    return ""
 
 
 def scan(folder: Path) -> list[Backup]:
