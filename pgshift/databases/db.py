@@ -106,9 +106,10 @@ class Database:
             try:
                 conn = psycopg.connect(autocommit=True, prepare_threshold=None, **_watching_client(kwargs))
             except psycopg.OperationalError as exc:
-                if CLIENT_CHECK not in str(exc):
+                if CLIENT_CHECK not in str(exc) and "startup parameter" not in str(exc):
                     raise
-                # PostgreSQL 13 or older (or a pooler that passes no options): connect without the check
+                # PostgreSQL 13 or older, or a pooler that takes no options (PgBouncer: "unsupported
+                # startup parameter"): connect without the check
                 conn = psycopg.connect(autocommit=True, prepare_threshold=None, **kwargs)
         except psycopg.OperationalError as exc:
             raise _connect_error(url, str(exc)) from None
