@@ -146,3 +146,52 @@ def test_a_lock_held_for_a_live_client_is_waited_for_not_taken(db_url: DatabaseU
         finally:
             holder.conn.close()
             alive.kill()
+
+
+def test_a_task_without_progress_still_says_it_ended_an_orphan(db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    write_migration(migrations_dir, FIRST, "CREATE TABLE first_t (id int);\n")
+    env = cli_env(db_url, ENVIRONMENT="development", INVOKE_PGSHIFT_LOCK_WAIT="5",
+                  INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    assert inv_here("dev.migrate", env=env).returncode == 0
+    gone = dead_pid()
+    holder = hold_lock_as(db_url, gone)
+    try:
+        done = inv_here("dev.mark", FIRST, "--reverted", "--reason", "undone by hand", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"note: the migration lock is held by server session {holder.pid}, whose client (pgshift pid " \
+               f"{gone} on this machine) is gone: ended that session" in done.stderr, done.stderr
+    finally:
+        holder.conn.close()
+
+
+def scratch_of(db: Database, pid: int) -> list[str]:
+    """The throwaway databases the process ``pid`` made."""
+    return [str(n) for (n,) in db.rows("SELECT datname FROM pg_database WHERE datname ~ %s",
+                                       [f"^pgshift_[a-z]+_[0-9a-f]{{6}}_{pid}_"])]
+
+
+@pytest.mark.process
+def test_sigterm_to_test_performance_drops_its_scratch_database(db_url: DatabaseUrl, server: DatabaseUrl,
+                                                                migrations_dir: Path) -> None:
+    write_migration(migrations_dir, FIRST, "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);\n")
+    write_migration(migrations_dir, SLOW, "ALTER TABLE items ADD COLUMN note text;\n")
+    env = cli_env(db_url, ENVIRONMENT="development", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    assert inv_here("dev.migrate", "--to", FIRST, env=env).returncode == 0
+    with Database.connect(server) as admin:
+        process = subprocess.Popen([INV, "test.performance", "--rows", "50000000"], cwd=ROOT, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not any(w is None or w != "ClientRead" for _p, w in sessions_of(admin, process.pid)) \
+                    or not scratch_of(admin, process.pid):
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "test.performance never started filling its scratch database"
+                time.sleep(0.05)
+            time.sleep(0.5)  # well into the fill
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode == 130 and stderr.endswith("aborted\n"), stdout + stderr
+        assert scratch_of(admin, process.pid) == []
+        assert sessions_of(admin, process.pid) == []

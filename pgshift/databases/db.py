@@ -7,6 +7,7 @@ one-line messages that name the fix and never the password.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -133,6 +134,11 @@ class Database:
     @property
     def server_version(self) -> int:
         return int(self.conn.info.server_version)
+
+    def cancel(self) -> None:
+        """Ask the server to cancel the statement this session runs (safe from another thread)."""
+        with contextlib.suppress(psycopg.Error):  # nothing running, or the session is gone
+            self.conn.cancel_safe(timeout=5)
 
     def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
         """Run one statement, or (without params) a script of several, sent as one simple query."""
