@@ -50,11 +50,11 @@ def end_orphan(db: Database, wait: float, say: Callable[[str], None]) -> bool:
     try:
         ended = db.one("SELECT pg_terminate_backend(%s)", [row[0]])
     except SqlFailure as failure:
-        say(f"{what}; cannot end it ({failure}): waiting up to {wait:g}s for the server to")
+        say(f"{what}; cannot end it ({failure}); waiting up to {wait:g}s for the server to end it")
         return False
     if not (ended and ended[0]):
         return False  # it ended by itself meanwhile
-    say(f"{what}: ended that session (nothing it had not committed is kept) and took the lock")
+    say(f"{what}: ended that session (what it had not committed is rolled back) to take the lock")
     return True
 
 
