@@ -29,7 +29,8 @@ from pgshift.databases import throwaway
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError, PgShiftError
-from pgshift.migrations import apply, history, sqltext
+from pgshift.migrations import apply, history, sqltext, txmode
+from pgshift.migrations.budget import retrying
 from pgshift.migrations.source import Migration
 from pgshift.settings import Settings
 
@@ -148,40 +149,42 @@ _OWN_LOCKS = ("SELECT relation::bigint, mode FROM pg_locks WHERE pid = pg_backen
 Spans = dict[tuple[int, str], list[float]]  # (table oid, mode) -> [first seen, last held], monotonic
 
 
-def _transactional(m: Migration) -> bool:
-    if m.forced_transactional is not None:
-        return m.forced_transactional
-    return not m.may_need_parse or all(s.transactional for s in sqltext.statements(m.sql, m.path.name))
-
-
 def _apply_seeing_locks(db: Database, m: Migration, limits: apply.Limits) -> tuple[int, Spans]:
     """Apply the transactional ``m`` statement by statement in one transaction, with its record, reading
-    the session's own locks after each statement; returns the duration and each lock's span."""
-    spans: Spans = {}
+    the session's own locks after each statement; returns the duration and each lock's span. A lock
+    timeout is retried as the engine retries it."""
     if not history.exists(db):
         history.ensure(db)
-    started = time.monotonic()
-    try:
-        db.execute(f"RESET ALL; BEGIN; {apply.settings_sql(limits, local=True)}")
-        for statement in sqltext.statements(m.sql, m.path.name):
-            began = time.monotonic()
-            try:
-                db.execute(statement.text)
-            except SqlFailure as failure:
-                raise MigrationError(f"{m.path.name}, line {statement.line}: {failure}") from None
-            for oid, mode in db.rows(_OWN_LOCKS):
-                spans.setdefault((int(oid), str(mode)), [began, began])
-        elapsed = int((time.monotonic() - started) * 1000)
-        db.execute(history.upsert_sql(db, id=m.id, checksum=m.checksum, state="applied", duration_ms=elapsed,
-                                      transactional=True))
-        db.execute("COMMIT")
-    finally:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-    ended = time.monotonic()
-    for span in spans.values():
-        span[1] = ended
-    return int((ended - started) * 1000), spans
+    statements = sqltext.statements(m.sql, m.path.name)
+
+    def attempt() -> tuple[int, Spans]:
+        spans: Spans = {}
+        started = time.monotonic()
+        try:
+            db.execute(f"RESET ALL; BEGIN; {apply.settings_sql(limits, local=True)}")
+            for statement in statements:
+                began = time.monotonic()
+                try:
+                    db.execute(statement.text)
+                except SqlFailure as failure:
+                    if failure.lock_timeout:
+                        raise
+                    raise MigrationError(f"{m.path.name}, line {statement.line}: {failure}") from None
+                for oid, mode in db.rows(_OWN_LOCKS):
+                    spans.setdefault((int(oid), str(mode)), [began, began])
+            elapsed = int((time.monotonic() - started) * 1000)
+            db.execute(history.upsert_sql(db, id=m.id, checksum=m.checksum, state="applied",
+                                          duration_ms=elapsed, transactional=True))
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        ended = time.monotonic()
+        for span in spans.values():
+            span[1] = ended
+        return int((ended - started) * 1000), spans
+
+    return retrying(db, limits, m.path.name, attempt)[0]
 
 
 def _tables(db: Database) -> dict[int, tuple[str, int]]:
@@ -226,7 +229,7 @@ def measure(db: Database, migrations: list[Migration], pending: list[Migration],
 def _apply_measured(db: Database, migrations: list[Migration], m: Migration,
                     limits: apply.Limits) -> tuple[int, Spans, float]:
     """Apply ``m`` and see its locks: (duration ms, lock spans, the spans' resolution in seconds)."""
-    if _transactional(m):
+    if txmode.of(m.sql, m.path.name).transactional:
         duration_ms, spans = _apply_seeing_locks(db, m, limits)
         return duration_ms, spans, 0.0
     watch = LockWatch(db.url, db.pid)

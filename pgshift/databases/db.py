@@ -218,3 +218,43 @@ def _connect_error(url: DatabaseUrl, text: str) -> ConnectionFailed:
             f"cannot reach PostgreSQL at {where} (connection refused); is the server running?")
     first = redact(text).strip().splitlines()[0] if text.strip() else "unknown error"
     return ConnectionFailed(f"cannot connect to {url}: {first}")
+
+
+def seen_from_elsewhere(db: Database) -> bool:
+    """True when the server sees this session come from elsewhere than our socket: another TCP port,
+    or a unix socket while ours is TCP. A proxy or pooler sits between (PgBouncer, pgpool, HAProxy).
+    False on a direct link, and on a unix socket of ours (where the two cannot be told apart)."""
+    row = db.one("SELECT inet_client_port()")
+    theirs = row[0] if row else None
+    try:
+        with socket.socket(fileno=os.dup(db.conn.pgconn.socket)) as ours:
+            mine = ours.getsockname()
+    except OSError:
+        return False
+    if not isinstance(mine, tuple):
+        return False
+    return theirs is None or mine[1] != theirs
+
+
+def pgbouncer_pool_mode(url: DatabaseUrl, connect_timeout: int = 10) -> str | None:
+    """The pool mode of the PgBouncer at ``url``'s host and port for ``url``'s database: ``session``,
+    ``transaction`` or ``statement``; ``unknown`` when it is PgBouncer but its console refuses this user
+    (not in ``admin_users`` or ``stats_users``); None when it is not PgBouncer."""
+    kwargs: dict[str, Any] = dict(url.with_dbname("pgbouncer").connect_kwargs())
+    kwargs["connect_timeout"] = str(connect_timeout)
+    try:
+        conn = psycopg.connect(autocommit=True, prepare_threshold=None, **kwargs)
+    except psycopg.Error as exc:
+        return "unknown" if "not allowed" in str(exc) else None
+    with conn:
+        try:
+            cursor = conn.execute("SHOW DATABASES", prepare=False)
+        except psycopg.Error:  # a real database that happens to be named pgbouncer
+            return None
+        columns = [c.name for c in cursor.description or []]
+        rows = [dict(zip(columns, r, strict=False)) for r in cursor.fetchall()]
+        own = next((r for r in rows if r.get("name") == url.dbname), None)
+        if own is not None and own.get("pool_mode"):
+            return str(own["pool_mode"])
+        config = {str(r[0]): r[1] for r in conn.execute("SHOW CONFIG", prepare=False).fetchall()}
+        return str(config.get("pool_mode") or "session")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from pgshift.databases import pooler
 from pgshift.databases.db import Database, SqlFailure, client_of
 from pgshift.errors import LockTimeout
 
@@ -60,8 +61,10 @@ def end_orphan(db: Database, wait: float, say: Callable[[str], None]) -> bool:
 
 @contextmanager
 def migration_lock(db: Database, wait: float, say: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the migration lock for the block; wait up to ``wait`` seconds for it. An orphaned holder
-    (see the module's docstring) is ended, told to ``say``."""
+    """Hold the migration lock for the block; wait up to ``wait`` seconds for it. Refused behind a
+    pooler that does not keep one server session (``pooler``). An orphaned holder (see the module's
+    docstring) is ended, told to ``say``."""
+    pooler.require_session(db)
     deadline = time.monotonic() + wait
     delay = 0.05
     orphan_checked = False
