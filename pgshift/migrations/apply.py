@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ChecksumMismatch, ConfigError, LockTimeout, MigrationError, PgShiftError
-from pgshift.migrations import history, sqltext, stepwise, txmode
+from pgshift.migrations import history, sqltext, squashed, stepwise, txmode
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
@@ -65,14 +65,15 @@ UNSAFE_NEW_VALUE = "55P04"  # a new enum value used in the transaction that adde
 def verify(migrations: list[Migration], records: dict[str, history.Record]) -> list[Pending]:
     """Check every applied migration against its file; return what is left to apply, in order."""
     files = {m.id: m for m in migrations}
+    records = squashed.mapped(migrations, records)
     for rec in records.values():
         if rec.state != "applied":
             continue
         found = files.get(rec.id)
         if found is None:
-            raise MigrationError(
+            raise MigrationError(squashed.stranded(migrations, rec.id) or (
                 f"{rec.id} is recorded as applied but migrations/{rec.id}.sql is missing; "
-                "restore the file from version control")
+                "restore the file from version control"))
         if found.checksum != rec.checksum:
             raise ChecksumMismatch(
                 f"{found.path.name} was edited after it was applied on {rec.applied_at:%Y-%m-%d %H:%M}; "
@@ -102,6 +103,10 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
         records = history.records(db)
         if not records:  # a first run: create the record table (one round trip saved on every other run)
             history.ensure(db)
+        settle = squashed.settle_sql(db, migrations, records)
+        if settle is not None:  # it applied what a squash replaces: record the squash instead
+            db.execute(f"BEGIN; {settle} COMMIT;")
+            records = history.records(db)
         pending = verify(migrations, records)
         if upto is not None:
             if upto not in {m.id for m in migrations}:

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS pgshift.schema_snapshots (
     taken_at   timestamptz NOT NULL DEFAULT now(),
     objects    jsonb NOT NULL
 );
+ALTER TABLE pgshift.schema_snapshots ADD COLUMN IF NOT EXISTS catalog text;
 """
 
 # The journal of a rollback run statement by statement: its migration's record stays until the last

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database
 from pgshift.errors import ConfigError, MigrationError
-from pgshift.migrations import apply, audit, history, refusal, txmode
+from pgshift.migrations import apply, audit, history, refusal, squashed, txmode
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
 
@@ -71,7 +71,7 @@ def failpoint(name: str) -> None:
 
 def plan(db: Database, migrations: list[Migration], to: str) -> RollbackPlan:
     files = {m.id: m for m in migrations}
-    records = history.records(db)
+    records = squashed.mapped(migrations, history.records(db))
     if to not in records or records[to].state != "applied":
         known = [i for i, r in records.items() if r.state == "applied"]
         raise ConfigError(f"{to!r} is not an applied migration here; roll back to one of the applied ids "
@@ -115,6 +115,7 @@ def run(db: Database, migrations: list[Migration], to: str, limits: apply.Limits
     say = progress or (lambda _m: None)
     with migration_lock(db, limits.lock_wait):
         failpoint("rollback:locked")
+        squashed.settle(db, migrations)  # a squash's record in place of those it replaces, before any is removed
         found = plan(db, migrations, to)
         if found.problems:
             raise MigrationError(f"cannot roll back to {to}: {found.problems[0]}"

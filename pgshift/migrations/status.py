@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pgshift.databases.db import Database
 from pgshift.errors import ExitCode, MigrationError
-from pgshift.migrations import history
+from pgshift.migrations import history, squashed
 from pgshift.migrations.source import Migration
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ class Status:
 def states(migrations: list[Migration], records: dict[str, history.Record]) -> list[MigrationState]:
     found: list[MigrationState] = []
     files = {m.id for m in migrations}
+    records = squashed.mapped(migrations, records)
     for m in migrations:
         rec = records.get(m.id)
         if rec is None:
@@ -92,7 +93,8 @@ def states(migrations: list[Migration], records: dict[str, history.Record]) -> l
     for rec in records.values():
         if rec.id not in files:
             found.append(MigrationState(rec.id, "missing", rec.applied_at, rec.duration_ms,
-                                        detail="recorded, but the file is gone"))
+                                        detail=squashed.stranded(migrations, rec.id)
+                                        or "recorded, but the file is gone"))
     return sorted(found, key=lambda s: s.id)
 
 
