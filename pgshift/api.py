@@ -49,9 +49,9 @@ Progress = Callable[[str], None]
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
     "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "baseline", "checks", "cleaned_up",
     "cleanup", "constraints", "deploy", "deploy_status", "fleet_deploy", "fleet_plan", "fleet_status", "forward",
-    "generate_models", "import_migrations", "lint", "maintenance", "mark", "migrate", "order", "performance",
-    "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema", "squash",
-    "status", "stop_server", "switch_maintenance",
+    "generate_models", "import_migrations", "lint", "lock_notes", "maintenance", "mark", "migrate", "order",
+    "performance", "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema",
+    "squash", "status", "stop_server", "switch_maintenance",
 ]
 
 
@@ -182,9 +182,9 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
         remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
         models = models_path(settings)
         refreshed = None
-        if models.exists():  # the team uses generated models: keep them in step with the schema
-            from pgshift.schema import generate
+        from pgshift.schema import generate
 
+        if models.exists() and generate.ours(models):  # the team uses generated models: keep them in step
             refreshed = generate.write(db, models).path
     shadow.finish()
     done = apply.ApplyResult(before.applied + after.applied, after.empty)
@@ -228,6 +228,15 @@ def cleaned_up() -> list[str]:
 
     module = sys.modules.get("pgshift.databases.throwaway")  # not loaded: nothing was made, nothing swept
     return module.swept() if module is not None else []
+
+
+def lock_notes() -> list[str]:
+    """What taking the migration lock did about orphaned sessions (ended one whose client is gone),
+    when the command that took it had no progress callback to say it to, since the last call."""
+    import sys
+
+    module = sys.modules.get("pgshift.migrations.lock")
+    return module.notes() if module is not None else []
 
 
 def stop_server(settings: Settings) -> bool:
