@@ -178,3 +178,26 @@ def test_rollback_list_says_what_it_checked_and_rechecks_the_size(db_url: Databa
     assert states == {cut.name: "damaged", flipped.name: "damaged"}
     refused = inv_here("rollback.restore", cut.name, "--yes", env=env)
     assert refused.returncode != 0 and "is damaged (size is" in refused.stderr, refused.stderr
+
+
+def test_the_restore_hint_for_an_edited_migration_works_from_the_repository_root(
+        db_url: DatabaseUrl, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    folder = repo / "services" / "api" / "migrations"
+    folder.mkdir(parents=True)
+    ident = "20250101000000_create_users"
+    write_migration(folder, ident, "create table users (id int);")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm",
+                    "initial"], check=True)
+    env = cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(folder))
+    assert inv_here("dev.migrate", env=env).returncode == 0
+    (folder / f"{ident}.sql").write_text("create table users (id bigint);")
+
+    refused = inv_here("dev.migrate", env=env)
+    assert refused.returncode == 1
+    hint = refused.stderr.split("(git checkout -- ", 1)[1].split(")", 1)[0]
+    assert hint == f"services/api/migrations/{ident}.sql"
+    subprocess.run(["git", "checkout", "--", hint], cwd=repo, check=True)  # the hint, run where it says
+    assert inv_here("dev.migrate", env=env).returncode == 0
