@@ -147,6 +147,9 @@ class Database:
         except psycopg.Error as exc:
             self._reset()
             raise _sql_error(exc) from None
+        except KeyboardInterrupt:
+            self._settle_interrupted()
+            raise
 
     def rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         try:
@@ -155,6 +158,9 @@ class Database:
         except psycopg.Error as exc:
             self._reset()
             raise _sql_error(exc) from None
+        except KeyboardInterrupt:
+            self._settle_interrupted()
+            raise
 
     def one(self, query: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         found = self.rows(query, params)
@@ -176,6 +182,24 @@ class Database:
     def in_transaction(self) -> bool:
         return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
 
+    def _settle_interrupted(self) -> None:
+        """Ctrl-C or SIGTERM arrived mid-command but outside psycopg's own wait (which cancels and
+        drains by itself): between sending and reading, or in the rollback after an error. Cancel what
+        the server runs and read its results, so that the session still serves the clean-up (maintenance
+        off, the outcome recorded) instead of failing with "another command is already in progress"."""
+        pgconn = self.conn.pgconn
+        if self.conn.closed or pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+            return
+        try:
+            while pgconn.flush():
+                pass
+            self.conn.cancel_safe(timeout=5)
+            while pgconn.get_result() is not None:
+                pass
+        except (psycopg.Error, OSError):
+            self.conn.close()  # the server rolls back what was under way; the clean-up reports the loss
+        self._reset()
+
     def _reset(self) -> None:
         """After an error in a script, leave the session outside any transaction."""
         if self.conn.closed:
@@ -185,6 +209,9 @@ class Database:
                 self.conn.execute(b"ROLLBACK")
         except psycopg.Error:
             pass
+        except KeyboardInterrupt:
+            self._settle_interrupted()
+            raise
 
 
 def _sql_error(exc: psycopg.Error) -> PgShiftError:
