@@ -573,6 +573,7 @@ __all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair"
 # -- fleets ----------------------------------------------------------------------------------------
 
 if TYPE_CHECKING:
+    from pgshift.fleet.report import Board as Board
     from pgshift.fleet.report import FleetReport as FleetReport
     from pgshift.fleet.survey import FleetPlan as FleetPlan
     from pgshift.fleet.survey import FleetStatus as FleetStatus
@@ -600,12 +601,14 @@ def fleet_plan(settings: Settings, *, fleet: str | Path | None = None, shard: st
 
 def fleet_deploy(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
                  parallel: int | None = None, rehearse: bool = True, resume: bool = False,
-                 confirm: Confirm | None = None, progress: Progress | None = None) -> FleetReport:
+                 confirm: Confirm | None = None, progress: Progress | None = None,
+                 board: Callable[[Board], None] | None = None) -> FleetReport:
     """Deploy every target of the fleet (or of ``shard``), each with the single-database deploy: the
     first target alone with the rehearsal, the other canaries (``wave = 0``), then the waves, at most
     ``parallel`` at once; halts once more than ``max_failures`` targets failed. ``resume`` continues
     the journal's last run, skipping the targets it finished. Production needs ``confirm`` (once for
-    the fleet); Slack hears one digest per wave."""
+    the fleet); Slack hears one digest per wave. ``board`` gets a snapshot of the run (done, running,
+    failed, waiting, the slowest) at every start and end of a target, for a live display."""
     from pgshift.deploy import notify
     from pgshift.fleet import runner, targets, waves
 
@@ -614,7 +617,7 @@ def fleet_deploy(settings: Settings, *, fleet: str | Path | None = None, shard: 
     slack = notify.Slack.from_settings(settings)
     try:
         return runner.deploy(settings, fleet_file, parallel=parallel, shard=part, rehearse=rehearse, resume=resume,
-                             confirm=confirm, notify=slack, progress=progress)
+                             confirm=confirm, notify=slack, progress=progress, board=board)
     finally:
         if slack is not None:
             slack.close()
