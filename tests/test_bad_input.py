@@ -341,15 +341,16 @@ def test_preflight_drift_from_the_environment_is_read_as_a_word(word: str, check
     assert ("table public.by_hand: added by hand" in done.stdout) is checked, done.stdout
 
 
-def test_generate_into_a_folder_writes_models_py_there(work: Work) -> None:
+def test_generate_into_a_folder_is_refused_and_a_table_without_a_key_is_mapped(work: Work) -> None:
     with Database.connect(work.url) as db:
         db.execute("CREATE TABLE events (at timestamptz NOT NULL, what text)")  # no primary key
     folder = work.migrations.parent / "models"
     folder.mkdir()
-    done = inv_here("dev.generate", "--output", str(folder), env=work.env())
+    refused = inv_here("dev.generate", "--output", str(folder), env=work.env())
+    assert_one_line(refused, 2, "is a folder; give a file path for the models module", str(folder / "models.py"))
+    assert list(folder.iterdir()) == [] and not list(work.migrations.parent.glob(".*.tmp"))
+    done = inv_here("dev.generate", "--output", str(folder / "models.py"), env=work.env())
     assert done.returncode == 0, done.stderr
-    assert [p.name for p in folder.iterdir()] == ["models.py"]
-    assert not list(work.migrations.parent.glob(".*.tmp"))
     text = (folder / "models.py").read_text()
     assert "__mapper_args__ = {'primary_key': ['at', 'what']}" in text and "no primary key" in text
 

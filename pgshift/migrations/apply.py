@@ -102,7 +102,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
     say = progress or (lambda _msg: None)
     if upto is not None and upto not in {m.id for m in migrations}:  # before anything is written
         raise ConfigError(f"--to {upto}: no such migration; see inv status for the ids")
-    with migration_lock(db, limits.lock_wait):
+    with migration_lock(db, limits.lock_wait, progress):
         _failpoint("locked")
         records = history.records(db)
         if not records:  # a first run: create the record table (one round trip saved on every other run)
