@@ -26,7 +26,8 @@ _JSON = "print one JSON object instead of tables"
 def _show(name: str, report: Report) -> None:
     """A check's table, then its details: failures, differences, fixes."""
     out(f"== {name}")
-    _DETAILS[name](report)
+    if not getattr(report, "not_run", False):  # a check that could not run has only its summary
+        _DETAILS[name](report)
     out(("ok: " if report.ok else "FAILED: ") + report.summary())
     out()
 

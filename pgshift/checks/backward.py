@@ -130,7 +130,7 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: {error}",
                          rollback_ms=down_ms)
-    changed = snapshot.diff(after, snapshot.take(db))
+    changed = snapshot.diff(_by_name(after), _by_name(snapshot.take(db)))
     if changed:
         return RoundTrip(m.id, name, "failed",
                          f"{m.path.name} applied again after its rollback gives a different schema", changed,
