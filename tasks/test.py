@@ -67,7 +67,10 @@ def _show_performance(report: PerformanceReport) -> None:
 
 def _show_constraints(report: ConstraintsReport) -> None:
     if report.findings:
-        out(table(["table", "problem", "fix"], [(f.table, f.problem, f.fix) for f in report.findings]))
+        out(table(["table", "problem", "fix", "id (to accept it)"],
+                  [(f.table, f.problem, f.fix, f.id) for f in report.findings]))
+    for f in report.accepted:
+        out(f"  accepted in {f.accepted_in}: {f.id}: {f.problem}")
 
 
 def _show_lint(report: LintReport) -> None:
