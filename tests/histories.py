@@ -28,7 +28,7 @@ class History:
     """Migrations in the making: each ``add`` is the next file, an hour after the previous one."""
 
     folder: Path
-    forward_only_header: bool = False   # up-only files say so with '-- pgshift: forward_only'
+    forward_only_header: bool = False   # up-only files say so with "-- forward_only: true"
     ids: list[str] = field(default_factory=list)
     up_only: list[str] = field(default_factory=list)
     placeholders: list[str] = field(default_factory=list)
@@ -36,7 +36,7 @@ class History:
     def add(self, name: str, sql: str, rollback: str | None) -> str:
         ident = f"{(_START + timedelta(hours=len(self.ids))).strftime('%Y%m%d%H%M%S')}_{name}"
         if rollback is None and self.forward_only_header and sql.strip():
-            sql = "-- pgshift: forward_only\n" + sql
+            sql = "-- forward_only: true\n" + sql
         (self.folder / f"{ident}.sql").write_text(sql)
         if rollback is not None:
             (self.folder / f"{ident}.rollback.sql").write_text(rollback)

@@ -31,24 +31,35 @@ def _finished(done: subprocess.CompletedProcess[str]) -> None:
 
 
 @pytest.mark.slow
-def test_inv_test_and_a_dry_run_on_a_300_migration_history(db_url: DatabaseUrl, migrations_dir: Path) -> None:
-    history = histories.write(migrations_dir, 300)
+def test_inv_test_passes_and_a_dry_run_proceeds_on_a_300_migration_history(
+        db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    history = histories.write(migrations_dir, 300, forward_only_header=True)
     assert len(history.ids) >= 300 and history.up_only and history.placeholders
     text = _inv(db_url, migrations_dir, "test")
     _finished(text)
-    report = json.loads(_inv(db_url, migrations_dir, "test", "--json").stdout)
-    checks = report["checks"]
-    assert set(checks) == CHECKS
-    assert checks["forward"]["ok"], checks["forward"]["summary"]
-    applied = [s for s in checks["forward"]["steps"] if s["state"] == "applied"]
-    assert len(applied) == len(history.ids) - len(history.placeholders) - 1  # the comment-only files are skipped
-    assert checks["lint"]["ok"], checks["lint"]["summary"]
-    assert checks["performance"]["ok"], checks["performance"]["summary"]
-    failed = {t["id"] for t in checks["backward"]["trips"] if t["state"] == "failed"}
-    assert failed == set(history.up_only)  # only the files with no rollback: every written rollback round-trips
+    assert text.returncode == 0, text.stdout.split("== summary")[1]
+    assert "skipped: forward-only: " in text.stdout
     dry = _inv(db_url, migrations_dir, "deploy", "--dry-run")
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr
-    assert f"a deploy would proceed: {len(applied)} migration(s)" in dry.stdout
+    runnable = len(history.ids) - len(history.placeholders) - 1  # the comment-only files are not applied
+    assert f"a deploy would proceed: {runnable} migration(s)" in dry.stdout
+
+
+@pytest.mark.slow
+def test_inv_test_json_on_an_up_only_history_names_each_file_without_a_rollback(
+        task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    history = histories.write(migrations_dir, 300)
+    done = _inv(task_db_url, migrations_dir, "test", "--json")
+    assert done.returncode == 1, done.stderr
+    checks = json.loads(done.stdout)["checks"]
+    assert set(checks) == CHECKS
+    assert {name for name, check in checks.items() if not check["ok"]} == {"backward"}
+    applied = [s for s in checks["forward"]["steps"] if s["state"] == "applied"]
+    assert len(applied) == len(history.ids) - len(history.placeholders) - 1
+    failed = {t["id"] for t in checks["backward"]["trips"] if t["state"] == "failed"}
+    assert failed == set(history.up_only)  # only the files with no rollback: every written rollback round-trips
+    untested = [t["id"] for t in checks["backward"]["trips"] if t["state"] == "not tested"]
+    assert untested == []
 
 
 def test_mysql_habits_postgresql_rejects_are_reported_not_crashes(

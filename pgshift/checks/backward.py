@@ -4,9 +4,13 @@ One pass, linear in the number of migrations. Migrations are applied one by one 
 snapshot after each: snapshot k is the schema *before* migration k+1, so every "before" is known
 without replaying anything. Then from the newest down, for migration k: roll back, compare with
 snapshot k-1; re-apply, compare with snapshot k; roll back again to reach the state migration k-1
-left. A failure leaves the database in an unknown state, so the scratch database is then rebuilt up
-to migration k-1 (the only replay, and only after a failure) and the walk goes on: one run finds
-every broken rollback.
+left. A failure leaves the database in an unknown state, so the walk goes on from a copy of the
+state before migration k: on the way up a copy is saved every ``_Scratch.EVERY`` migrations, and
+the nearest one below k plus at most that many migrations gets there, so the walk stays linear
+however many rollbacks fail. One run finds every broken rollback.
+
+A migration with a ``-- forward_only: true`` header has no rollback by design: it is skipped, named,
+and the walk goes on below it the same way.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from pgshift.errors import MigrationError
 from pgshift.migrations import apply, refusal
 from pgshift.migrations.source import Migration
 
+FORWARD_ONLY = "forward-only ('-- forward_only: true'): no rollback by design"
+
 
 @dataclass(frozen=True)
 class RoundTrip:
     id: str
     file: str                     # the rollback file
-    state: str                    # ok | failed | not tested | skipped (a refused rollback)
+    state: str                    # ok | failed | not tested | skipped (forward-only, or a refused rollback)
     problem: str | None = None
     diff: list[str] = field(default_factory=list)
     rollback_ms: int | None = None
@@ -52,7 +58,10 @@ class BackwardReport:
             first = failed[0]
             return f"{len(failed)} of {tested} rollback(s) fail; first: {first.file}: {first.problem}"
         text = f"{tested} migration(s) round-trip (up, down, up) exactly"
-        skipped = [t.id for t in self.trips if t.state == "skipped"]
+        one_way = [t.id for t in self.trips if t.state == "skipped" and t.problem == FORWARD_ONLY]
+        skipped = [t.id for t in self.trips if t.state == "skipped" and t.problem != FORWARD_ONLY]
+        if one_way:
+            text += f"; skipped: forward-only: {len(one_way)} migration(s), newest {one_way[0]}"
         if skipped:
             text += f"; skipped {', '.join(skipped)} (rollback refused: a baseline)"
         return f"{text}; {self.note}" if self.note else text
@@ -63,30 +72,55 @@ class BackwardReport:
 
 
 class _Scratch:
-    """The scratch database the walk runs on, rebuildable to any prefix of the migrations."""
+    """The scratch database the walk runs on, and copies of it saved every ``EVERY`` migrations on
+    the way up: reaching any earlier state is a copy of the nearest saved one and at most
+    ``EVERY - 1`` migrations applied, never a replay from empty."""
+
+    EVERY = 16
 
     def __init__(self, admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -> None:
         self.admin, self.migrations, self.limits = admin, migrations, limits
+        self._saved_stack = contextlib.ExitStack()
+        self._saved: dict[int, str] = {}   # migrations applied -> a database holding that state
         self._stack = contextlib.ExitStack()
-        self.db = self._fresh()
+        self._open(throwaway.empty(self.admin))
 
-    def _fresh(self) -> Database:
+    def _open(self, database: contextlib.AbstractContextManager[DatabaseUrl]) -> None:
         try:
-            url = self._stack.enter_context(throwaway.empty(self.admin))
-            return self._stack.enter_context(Database.connect(url))
+            self.url = self._stack.enter_context(database)
+            self._connect()
         except BaseException:
             self._stack.close()  # the database just made is dropped again
             raise
 
-    def rebuild(self, upto: Migration | None) -> None:
+    def _connect(self) -> None:
+        self._conn = contextlib.ExitStack()
+        self.db = self._conn.enter_context(Database.connect(self.url))
+        self._stack.callback(self._conn.close)
+
+    def save(self, count: int) -> None:
+        """Keep a copy of the database as it is now: ``count`` migrations applied."""
+        self._conn.close()  # a template must have no session
+        try:
+            self._saved[count] = self._saved_stack.enter_context(
+                throwaway.clone(self.admin, self.url.dbname)).dbname
+        finally:
+            self._connect()
+
+    def rebuild(self, applied: list[Migration], count: int) -> None:
+        """The database with the first ``count`` of ``applied`` applied (and nothing else)."""
+        base = max((c for c in self._saved if c <= count), default=0)
         self._stack.close()
         self._stack = contextlib.ExitStack()
-        self.db = self._fresh()
-        if upto is not None:
-            apply.apply(self.db, self.migrations, self.limits, upto=upto.id)
+        self._open(throwaway.clone(self.admin, self._saved[base]) if base else throwaway.empty(self.admin))
+        if count > base:
+            apply.apply(self.db, self.migrations, self.limits, upto=applied[count - 1].id)
 
     def close(self) -> None:
-        self._stack.close()
+        try:
+            self._stack.close()
+        finally:
+            self._saved_stack.close()
 
 
 _COLUMNS = re.compile(r"columns \((?P<names>[^)]*)\)")
@@ -112,6 +146,8 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
 
     On "ok" the database is back where it was before ``m``; on "failed" its state is unknown."""
     name = _rollback_file(m)
+    if m.forward_only:
+        return RoundTrip(m.id, name, "skipped", FORWARD_ONLY)
     if refusal.refused(m) is not None:  # a baseline: no down by design; the walk stops at it
         return RoundTrip(m.id, name, "skipped", f"its rollback is refused: {refusal.refused(m)}")
     if m.rollback_path is None:
@@ -155,20 +191,23 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -
                 apply_one(work.db, migrations, m, limits)
             except MigrationError:
                 note = f"{m.path.name} and later are not tested: it does not apply (see forward)"
-                work.rebuild(applied[-1] if applied else None)
+                work.rebuild(applied, len(applied))
                 break
             applied.append(m)
             snaps.append(snapshot.take(work.db))
+            if len(applied) % work.EVERY == 0:
+                work.save(len(applied))
         trips: list[RoundTrip] = [RoundTrip(m.id, _rollback_file(m), "not tested")
                                   for m in runnable[len(applied):]]
         for k in reversed(range(len(applied))):
             trip = round_trip(work.db, migrations, applied[k], limits, snaps[k], snaps[k + 1])
             trips.append(trip)
-            if trip.state == "skipped":  # what is older cannot be reached without undoing it
+            if trip.state == "skipped" and trip.problem != FORWARD_ONLY:
+                # a refused rollback: what is older cannot be reached without undoing it
                 trips += [RoundTrip(o.id, _rollback_file(o), "not tested") for o in applied[:k]]
                 break
-            if trip.state != "ok" and k > 0:
-                work.rebuild(applied[k - 1])
+            if trip.state != "ok" and k > 0:  # failed, or forward-only: go on from a copy of the state before it
+                work.rebuild(applied, k)
         return BackwardReport(sorted(trips, key=lambda t: t.id, reverse=True), note)
     finally:
         work.close()

@@ -26,6 +26,7 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 ROLLBACK_SUFFIX = ".rollback.sql"
 NOT_MIGRATIONS = {"seed.sql", "schema.sql"}
 _HEADER = re.compile(r"^--\s*transactional\s*:\s*(true|false)\s*$", re.IGNORECASE | re.MULTILINE)
+_FORWARD_ONLY = re.compile(r"^--\s*forward_only\s*:\s*true\s*$", re.IGNORECASE | re.MULTILINE)
 
 
 def normalise(raw: bytes) -> str:
@@ -75,6 +76,12 @@ class Migration:
         """A ``-- transactional: false`` (or true) header line, if the author wrote one."""
         found = _HEADER.search(self.sql)
         return None if found is None else found.group(1).lower() == "true"
+
+    @property
+    def forward_only(self) -> bool:
+        """A ``-- forward_only: true`` header line: the migration has no rollback by design (an enum's
+        ``ADD VALUE``, a data fix), so no check expects one and no rollback crosses it."""
+        return _FORWARD_ONLY.search(self.sql) is not None
 
     def rollback_sql(self) -> str | None:
         return None if self.rollback_path is None else normalise(self.rollback_path.read_bytes())
