@@ -1,31 +1,33 @@
-"""backward: for each migration, newest first, rollback must restore the schema exactly; then re-apply.
+"""backward: every migration's rollback must restore the schema exactly, and the migration re-apply.
 
-One pass, linear in the number of migrations. Migrations are applied one by one from empty, with a
-snapshot after each: snapshot k is the schema *before* migration k+1, so every "before" is known
-without replaying anything. Then from the newest down, for migration k: roll back, compare with
-snapshot k-1; re-apply, compare with snapshot k; roll back again to reach the state migration k-1
-left. A failure leaves the database in an unknown state, so the walk goes on from a copy of the
-state before migration k: on the way up a copy is saved every ``_Scratch.EVERY`` migrations, and
-the nearest one below k plus at most that many migrations gets there, so the walk stays linear
-however many rollbacks fail. One run finds every broken rollback.
+One pass, oldest first, linear in the number of migrations. Each migration is applied (committed,
+the way deploys apply it) with a snapshot before and after; then, while it is the newest applied,
+its round trip: roll back, compare with the snapshot before; re-apply, compare with the snapshot
+after. When the migration and its rollback run in transactions, the round trip runs inside one
+transaction that is then rolled back, so a broken rollback leaves nothing to repair and the walk goes
+on at once. A round trip that must commit (CONCURRENTLY) ends with the migration applied again; when
+it fails, the walk goes on from a copy of the scratch database saved on the way (one every
+``_Scratch.EVERY`` migrations) plus at most that many migrations. One run finds every broken rollback.
 
-A migration with a ``-- forward_only: true`` header has no rollback by design: it is skipped, named,
-and the walk goes on below it the same way.
+A migration with a ``-- forward_only: true`` header has no rollback by design: it is skipped by
+name; so is a baseline, whose rollback file refuses. Everything after either is still tested.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgshift.checks.forward import apply_one
 from pgshift.databases import snapshot, throwaway
-from pgshift.databases.db import Database
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
-from pgshift.errors import MigrationError
-from pgshift.migrations import apply, refusal
+from pgshift.errors import MigrationError, PgShiftError
+from pgshift.migrations import apply, refusal, sqltext
 from pgshift.migrations.source import Migration
 
 FORWARD_ONLY = "forward-only ('-- forward_only: true'): no rollback by design"
@@ -73,8 +75,8 @@ class BackwardReport:
 
 class _Scratch:
     """The scratch database the walk runs on, and copies of it saved every ``EVERY`` migrations on
-    the way up: reaching any earlier state is a copy of the nearest saved one and at most
-    ``EVERY - 1`` migrations applied, never a replay from empty."""
+    the way up (while a round trip that must commit lies ahead): reaching any earlier state is a copy
+    of the nearest saved one and at most ``EVERY - 1`` migrations applied, never a replay from empty."""
 
     EVERY = 16
 
@@ -98,12 +100,24 @@ class _Scratch:
         self.db = self._conn.enter_context(Database.connect(self.url))
         self._stack.callback(self._conn.close)
 
+    @contextlib.contextmanager
+    def _copy(self, source: str) -> Iterator[DatabaseUrl]:
+        """A copy of ``source`` (which no session may be on), dropped when the block ends. Copied block
+        by block (the server's default strategy): a checkpoint per copy would cost more than the copy."""
+        database = throwaway.name("scratch")
+        with Database.connect(self.admin) as server:
+            throwaway.create(server, database, template=source)
+        try:
+            yield self.admin.with_dbname(database)
+        finally:
+            with contextlib.suppress(PgShiftError), Database.connect(self.admin) as server:
+                throwaway.drop(server, database)
+
     def save(self, count: int) -> None:
         """Keep a copy of the database as it is now: ``count`` migrations applied."""
         self._conn.close()  # a template must have no session
         try:
-            self._saved[count] = self._saved_stack.enter_context(
-                throwaway.clone(self.admin, self.url.dbname)).dbname
+            self._saved[count] = self._saved_stack.enter_context(self._copy(self.url.dbname)).dbname
         finally:
             self._connect()
 
@@ -112,7 +126,7 @@ class _Scratch:
         base = max((c for c in self._saved if c <= count), default=0)
         self._stack.close()
         self._stack = contextlib.ExitStack()
-        self._open(throwaway.clone(self.admin, self._saved[base]) if base else throwaway.empty(self.admin))
+        self._open(self._copy(self._saved[base]) if base else throwaway.empty(self.admin))
         if count > base:
             apply.apply(self.db, self.migrations, self.limits, upto=applied[count - 1].id)
 
@@ -178,36 +192,101 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
     return RoundTrip(m.id, name, "ok", rollback_ms=down_ms, reapply_ms=up_ms)
 
 
+def _one_transaction(m: Migration) -> bool:
+    """Whether the migration and its rollback both run inside one transaction block."""
+    if m.forced_transactional is False:
+        return False
+    sql = m.rollback_sql() or ""
+    try:
+        return all(not sqltext.may_need_parse(text) or all(s.transactional for s in sqltext.statements(text, name))
+                   for text, name in ((m.sql, m.path.name), (sql, _rollback_file(m))))
+    except MigrationError:  # a rollback that does not parse: the committed path reports it
+        return False
+
+
+def _where(name: str, sql: str, failure: SqlFailure, offset: int = 0) -> str:
+    return f"{name}, line {sqltext.line_of(sql, failure.position - offset)}" if failure.position else name
+
+
+def _trip_in_transaction(db: Database, m: Migration, limits: apply.Limits, before: snapshot.Snapshot,
+                         after: snapshot.Snapshot) -> RoundTrip:
+    """Down, compare with ``before``; up, compare with ``after``: inside one transaction that is then
+    rolled back, so whatever happens the database is left as it was, ``m`` applied."""
+    name = _rollback_file(m)
+    sql = m.rollback_sql() or ""
+    prefix = f"RESET ALL; BEGIN; {apply.settings_sql(limits, local=True)}\n"
+    immediate = "\n;\nSET CONSTRAINTS ALL IMMEDIATE;"  # deferred checks fire here, as at a COMMIT
+    try:
+        started = time.monotonic()
+        try:
+            db.execute(f"{prefix}{sql}{immediate}")
+        except SqlFailure as failure:
+            return RoundTrip(m.id, name, "failed", f"the rollback fails: {_where(name, sql, failure, len(prefix))}: "
+                             f"{failure}; nothing of the rollback was applied")
+        down_ms = int((time.monotonic() - started) * 1000)
+        changed = snapshot.diff(_by_name(before), _by_name(snapshot.take(db)))
+        if changed:
+            return RoundTrip(m.id, name, "failed",
+                             f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
+                             "difference(s); '-' is missing, '+' was left behind)", changed, down_ms)
+        started = time.monotonic()
+        try:
+            db.execute(f"{m.sql}{immediate}")
+        except SqlFailure as failure:
+            return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: "
+                             f"{_where(m.path.name, m.sql, failure)}: {failure}", rollback_ms=down_ms)
+        up_ms = int((time.monotonic() - started) * 1000)
+        changed = snapshot.diff(_by_name(after), _by_name(snapshot.take(db)))
+        if changed:
+            return RoundTrip(m.id, name, "failed",
+                             f"{m.path.name} applied again after its rollback gives a different schema", changed,
+                             down_ms, up_ms)
+        return RoundTrip(m.id, name, "ok", rollback_ms=down_ms, reapply_ms=up_ms)
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
+def _trip(work: _Scratch, applied: list[Migration], limits: apply.Limits, before: snapshot.Snapshot,
+          after: snapshot.Snapshot) -> RoundTrip:
+    """The round trip of the newest of ``applied``; the scratch database is left with all of them applied."""
+    m = applied[-1]
+    if m.forward_only or refusal.refused(m) is not None or m.rollback_path is None:
+        return round_trip(work.db, work.migrations, m, limits, before, after)  # named without running anything
+    if _one_transaction(m):
+        return _trip_in_transaction(work.db, m, limits, before, after)
+    trip = round_trip(work.db, work.migrations, m, limits, before, after)  # statement by statement, committed
+    if trip.state == "ok":
+        apply_one(work.db, work.migrations, m, limits)  # back up to where the walk is
+    else:
+        work.rebuild(applied, len(applied))
+    return trip
+
+
 def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -> BackwardReport:
     """Round-trip every migration on a scratch database on ``admin``'s server."""
     runnable = [m for m in migrations if not m.empty]
     work = _Scratch(admin, migrations, limits)
     try:
-        snaps = [snapshot.take(work.db)]
+        before = snapshot.take(work.db)
         applied: list[Migration] = []
+        trips: list[RoundTrip] = []
         note = None
+        # Copies are only ever needed by a round trip that must commit (CONCURRENTLY): none ahead, none saved.
+        last_committing = max((i for i, m in enumerate(runnable) if not _one_transaction(m)), default=-1)
         for m in runnable:
             try:
                 apply_one(work.db, migrations, m, limits)
             except MigrationError:
                 note = f"{m.path.name} and later are not tested: it does not apply (see forward)"
-                work.rebuild(applied, len(applied))
+                trips += [RoundTrip(o.id, _rollback_file(o), "not tested") for o in runnable[len(applied):]]
                 break
             applied.append(m)
-            snaps.append(snapshot.take(work.db))
-            if len(applied) % work.EVERY == 0:
+            after = snapshot.take(work.db)
+            trips.append(_trip(work, applied, limits, before, after))
+            before = after
+            if len(applied) % work.EVERY == 0 and len(applied) <= last_committing:
                 work.save(len(applied))
-        trips: list[RoundTrip] = [RoundTrip(m.id, _rollback_file(m), "not tested")
-                                  for m in runnable[len(applied):]]
-        for k in reversed(range(len(applied))):
-            trip = round_trip(work.db, migrations, applied[k], limits, snaps[k], snaps[k + 1])
-            trips.append(trip)
-            if trip.state == "skipped" and trip.problem != FORWARD_ONLY:
-                # a refused rollback: what is older cannot be reached without undoing it
-                trips += [RoundTrip(o.id, _rollback_file(o), "not tested") for o in applied[:k]]
-                break
-            if trip.state != "ok" and k > 0:  # failed, or forward-only: go on from a copy of the state before it
-                work.rebuild(applied, k)
         return BackwardReport(sorted(trips, key=lambda t: t.id, reverse=True), note)
     finally:
         work.close()
