@@ -65,3 +65,22 @@ def test_inv_test_constraints_shows_accepted_findings_and_passes(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "accepted in 20240101000000_events: no-primary-key:public.events: table has no primary key" in done.stdout
     assert "ok: no missing indexes, keys or other schema smells, 1 accepted" in done.stdout
+
+
+def test_a_deploy_rehearsal_lets_an_accepted_finding_through_and_stops_on_another(
+        db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    from pgshift.checks.performance import Thresholds
+    from pgshift.deploy import rehearsal
+
+    write_migration(migrations_dir, "20240101000000_events",
+                    "-- pgshift: accept no-primary-key\nCREATE TABLE events (at timestamptz, body text);",
+                    "DROP TABLE events;")
+    migrations = source.read(migrations_dir)
+    done = rehearsal.run(db_url, migrations, [migrations[0].id], Limits(), Thresholds(60, 2))
+    assert done.problems == [], done.problems
+    assert ("constraints (accepted in 20240101000000_events): no-primary-key:public.events: table has no primary key"
+            in done.checks)
+    write_migration(migrations_dir, "20240102000000_logs", "CREATE TABLE logs (line text);", "DROP TABLE logs;")
+    migrations = source.read(migrations_dir)
+    stopped = rehearsal.run(db_url, migrations, [m.id for m in migrations], Limits(), Thresholds(60, 2))
+    assert [p for p in stopped.problems if "public.logs" in p], (stopped.problems, stopped.checks)

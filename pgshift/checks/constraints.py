@@ -211,6 +211,18 @@ def accepts(sql: str) -> set[str]:
             if w.strip()}
 
 
+def accepted_by(finding: Finding, migrations: list[Migration]) -> str | None:
+    """The migration whose comment accepts ``finding``, for a caller that inspects once (a deploy's
+    rehearsal): one naming its id, or its kind and mentioning its table."""
+    kind = finding.id.split(":", 1)[0]
+    table = re.compile(rf"\b{re.escape(finding.table.rsplit('.', 1)[-1].strip(chr(34)))}\b", re.IGNORECASE)
+    for m in migrations:
+        tokens = accepts(m.sql)
+        if finding.id in tokens or (kind in tokens and table.search(m.sql)):
+            return m.id
+    return None
+
+
 def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits,
         sequence_limit: float = 0.75) -> ConstraintsReport:
     """Apply every migration to a scratch database and inspect the result.

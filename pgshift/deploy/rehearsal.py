@@ -102,6 +102,8 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
             for f in constraints.inspect(db, sequence_limit).findings:
                 if (f.kind, f.table, f.problem) in smells_before:
                     notes.append(f"constraints (already there): {f.table}: {f.problem}")
+                elif (by := constraints.accepted_by(f, todo)) is not None:
+                    notes.append(f"constraints (accepted in {by}): {f.id}: {f.problem}")
                 else:
                     problems.append(f"constraints: the migrations leave {f.table}: {f.problem}; fix: {f.fix}")
     if swept:
