@@ -3,7 +3,8 @@
 ``write(folder)`` writes ~300 migrations in the styles seen in real projects: comment-only
 placeholders, lower-case SQL, schemas other than public, ``IF NOT EXISTS`` everywhere, up-only
 files with no rollback, the MySQL habits PostgreSQL still accepts (``SET NAMES``, ``USING BTREE``,
-``varchar(255)``, ``double precision``, ``default current_timestamp``), standalone unique indexes
+``varchar(255)``, ``double precision``, ``default current_timestamp``), ``set search_path`` and
+unqualified names, standalone unique indexes
 (multi-column, partial, expression), enums extended with ``ADD VALUE`` and used by a later
 migration, views, functions and triggers, self-referencing foreign keys, renames and drops. Every
 file applies on PostgreSQL 15 and 18; every rollback file written undoes its migration exactly.
@@ -47,7 +48,7 @@ class History:
 
 
 def _feature(h: History, k: int) -> None:
-    """One feature of the application: a table and what a team does to it over the months (14 files)."""
+    """One feature of the application: a table and what a team does to it over the months (15 files)."""
     s = SCHEMAS[k % len(SCHEMAS)]
     t = f"items_{k}"
     q = f"{s}.{t}"
@@ -118,6 +119,8 @@ insert into {q} (name, email, code, parent_id) select 'second', null, 'A2', id f
     else:
         h.add(f"{t}_defaults", "set names 'UTF8';\n" f"alter table {q} alter column code set default 'x';\n",
               f"alter table {q} alter column code drop default;\n")
+    h.add(f"{t}_comment", f"set search_path to {s}, public;\ncomment on table {t} is 'feature {k}';\n",
+          f"set search_path to {s}, public;\ncomment on table {t} is null;\n")
     h.add(f"{t}_rename_name", f"alter table {q} rename column name to title;\n",
           f"alter table {q} rename column title to name;\n")
     h.add(f"{t}_drop_score", f"alter table {q} drop column if exists score;\n",
@@ -129,7 +132,7 @@ drop table if exists {s}.{t}_old;
 
 
 def write(folder: Path, migrations: int = 300, forward_only_header: bool = False) -> History:
-    """About ``migrations`` files (whole features of 14, after the schemas): see the module docstring."""
+    """About ``migrations`` files (whole features of 15, after the schemas): see the module docstring."""
     h = History(folder, forward_only_header)
     h.add("init", "-- initial migration: the schema was created by hand before we used migrations\n", None)
     for s in SCHEMAS[1:]:

@@ -77,3 +77,16 @@ def test_mysql_habits_postgresql_rejects_are_reported_not_crashes(
     dry = _inv(task_db_url, migrations_dir, "deploy", "--dry-run")
     assert dry.returncode == 1 and "Traceback" not in dry.stderr
     assert "a deploy would NOT proceed: 20190301120000_backfill.sql, line 1: START is not allowed" in dry.stdout
+
+
+def test_a_rehearsed_deploy_of_a_real_style_history_applies_it(
+        task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    history = histories.write(migrations_dir, 60, forward_only_header=True)
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir), INVOKE_PGSHIFT_PREFLIGHT_DRIFT="0",
+                  SKIP_BACKUP="1")
+    done = inv_here("deploy", "--yes", env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    status = inv_here("status", env=env)
+    pending = [line for line in status.stdout.splitlines() if " pending" in line and line.startswith("2019")]
+    assert len(pending) == len(history.placeholders) + 1 and all("(empty)" in line for line in pending), status.stdout
+    assert history.up_only[0] in done.stderr + done.stdout  # named as not rolled back in the rehearsal

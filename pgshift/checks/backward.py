@@ -137,10 +137,17 @@ class _Scratch:
             self._saved_stack.close()
 
 
+def take(db: Database) -> snapshot.Snapshot:
+    """The snapshot as the default search path prints it: a migration's ``SET search_path`` lasts for
+    the session (or the transaction), and would otherwise change how every definition reads."""
+    db.execute("RESET search_path")
+    return snapshot.take(db)
+
+
 _COLUMNS = re.compile(r"columns \((?P<names>[^)]*)\)")
 
 
-def _by_name(snap: snapshot.Snapshot) -> snapshot.Snapshot:
+def by_name(snap: snapshot.Snapshot) -> snapshot.Snapshot:
     """The snapshot with each table's column list sorted: a rollback that re-adds a column puts it last."""
 
     def sort(match: re.Match[str]) -> str:
@@ -170,7 +177,7 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
         down_ms = apply.rollback(db, m, limits)
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"the rollback fails: {error}")
-    changed = snapshot.diff(_by_name(before), _by_name(snapshot.take(db)))
+    changed = snapshot.diff(by_name(before), by_name(take(db)))
     if changed:
         return RoundTrip(m.id, name, "failed",
                          f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
@@ -180,7 +187,7 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: {error}",
                          rollback_ms=down_ms)
-    changed = snapshot.diff(_by_name(after), _by_name(snapshot.take(db)))
+    changed = snapshot.diff(by_name(after), by_name(take(db)))
     if changed:
         return RoundTrip(m.id, name, "failed",
                          f"{m.path.name} applied again after its rollback gives a different schema", changed,
@@ -224,7 +231,7 @@ def _trip_in_transaction(db: Database, m: Migration, limits: apply.Limits, befor
             return RoundTrip(m.id, name, "failed", f"the rollback fails: {_where(name, sql, failure, len(prefix))}: "
                              f"{failure}; nothing of the rollback was applied")
         down_ms = int((time.monotonic() - started) * 1000)
-        changed = snapshot.diff(_by_name(before), _by_name(snapshot.take(db)))
+        changed = snapshot.diff(by_name(before), by_name(take(db)))
         if changed:
             return RoundTrip(m.id, name, "failed",
                              f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
@@ -236,7 +243,7 @@ def _trip_in_transaction(db: Database, m: Migration, limits: apply.Limits, befor
             return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: "
                              f"{_where(m.path.name, m.sql, failure)}: {failure}", rollback_ms=down_ms)
         up_ms = int((time.monotonic() - started) * 1000)
-        changed = snapshot.diff(_by_name(after), _by_name(snapshot.take(db)))
+        changed = snapshot.diff(by_name(after), by_name(take(db)))
         if changed:
             return RoundTrip(m.id, name, "failed",
                              f"{m.path.name} applied again after its rollback gives a different schema", changed,
@@ -268,7 +275,7 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -
     runnable = [m for m in migrations if not m.empty]
     work = _Scratch(admin, migrations, limits)
     try:
-        before = snapshot.take(work.db)
+        before = take(work.db)
         applied: list[Migration] = []
         trips: list[RoundTrip] = []
         note = None
@@ -282,7 +289,7 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -
                 trips += [RoundTrip(o.id, _rollback_file(o), "not tested") for o in runnable[len(applied):]]
                 break
             applied.append(m)
-            after = snapshot.take(work.db)
+            after = take(work.db)
             trips.append(_trip(work, applied, limits, before, after))
             before = after
             if len(applied) % work.EVERY == 0 and len(applied) <= last_committing:
