@@ -48,10 +48,11 @@ if TYPE_CHECKING:  # the result types, re-exported for callers' annotations
 Progress = Callable[[str], None]
 
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
-    "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "checks", "cleaned_up", "cleanup",
-    "constraints",
-    "deploy", "deploy_status", "forward", "generate_models", "lint", "maintenance", "migrate", "performance", "plan",
-    "reset", "reset_allowed", "restore", "status", "stop_server", "switch_maintenance",
+    "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "baseline", "checks", "cleaned_up",
+    "cleanup", "constraints", "deploy", "deploy_status", "fleet_deploy", "fleet_plan", "fleet_status", "forward",
+    "generate_models", "import_migrations", "lint", "lock_notes", "maintenance", "mark", "migrate", "order",
+    "performance", "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema",
+    "squash", "status", "stop_server", "switch_maintenance",
 ]
 
 
@@ -182,9 +183,9 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
         remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
         models = models_path(settings)
         refreshed = None
-        if models.exists():  # the team uses generated models: keep them in step with the schema
-            from pgshift.schema import generate
+        from pgshift.schema import generate
 
+        if models.exists() and generate.ours(models):  # the team uses generated models: keep them in step
             refreshed = generate.write(db, models).path
     shadow.finish()
     done = apply.ApplyResult(before.applied + after.applied, after.empty)
@@ -228,6 +229,15 @@ def cleaned_up() -> list[str]:
 
     module = sys.modules.get("pgshift.databases.throwaway")  # not loaded: nothing was made, nothing swept
     return module.swept() if module is not None else []
+
+
+def lock_notes() -> list[str]:
+    """What taking the migration lock did about orphaned sessions (ended one whose client is gone),
+    when the command that took it had no progress callback to say it to, since the last call."""
+    import sys
+
+    module = sys.modules.get("pgshift.migrations.lock")
+    return module.notes() if module is not None else []
 
 
 def stop_server(settings: Settings) -> bool:
@@ -302,8 +312,8 @@ def performance(settings: Settings, rows: int, given: Inputs | None = None,
 
 
 def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, Report]]:
-    """forward, backward, constraints, lint and a small performance run (``rows``, default the config's
-    ``quick_rows``; 0 skips it), each yielded as it finishes."""
+    """forward, backward, constraints, lint, a small performance run (``rows``, default the config's
+    ``quick_rows``; 0 skips it), order and schema (skipped without schema.sql), each yielded as it finishes."""
     from pgshift.checks import inputs, suite
 
     i = inputs.gather(settings)
@@ -317,6 +327,7 @@ def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, R
     if quick > 0:
         steps.append(("performance", lambda: performance(settings, quick, i)))
     steps.append(("order", lambda: order(settings)))
+    steps.append(("schema", lambda: schema(settings, i)))
     for name, step in steps:
         yield name, suite.guarded(name, step)
 
@@ -526,4 +537,88 @@ def repair(settings: Settings, *, accept_edit: list[str] | None = None, confirm:
                                         reason=reason)
 
 
+if TYPE_CHECKING:
+    from pgshift.schema.gate import SchemaReport as SchemaReport
+    from pgshift.schema.squash import Squashed as Squashed
+
+
+def squash(settings: Settings, upto: str, *, force: bool = False, reason: str | None = None) -> Squashed:
+    """Replace the migrations up to ``upto`` with one that builds the same schema (proved on two shadow
+    databases first) and whose rollback drops it; the replaced files are deleted. The development
+    database records the squash in their place if it applied them all. Data changes in the replaced
+    files are refused unless ``force`` (then left out, named in the squash's header)."""
+    from pgshift.databases import target
+    from pgshift.schema import squash as schema_squash
+
+    schema_squash.chosen(settings, upto)  # an unknown id is refused before connecting
+    with target.connect(settings) as db:
+        return schema_squash.squash(settings, db, upto, force=force, reason=reason)
+
+
+def schema(settings: Settings, given: Inputs | None = None) -> SchemaReport:
+    """``schema.sql`` and the migrations built on two scratch databases and compared, each difference
+    named; skipped (``ok``, ``skipped``) when there is no schema.sql."""
+    from pgshift.schema import declared_path, gate
+
+    path = declared_path(settings)
+    if not path.exists():
+        return gate.SchemaReport("")
+    i = _inputs(settings, given)
+    return gate.run(i.admin, i.migrations, i.limits, gate.read(path), path.name)
+
+
+__all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair", "rollback_to", "schema", "squash"]
 __all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair", "rollback_to"]
+
+
+# -- fleets ----------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from pgshift.fleet.report import FleetReport as FleetReport
+    from pgshift.fleet.survey import FleetPlan as FleetPlan
+    from pgshift.fleet.survey import FleetStatus as FleetStatus
+
+
+def fleet_status(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
+                 parallel: int | None = None) -> FleetStatus:
+    """Every target of the fleet file (``fleet.toml`` beside ``tasks.py`` unless ``fleet``), or of
+    ``shard`` ("K/N") of it: its head, what is pending, what is wrong, its last state in the journal."""
+    from pgshift.fleet import survey, targets, waves
+
+    fleet_file = targets.load(targets.path_of(settings, fleet))
+    return survey.status(settings, fleet_file, waves.Shard.parse(shard), parallel)
+
+
+def fleet_plan(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
+               parallel: int | None = None, rehearse: bool = True) -> FleetPlan:
+    """The fleet deploy's plan, read over read-only sessions: the waves, and each target's pending
+    migrations (``FleetPlan.differences()`` names the targets that differ from the rest)."""
+    from pgshift.fleet import survey, targets, waves
+
+    fleet_file = targets.load(targets.path_of(settings, fleet))
+    return survey.plan(settings, fleet_file, waves.Shard.parse(shard), parallel, rehearse)
+
+
+def fleet_deploy(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
+                 parallel: int | None = None, rehearse: bool = True, resume: bool = False,
+                 confirm: Confirm | None = None, progress: Progress | None = None) -> FleetReport:
+    """Deploy every target of the fleet (or of ``shard``), each with the single-database deploy: the
+    first target alone with the rehearsal, the other canaries (``wave = 0``), then the waves, at most
+    ``parallel`` at once; halts once more than ``max_failures`` targets failed. ``resume`` continues
+    the journal's last run, skipping the targets it finished. Production needs ``confirm`` (once for
+    the fleet); Slack hears one digest per wave."""
+    from pgshift.deploy import notify
+    from pgshift.fleet import runner, targets, waves
+
+    fleet_file = targets.load(targets.path_of(settings, fleet))
+    part = waves.Shard.parse(shard)
+    slack = notify.Slack.from_settings(settings)
+    try:
+        return runner.deploy(settings, fleet_file, parallel=parallel, shard=part, rehearse=rehearse, resume=resume,
+                             confirm=confirm, notify=slack, progress=progress)
+    finally:
+        if slack is not None:
+            slack.close()
+
+
+__all__ += ["fleet_deploy", "fleet_plan", "fleet_status"]

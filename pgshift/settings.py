@@ -24,11 +24,11 @@ DEFAULTS: dict[str, Any] = {
     "logs_dir": "logs",
     "embedded_dir": ".pgdata",
     "embedded_database": "imaginarium_development",
-    "lock_timeout": 5.0,         # seconds a migration statement may wait for a table lock
+    "lock_timeout": 0.5,         # seconds a migration statement may queue for a table lock (queries wait behind it)
     "statement_timeout": 0.0,    # seconds a migration statement may run; 0 means no limit
     "lock_wait": 30.0,           # seconds to wait for another migrator's advisory lock
-    "lock_retries": 3,           # retries of a migration that hit lock_timeout
-    "retry_backoff": 2.0,        # seconds before the first retry; doubles each time
+    "lock_retries": 10,          # retries of a statement or migration that hit lock_timeout
+    "retry_backoff": 0.5,        # seconds before the first retry; doubles each time up to 10, jittered
     "connect_timeout": 10,       # seconds
     "perf_rows": 100_000,        # inv test.performance: rows in each table nothing references
     "quick_rows": 10_000,        # the performance run inside inv test
@@ -152,18 +152,33 @@ def _command(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _for_environment(config: Mapping[str, Any], environment: str) -> Mapping[str, Any]:
+    """The config with ``pgshift.<environment>``'s keys over the shared ones (e.g. a longer
+    ``lock_timeout`` for production only); the other environments' tables dropped."""
+    own = config.get(environment) or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"config pgshift.{environment} must be a table of settings, e.g. {{lock_timeout = 1.0}}")
+    unknown = set(own) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown config key pgshift.{environment}.{sorted(unknown)[0]}; "
+                          f"known: {', '.join(DEFAULTS)}")
+    return {**{k: v for k, v in config.items() if k not in ENVIRONMENTS}, **own}
+
+
 def load(root: Path, config: Mapping[str, Any] | None = None,
          env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings for one command. Raises ConfigError with the fix on bad input."""
     env = os.environ if env is None else env
     config = config or {}
-    unknown = set(config) - set(DEFAULTS)
+    unknown = set(config) - set(DEFAULTS) - set(ENVIRONMENTS)
     if unknown:
-        raise ConfigError(f"unknown config key pgshift.{sorted(unknown)[0]}; known: {', '.join(DEFAULTS)}")
+        raise ConfigError(f"unknown config key pgshift.{sorted(unknown)[0]}; known: {', '.join(DEFAULTS)}, "
+                          f"and one table per environment ({', '.join(ENVIRONMENTS)}) overriding them")
     environment = env.get("ENVIRONMENT", "").strip() or "development"
     if environment not in ENVIRONMENTS:
         raise ConfigError(
             f"ENVIRONMENT={environment!r} is not known; use development, staging or production")
+    config = _for_environment(config, environment)
     raw_url = env.get("DATABASE_URL", "").strip()
     url = DatabaseUrl.parse(raw_url) if raw_url else None
     if url is None and environment != "development":

@@ -23,7 +23,7 @@ def show(settings: Settings, as_json: bool, drift: bool = True) -> None:
     else:
         out(f"{status.environment}: {status.target}")
         if status.migrations:
-            rows = [(m.id, m.state + (" (empty)" if m.empty else ""),
+            rows = [(m.id, m.state + (" (template not written yet)" if m.empty else ""),
                      f"{m.applied_at:%Y-%m-%d %H:%M:%S}" if m.applied_at else "",
                      f"{m.duration_ms} ms" if m.duration_ms is not None else "", m.detail or "")
                     for m in status.migrations]

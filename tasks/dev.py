@@ -174,3 +174,28 @@ def repair(c: Context, accept_edit: list[str] | None = None, reason: str = "") -
     """Clear failed or interrupted records whose effect is absent; accept edited files."""
     _adopt.show_repair(api.repair(settings(c, require="development"), accept_edit=accept_edit,
                                   reason=reason or None))
+
+
+@task(help={
+    "upto": "the newest migration to fold in: it and every one before it become one migration",
+    "force": "squash even though the migrations change data (INSERT, UPDATE, ...) or make what the differ "
+             "does not carry: those are left out and named in the squash's header",
+    "reason": REASON_HELP,
+})
+@boundary
+def squash(c: Context, upto: str = "", force: bool = False, reason: str = "") -> None:
+    """Replace the migrations up to --upto ID with one equivalent migration."""
+    from pgshift.errors import ConfigError
+
+    if not upto:
+        raise ConfigError("give the newest migration to fold in: inv dev.squash --upto ID (see inv dev.status)")
+    done = api.squash(settings(c, require="development"), upto, force=force, reason=reason or None)
+    out(f"wrote {done.migration.path.name} and its rollback in place of {len(done.replaced)} migration(s) "
+        f"({done.replaced[0]} .. {done.replaced[-1]}, files deleted; version control keeps them): "
+        f"{done.statements} statement(s), the same {done.objects} catalog object(s), rollback to empty proved")
+    out("the development database now records it in their place" if done.settled else
+        "the development database had not applied every one of them: its record was left as it was")
+    for line in done.left_out:
+        out(f"left out: {line}")
+    for line in done.not_compared:
+        out(f"not carried: {line}")

@@ -83,10 +83,17 @@ def _show_order(report: Any) -> None:
         out(f"  {problem}")
 
 
+def _show_schema(report: Any) -> None:
+    for difference in report.differences:
+        out(f"  {difference.describe()}")
+    for warning in report.warnings:
+        out(f"  warning: {warning}")
+
+
 _DETAILS: dict[str, Callable[[Any], None]] = {
     "forward": _show_forward, "backward": _show_backward, "performance": _show_performance,
     "large-dataset": _show_performance, "constraints": _show_constraints, "lint": _show_lint,
-    "order": _show_order,
+    "order": _show_order, "schema": _show_schema,
 }
 
 
@@ -136,7 +143,7 @@ def _single(name: str, report: Report, as_json: bool) -> None:
 })
 @boundary
 def all_checks(c: Context, json: bool = False, rows: int = -1) -> None:
-    """Run forward, backward, constraints, lint and a quick performance check."""
+    """Run forward, backward, constraints, lint, a quick performance check, order and schema."""
     config = settings(c)
     reports: list[tuple[str, Report]] = []
     for name, report in api.checks(config, None if rows == -1 else _rows(rows)):
@@ -195,3 +202,10 @@ def lint(c: Context, json: bool = False, every: bool = False) -> None:
 def order(c: Context, json: bool = False) -> None:
     """New migrations sort after the main branch's, and migrations/pgshift.head names the newest."""
     _single("order", api.order(settings(c)), json)
+
+
+@task(help={"json": _JSON})
+@boundary
+def schema(c: Context, json: bool = False) -> None:
+    """schema.sql and the migrations produce the same schema (skipped without schema.sql)."""
+    _single("schema", api.schema(settings(c)), json)

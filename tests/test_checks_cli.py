@@ -70,7 +70,7 @@ def test_inv_test_json_fails_with_exit_1_and_names_the_broken_rollback(
     report = json.loads(done.stdout)
     assert report["ok"] is False
     assert {name: check["ok"] for name, check in report["checks"].items()} == {
-        "forward": True, "backward": False, "constraints": True, "lint": True, "order": True}
+        "forward": True, "backward": False, "constraints": True, "lint": True, "order": True, "schema": True}
     assert "+ column public.users.visits: integer" in report["checks"]["backward"]["trips"][0]["diff"]
     assert _dump(db_url) == before
 

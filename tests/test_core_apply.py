@@ -11,7 +11,7 @@ from pgshift import api
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ChecksumMismatch, ExitCode, MigrationError
-from pgshift.migrations import history
+from pgshift.migrations import history, source
 from tests.conftest import write_migration
 
 
@@ -82,11 +82,11 @@ def test_missing_file_is_reported(db_url: DatabaseUrl, migrations_dir: Path, mak
     assert status.exit_code == ExitCode.FAILED
 
 
-def test_empty_migration_is_pending_and_never_applied(
+def test_the_unwritten_template_is_pending_and_never_applied(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
-    write_migration(migrations_dir, "20250101000000_a", "-- nothing yet\n/* still nothing */\n")
+    made = source.create(migrations_dir, "add_things")
     result = api.migrate(make_settings(db_url))
-    assert result.result.applied == [] and result.result.empty == ["20250101000000_a"]
+    assert result.result.applied == [] and result.result.empty == [made.id]
     status = api.status(make_settings(db_url))
     assert [(m.state, m.empty) for m in status.migrations] == [("pending", True)]
     assert status.exit_code == ExitCode.PENDING

@@ -223,7 +223,7 @@ def test_a_table_lock_held_longer_than_lock_timeout_fails_the_deploy_cleanly(
         assert blocker.in_transaction
         message = str(caught.value)
         assert f"blocked by pid {blocker_pid}" in message and "3 attempts" in message
-        assert "Nothing of it was applied" in message and "Maintenance: off" in message
+        assert "nothing of it was applied" in message and "Maintenance: off" in message
     finally:
         blocker.close()
         watcher.close()

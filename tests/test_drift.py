@@ -78,6 +78,11 @@ def test_a_clean_database_reports_no_drift_from_the_stored_snapshot(migrated: An
 @pytest.mark.parametrize("change", list(HAND_CHANGES))
 def test_each_hand_change_is_named_by_plain_status(change: str, migrated: Any, db_url: DatabaseUrl) -> None:
     sql, line = HAND_CHANGES[change]
+    for _ in range(2):  # the first stores the clean catalog's fingerprint, the second answers from it
+        clean = api.status(migrated).drift
+        assert clean is not None and clean.items == []
+    with Database.connect(db_url) as db:
+        assert db.one("SELECT count(*) FROM pgshift.schema_snapshots WHERE catalog IS NOT NULL") == (1,)
     by_hand(db_url, sql)
     env = cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrated.migrations_dir))
     shown = inv_here("status", env=env)
@@ -190,3 +195,15 @@ def test_a_shadow_left_by_a_killed_process_is_dropped_by_the_next(
         with Database.connect(server) as admin:
             for name in (dead, live):
                 throwaway.drop(admin, name)
+
+
+def test_snapshots_kept_before_fingerprints_are_compared_in_full_then_fingerprinted(
+        migrated: Any, db_url: DatabaseUrl) -> None:
+    by_hand(db_url, "ALTER TABLE pgshift.schema_snapshots DROP COLUMN catalog")
+    status = api.status(migrated)
+    assert status.drift is not None and status.drift.items == [] and status.drift.method == "snapshot"
+    with Database.connect(db_url) as db:
+        assert db.one("SELECT count(*) FROM pgshift.schema_snapshots WHERE catalog IS NOT NULL") == (1,)
+    by_hand(db_url, "ALTER TABLE posts ADD COLUMN draft boolean")
+    drifted = api.status(migrated).drift
+    assert drifted is not None and [i.name for i in drifted.items] == ["public.posts.draft"]

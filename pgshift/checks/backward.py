@@ -258,6 +258,8 @@ def _trip(work: _Scratch, applied: list[Migration], limits: apply.Limits, before
           after: snapshot.Snapshot) -> RoundTrip:
     """The round trip of the newest of ``applied``; the scratch database is left with all of them applied."""
     m = applied[-1]
+    if m.rollback_path is None and sqltext.is_empty(m.sql):  # a placeholder: nothing to undo, nothing to write
+        return RoundTrip(m.id, _rollback_file(m), "ok")
     if m.forward_only or refusal.refused(m) is not None or m.rollback_path is None:
         return round_trip(work.db, work.migrations, m, limits, before, after)  # named without running anything
     if _one_transaction(m):

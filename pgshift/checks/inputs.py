@@ -14,7 +14,7 @@ from pgshift.databases import target, throwaway
 from pgshift.databases.db import Database, DatabaseMissing
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Refused
-from pgshift.migrations import history, source
+from pgshift.migrations import history, source, squashed
 from pgshift.migrations.apply import Limits
 from pgshift.migrations.source import Migration
 from pgshift.settings import Settings
@@ -42,7 +42,7 @@ def gather(settings: Settings, scratch_databases: bool = True) -> Inputs:
                       "or CI server, or use inv deploy, which rehearses on a clone")
     migrations = source.read(settings.migrations_dir)
     url = target.url(settings)
-    applied, tables = _read_target(url, settings.connect_timeout)
+    applied, tables = _read_target(url, settings.connect_timeout, migrations)
     admin = throwaway.admin_url(url, settings.connect_timeout) if scratch_databases else url
     return Inputs(admin, migrations, Limits.of(settings), applied, settings.describe_target(), tables)
 
@@ -53,11 +53,12 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_s
 AND n.nspname NOT LIKE 'pg\\_%'"""
 
 
-def _read_target(url: DatabaseUrl, connect_timeout: int) -> tuple[set[str], set[str]]:
+def _read_target(url: DatabaseUrl, connect_timeout: int, migrations: list[Migration]) -> tuple[set[str], set[str]]:
     """The target's applied migrations and its tables, read only; a database not created yet has none."""
     try:
         with Database.connect(url, connect_timeout) as db:
-            applied = {r.id for r in history.records(db).values() if r.state == "applied"}
+            records = squashed.mapped(migrations, history.records(db))
+            applied = {r.id for r in records.values() if r.state == "applied"}
             return applied, {str(r[0]) for r in db.rows(_TARGET_TABLES)}
     except DatabaseMissing:
         return set(), set()

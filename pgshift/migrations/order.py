@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pgshift.errors import MigrationError
-from pgshift.migrations import history
+from pgshift.migrations import history, squashed
 from pgshift.migrations.source import Migration
 
 HEAD_FILE = "pgshift.head"
@@ -29,6 +29,7 @@ HEAD_FILE = "pgshift.head"
 
 def late(migrations: list[Migration], records: dict[str, history.Record]) -> list[tuple[str, str]]:
     """(pending id, newest applied id) for each pending migration sorting before the newest applied."""
+    records = squashed.mapped(migrations, records)
     applied = [i for i, r in records.items() if r.state == "applied"]
     if not applied:
         return []
@@ -113,7 +114,8 @@ def check(folder: Path, migrations: list[Migration], main_branch: str) -> OrderR
         ref, theirs = on_main
         if theirs:
             newest_main = theirs[-1]
-            for ident in sorted(set(ids) - set(theirs)):
+            squashes = {m.id for m in migrations if m.sql.startswith(squashed.MARKER)}  # stand for main's own
+            for ident in sorted(set(ids) - set(theirs) - squashes):
                 if ident < newest_main:
                     problems.append(f"{ident} is added by this branch but sorts before {newest_main}, already on "
                                     f"{ref}; give it the next timestamp with inv dev.rebase {ident}")

@@ -3,42 +3,29 @@
 The plan is a value (``--dry-run`` prints it; the run re-reads it under the lock and executes it). A
 missing or refused rollback anywhere in it stops everything before a statement runs.
 
-Each rollback keeps apply's guarantees. A transactional one runs with its record's removal in one
-transaction (``apply.rollback``). One with statements that refuse a transaction (``DROP INDEX
-CONCURRENTLY``) runs statement by statement, journaled in ``pgshift.rollbacks`` (statements done, a
-hash of each): a crash leaves the migration's record in place and the journal where it stopped, and the
-next ``rollback.to`` first settles the statement it was in (an index half dropped or half built), then
-goes on. The record and the journal row go in one last transaction.
+Each rollback keeps apply's guarantees (``apply.rollback``). A transactional one runs with its record's
+removal in one transaction. One with statements that refuse a transaction (``DROP INDEX
+CONCURRENTLY``), or with a ``-- transactional: false`` header, runs statement by statement, journaled
+in ``pgshift.rollbacks`` (statements done, a hash of each): a crash leaves the migration's record in
+place and the journal where it stopped, and the next ``rollback.to`` first settles the statement it was
+in (an index half dropped or half built), then goes on. The record and the journal row go in one last
+transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pgshift.databases.db import Database, SqlFailure
+from pgshift.databases.db import Database
 from pgshift.errors import ConfigError, MigrationError
-from pgshift.migrations import apply, audit, history, refusal, sqltext
+from pgshift.migrations import apply, audit, history, refusal, squashed, txmode
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
 
 Progress = Callable[[str], None]
-
-JOURNAL_DDL = """
-CREATE SCHEMA IF NOT EXISTS pgshift;
-CREATE TABLE IF NOT EXISTS pgshift.rollbacks (
-    id               text PRIMARY KEY,
-    started_at       timestamptz NOT NULL DEFAULT now(),
-    statements_total integer NOT NULL,
-    statements_done  integer NOT NULL DEFAULT 0,
-    done_hashes      text[] NOT NULL DEFAULT '{}'
-);
-"""
-
 
 class Step(NamedTuple):
     id: str
@@ -82,22 +69,14 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def journal(db: Database) -> dict[str, tuple[int, int, tuple[str, ...]]]:
-    """Half-done rollbacks: id -> (statements total, done, their hashes)."""
-    if not db.has_relation("pgshift.rollbacks"):
-        return {}
-    return {r[0]: (r[1], r[2], tuple(r[3])) for r in db.rows(
-        "SELECT id, statements_total, statements_done, done_hashes FROM pgshift.rollbacks")}
-
-
 def plan(db: Database, migrations: list[Migration], to: str) -> RollbackPlan:
     files = {m.id: m for m in migrations}
-    records = history.records(db)
+    records = squashed.mapped(migrations, history.records(db))
     if to not in records or records[to].state != "applied":
         known = [i for i, r in records.items() if r.state == "applied"]
         raise ConfigError(f"{to!r} is not an applied migration here; roll back to one of the applied ids "
                           f"(newest: {known[-1] if known else 'none'}; see inv status)")
-    half = journal(db)
+    half = history.rollback_journal(db)
     steps: list[Step] = []
     problems: list[str] = []
     for ident in sorted((i for i in records if i > to), reverse=True):
@@ -124,21 +103,13 @@ def plan(db: Database, migrations: list[Migration], to: str) -> RollbackPlan:
             problems.append(f"{ident}'s rollback is refused ({why}): it cannot be rolled back; restore a backup "
                             "instead (inv rollback.interactive)")
             continue
-        statements = _split(m, sql)
+        statements = txmode.of(sql, f"{ident}.rollback.sql").statements
         if statements is None:
             steps.append(Step(ident, f"{ident}.rollback.sql", True, None))
         else:
             done = half.get(ident, (0, 0, ()))[1]
             steps.append(Step(ident, f"{ident}.rollback.sql", False, len(statements), done))
     return RollbackPlan(to, steps, problems)
-
-
-def _split(m: Migration, sql: str) -> list[sqltext.Statement] | None:
-    """The statements of a rollback that must run one by one; None when it runs in one transaction."""
-    if not sqltext.may_need_parse(sql):
-        return None
-    statements = sqltext.statements(sql, f"{m.id}.rollback.sql")
-    return None if all(s.transactional for s in statements) else statements
 
 
 def run(db: Database, migrations: list[Migration], to: str, limits: apply.Limits, *,
@@ -149,6 +120,7 @@ def run(db: Database, migrations: list[Migration], to: str, limits: apply.Limits
     say = progress or (lambda _m: None)
     with migration_lock(db, limits.lock_wait):
         failpoint("rollback:locked")
+        squashed.settle(db, migrations)  # a squash's record in place of those it replaces, before any is removed
         found = plan(db, migrations, to)
         if found.problems:
             raise MigrationError(f"cannot roll back to {to}: {found.problems[0]}"
@@ -164,72 +136,8 @@ def run(db: Database, migrations: list[Migration], to: str, limits: apply.Limits
         for step in found.steps:
             say(f"rolling back {step.id}")
             m = files[step.id]
-            ms = apply.rollback(db, m, limits) if step.transactional else _journaled(db, m, limits)
+            ms = apply.rollback(db, m, limits)
             failpoint(f"rolledback:{step.id}")
             done.append(RolledBack(step.id, ms, step.transactional))
             say(f"rolled back {step.id} in {ms} ms")
         return done
-
-
-def _digest(statement: sqltext.Statement) -> str:
-    return hashlib.sha256(statement.text.encode()).hexdigest()[:16]
-
-
-def _journaled(db: Database, m: Migration, limits: apply.Limits) -> int:
-    sql = m.rollback_sql() or ""
-    statements = sqltext.statements(sql, f"{m.id}.rollback.sql")
-    hashes = [_digest(s) for s in statements]
-    started = time.monotonic()
-    where = f"WHERE id = {db.literal(m.id)}"
-    db.execute(JOURNAL_DDL)
-    before = journal(db).get(m.id)
-    start = 0
-    if before is not None:
-        start = before[1]
-        if list(before[2]) != hashes[:start]:
-            raise MigrationError(f"{m.id}.rollback.sql stopped after statement {start}, and the statements already "
-                                 "run were edited since; restore them and run again")
-    else:
-        db.execute(f"INSERT INTO pgshift.rollbacks (id, statements_total) VALUES ({db.literal(m.id)}, "
-                   f"{len(statements)})")
-    db.execute(apply.settings_sql(limits, local=False))  # the same limits as apply's runner
-    try:
-        for index in range(start, len(statements)):
-            statement = statements[index]
-            step = (f"UPDATE pgshift.rollbacks SET statements_done = {index + 1}, "
-                    f"done_hashes = done_hashes || {db.literal(hashes[index])}::text {where}")
-            try:
-                if statement.transactional:
-                    db.execute(f"BEGIN; {statement.text};\n{step}; COMMIT;")
-                else:
-                    if not (index == start and before is not None and _settled(db, statement)):
-                        db.execute(statement.text)
-                    failpoint(f"rollback-executed:{m.id}:{index + 1}")
-                    db.execute(step)
-                failpoint(f"rollback-journaled:{m.id}:{index + 1}")
-            except SqlFailure as failure:
-                left = (f"statements 1-{index} of {len(statements)} are done and journaled; fix the file from "
-                        f"statement {index + 1} on and run again to resume") if index else "nothing of it ran"
-                raise MigrationError(f"{m.id}.rollback.sql, line {statement.line}: {failure}; {left}") from None
-    finally:
-        db.execute("RESET lock_timeout; RESET statement_timeout;")
-    db.execute(f"BEGIN; {history.delete_sql(db, m.id)}; DELETE FROM pgshift.rollbacks {where}; COMMIT;")
-    return int((time.monotonic() - started) * 1000)
-
-
-def _settled(db: Database, statement: sqltext.Statement) -> bool:
-    """The statement a killed run was in: True when its effect is complete (an index it dropped is
-    gone, one it built is valid); a half-built index is dropped so the statement runs again."""
-    if not statement.indexes:
-        return False
-    name = statement.indexes[0]
-    if statement.kind == "DropStmt":
-        return not any(db.has_relation(n) for n in statement.indexes)
-    if statement.kind == "IndexStmt":
-        row = db.one("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
-        if row is None:
-            return False
-        if row[0]:
-            return True
-        db.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-    return False

@@ -27,6 +27,18 @@ ROLLBACK_SUFFIX = ".rollback.sql"
 NOT_MIGRATIONS = {"seed.sql", "schema.sql"}
 _HEADER = re.compile(r"^--\s*transactional\s*:\s*(true|false)\s*$", re.IGNORECASE | re.MULTILINE)
 _FORWARD_ONLY = re.compile(r"^--\s*forward_only\s*:\s*true\s*$", re.IGNORECASE | re.MULTILINE)
+# The line that marks the template ``dev.migrate NAME`` writes: a file that still has it and no statement
+# is not written yet, so it is not applied. Any other file with no statement (a placeholder whose
+# statements moved elsewhere) is applied as a no-op and recorded, its checksum guarding later edits. Files
+# written before the marker existed carry the old template's sentence instead.
+UNWRITTEN_MARK = "-- pgshift: template not written yet"
+_OLD_TEMPLATE_MARK = "A file with no statements is never applied."
+
+
+def transactional_header(sql: str) -> bool | None:
+    """A ``-- transactional: false`` (or true) header line in ``sql``, if the author wrote one."""
+    found = _HEADER.search(sql)
+    return None if found is None else found.group(1).lower() == "true"
 
 
 def normalise(raw: bytes) -> str:
@@ -59,7 +71,11 @@ class Migration:
 
     @cached_property
     def empty(self) -> bool:
-        """True when the file has no statement yet (only comments and blanks)."""
+        """True for the template ``dev.migrate NAME`` wrote that nobody has filled in yet (its mark and
+        no statement): it is not applied. A file of comments alone without the mark is not empty in this
+        sense: it is applied as a no-op."""
+        if UNWRITTEN_MARK not in self.sql and _OLD_TEMPLATE_MARK not in self.sql:
+            return False
         from pgshift.migrations import sqltext  # its lexer's regex is compiled on import; status rarely needs it
 
         return sqltext.is_empty(self.sql)
@@ -74,8 +90,7 @@ class Migration:
     @property
     def forced_transactional(self) -> bool | None:
         """A ``-- transactional: false`` (or true) header line, if the author wrote one."""
-        found = _HEADER.search(self.sql)
-        return None if found is None else found.group(1).lower() == "true"
+        return transactional_header(self.sql)
 
     @property
     def forward_only(self) -> bool:
@@ -124,9 +139,11 @@ def _read(path: str) -> bytes:
 
 
 TEMPLATE = """-- {id}
+{mark}
 -- Write the change below. Each migration runs in one transaction, recorded in the same transaction.
 -- Statements that cannot run in a transaction (CREATE INDEX CONCURRENTLY, ...) are detected and run
--- one by one instead, journaled so a crash can resume. A file with no statements is never applied.
+-- one by one instead, journaled so a crash can resume. Until a statement is written below, this file
+-- is not applied; a file of comments alone without the line above is applied as a no-op.
 
 """
 ROLLBACK_TEMPLATE = """-- Rollback of {id}: undo exactly what the forward migration does, in reverse order.
@@ -157,7 +174,8 @@ def create(folder: Path, name: str, now: datetime | None = None, *, existing: li
     if stamp <= newest:  # two in one second, or a clock behind the newest file: keep the order
         stamp = str(int(newest) + 1)
     ident = f"{stamp}_{name}"
-    text, rollback = render(ident) if render else (TEMPLATE.format(id=ident), ROLLBACK_TEMPLATE.format(id=ident))
+    text, rollback = render(ident) if render else (TEMPLATE.format(id=ident, mark=UNWRITTEN_MARK),
+                                                   ROLLBACK_TEMPLATE.format(id=ident))
     with open(folder / f"{ident}.sql", "x") as handle:
         handle.write(text)
     with open(folder / f"{ident}{ROLLBACK_SUFFIX}", "x") as handle:

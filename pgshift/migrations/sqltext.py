@@ -28,10 +28,11 @@ _TOKEN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 
-# Every statement that cannot run inside a transaction block, or that ends one, has one of these words.
+# Every statement that cannot run inside a transaction block, or that ends one, has one of these words;
+# so does ``ALTER TYPE ... ADD VALUE``, whose new value cannot be used before a commit.
 NEEDS_PARSE = frozenset({
     "CONCURRENTLY", "VACUUM", "DATABASE", "SYSTEM", "TABLESPACE", "SUBSCRIPTION", "CLUSTER",
-    "BEGIN", "COMMIT", "ROLLBACK", "START", "END", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE",
+    "BEGIN", "COMMIT", "ROLLBACK", "START", "END", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE", "VALUE",
 })
 
 
@@ -97,6 +98,7 @@ class Statement:
     kind: str           # the parse node, e.g. "IndexStmt"
     transactional: bool  # False: must run outside a transaction block
     indexes: tuple[str, ...] = ()  # for CREATE/DROP INDEX CONCURRENTLY: the index names it names
+    adds_value: str | None = None  # ALTER TYPE ... ADD VALUE: the new value (usable only once committed)
 
 
 def statements(sql: str, origin: str = "migration") -> list[Statement]:
@@ -124,10 +126,25 @@ def statements(sql: str, origin: str = "migration") -> list[Statement]:
                 f"{origin}, line {line}: {text.strip().split()[0].upper()} is not allowed in a migration; "
                 "each migration runs in its own transaction already (write '-- transactional: false' "
                 "at the top to run statements one by one)")
+        added = node.get("newVal") if kind == "AlterEnumStmt" and "oldVal" not in node else None
         found.append(Statement(text=text.strip(), line=line, kind=kind,
                                transactional=not _outside_transaction(kind, node),
-                               indexes=_index_names(kind, node)))
+                               indexes=_index_names(kind, node), adds_value=added))
     return found
+
+
+def used_before_commit(statements: list[Statement]) -> tuple[Statement, Statement] | None:
+    """An ``ADD VALUE`` and a later statement of the same file that uses the new value (names it as a
+    string literal): in one transaction the use fails ("unsafe use of new value"), so a commit must
+    come between them."""
+    for n, statement in enumerate(statements):
+        if statement.adds_value is None:
+            continue
+        literal = "'" + statement.adds_value.replace("'", "''") + "'"
+        for later in statements[n + 1:]:
+            if literal in later.text:
+                return statement, later
+    return None
 
 
 def _outside_transaction(kind: str, node: dict[str, Any]) -> bool:

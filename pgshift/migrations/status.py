@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pgshift.databases.db import Database
-from pgshift.errors import ExitCode
-from pgshift.migrations import history
+from pgshift.errors import ExitCode, MigrationError
+from pgshift.migrations import history, squashed
 from pgshift.migrations.source import Migration
 
 if TYPE_CHECKING:
@@ -77,10 +77,11 @@ class Status:
 def states(migrations: list[Migration], records: dict[str, history.Record]) -> list[MigrationState]:
     found: list[MigrationState] = []
     files = {m.id for m in migrations}
+    records = squashed.mapped(migrations, records)
     for m in migrations:
         rec = records.get(m.id)
         if rec is None:
-            found.append(MigrationState(m.id, "pending", empty=m.empty))
+            found.append(MigrationState(m.id, "pending", empty=m.empty, detail=_how(m)))
         elif rec.state == "applied":
             state = "applied" if rec.checksum == m.checksum else "modified"
             found.append(MigrationState(m.id, state, rec.applied_at, rec.duration_ms))
@@ -92,8 +93,23 @@ def states(migrations: list[Migration], records: dict[str, history.Record]) -> l
     for rec in records.values():
         if rec.id not in files:
             found.append(MigrationState(rec.id, "missing", rec.applied_at, rec.duration_ms,
-                                        detail="recorded, but the file is gone"))
+                                        detail=squashed.stranded(migrations, rec.id)
+                                        or "recorded, but the file is gone"))
     return sorted(found, key=lambda s: s.id)
+
+
+def _how(m: Migration) -> str | None:
+    """For a pending migration that will not run in one transaction: how it will run, and why (or why
+    it cannot run at all: it does not parse). Parsed only when the quick scan says it may be needed."""
+    if not m.may_need_parse:
+        return None
+    from pgshift.migrations import txmode
+
+    try:
+        mode = txmode.of(m.sql, m.path.name, may_need_parse=True)
+    except MigrationError as error:
+        return str(error)
+    return None if mode.transactional else f"runs statement by statement: {mode.why}"
 
 
 def collect(db: Database, migrations: list[Migration], target: str, environment: str,

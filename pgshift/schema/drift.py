@@ -42,11 +42,12 @@ def check(settings: Settings, db: Database, migrations: list[Migration], limits:
 
 def _replay(settings: Settings, db: Database, migrations: list[Migration], limits: Limits,
             records: dict[str, history.Record]) -> Drift:
-    from pgshift.migrations import apply
+    from pgshift.migrations import apply, squashed
     from pgshift.schema import diff
     from pgshift.schema.shadow import Prepared
 
-    replay = [m for m in migrations if m.id in records and records[m.id].state == "applied"]
+    applied = squashed.mapped(migrations, records)  # a squash stands for the migrations it replaced
+    replay = [m for m in migrations if m.id in applied and applied[m.id].state == "applied"]
     version = db.server_version // 10000
 
     def replayed(scratch: Shadow) -> snapshot.Snapshot | diff.Schema:
