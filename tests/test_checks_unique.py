@@ -78,7 +78,7 @@ def test_inv_test_over_a_unique_index_data_cannot_fill_prints_the_summary_and_js
     assert "public.children: " in performance and "unique index and were left out" in performance
     as_json = inv_here("test", "--json", env=env)
     report = json.loads(as_json.stdout)
-    assert set(report["checks"]) == {"forward", "backward", "constraints", "lint", "performance", "order"}
+    assert set(report["checks"]) == {"forward", "backward", "constraints", "lint", "performance", "order", "schema"}
     assert report["checks"]["performance"]["ok"] is True
     filled = {t["table"]: t["rows"] for t in report["checks"]["performance"]["fill"]["tables"]}
     assert filled["public.flags"] == 2
