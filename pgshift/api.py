@@ -155,13 +155,15 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
     from pgshift.migrations.lock import migration_lock
-    from pgshift.schema import autogen, models_path, shadow
+    from pgshift.schema import autogen, declared_path, models_path, shadow
 
     if upto:
         raise ConfigError("--to cannot be combined with NAME while schema.sql exists: the new migration is "
                           "the difference from the fully migrated database; run inv dev.migrate --to ID first")
     migrations = source.read(settings.migrations_dir)
     source.check_name(name, migrations)
+    declared = declared_path(settings)
+    source.normalise(declared.read_bytes(), declared)  # not UTF-8: refused before any work
     limits = apply.Limits.of(settings)
     say = progress or (lambda _msg: None)
     # One lock over apply, compare, write and apply: a second generator waits, then finds it done.
@@ -349,11 +351,12 @@ def backups(settings: Settings) -> list[Backup]:
 
 
 def restore(settings: Settings, file: str | Path, *, confirm: Confirm | None = None,
-            progress: OnDumpProgress | None = None) -> RestoreResult:
-    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused."""
+            progress: OnDumpProgress | None = None, force: bool = False) -> RestoreResult:
+    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused; an
+    archive with no manifest that was dumped from another database is refused unless ``force``."""
     from pgshift.backups import restore as backups_restore
 
-    return backups_restore.restore(settings, file, confirm=confirm, progress=progress)
+    return backups_restore.restore(settings, file, confirm=confirm, progress=progress, force=force)
 
 
 def cleanup(settings: Settings, *, dry_run: bool = False) -> CleanupPlan:
@@ -574,6 +577,7 @@ __all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair"
 # -- fleets ----------------------------------------------------------------------------------------
 
 if TYPE_CHECKING:
+    from pgshift.fleet.report import Board as Board
     from pgshift.fleet.report import FleetReport as FleetReport
     from pgshift.fleet.survey import FleetPlan as FleetPlan
     from pgshift.fleet.survey import FleetStatus as FleetStatus
@@ -601,12 +605,14 @@ def fleet_plan(settings: Settings, *, fleet: str | Path | None = None, shard: st
 
 def fleet_deploy(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
                  parallel: int | None = None, rehearse: bool = True, resume: bool = False,
-                 confirm: Confirm | None = None, progress: Progress | None = None) -> FleetReport:
+                 confirm: Confirm | None = None, progress: Progress | None = None,
+                 board: Callable[[Board], None] | None = None) -> FleetReport:
     """Deploy every target of the fleet (or of ``shard``), each with the single-database deploy: the
     first target alone with the rehearsal, the other canaries (``wave = 0``), then the waves, at most
     ``parallel`` at once; halts once more than ``max_failures`` targets failed. ``resume`` continues
     the journal's last run, skipping the targets it finished. Production needs ``confirm`` (once for
-    the fleet); Slack hears one digest per wave."""
+    the fleet); Slack hears one digest per wave. ``board`` gets a snapshot of the run (done, running,
+    failed, waiting, the slowest) at every start and end of a target, for a live display."""
     from pgshift.deploy import notify
     from pgshift.fleet import runner, targets, waves
 
@@ -615,7 +621,7 @@ def fleet_deploy(settings: Settings, *, fleet: str | Path | None = None, shard: 
     slack = notify.Slack.from_settings(settings)
     try:
         return runner.deploy(settings, fleet_file, parallel=parallel, shard=part, rehearse=rehearse, resume=resume,
-                             confirm=confirm, notify=slack, progress=progress)
+                             confirm=confirm, notify=slack, progress=progress, board=board)
     finally:
         if slack is not None:
             slack.close()

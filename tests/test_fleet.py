@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -419,3 +420,25 @@ def test_a_failed_source_query_is_one_line_naming_the_fix(tmp_path: Path, pg18: 
                       'query = "SELECT name, url FROM no_such_table"\n')
     with pytest.raises(Exception, match=r"fleet.toml \[source\]: the query failed on .*no_such_table.*; fix the query"):
         fleet_targets.load(source, env={})
+
+
+def test_the_live_board_counts_every_target_through_the_run(fleet: FleetSetup) -> None:
+    from pgshift import api
+    from pgshift.settings import load
+
+    boards: list[Any] = []
+    config = load(fleet.root, {"migrations_dir": str(fleet.migrations), "backups_dir": str(fleet.root / "backups"),
+                               "logs_dir": str(fleet.root / "logs"), "preflight_drift": False},
+                  env={"FLEET_PASSWORD": PASSWORD, "DATABASE_URL": "postgresql://fleet/none"})
+    os.environ["FLEET_PASSWORD"] = PASSWORD
+    try:
+        report = api.fleet_deploy(config, fleet=fleet.file, parallel=3, board=boards.append)
+    finally:
+        del os.environ["FLEET_PASSWORD"]
+    assert report.outcome == "succeeded"
+    assert all(b.total == 12 and b.done + b.failed + len(b.running) + b.waiting == 12 for b in boards)
+    assert all(b.waiting >= 0 and len(b.running) <= 3 for b in boards)
+    assert max(len(b.running) for b in boards) > 1  # the waves ran in parallel
+    last = boards[-1]
+    assert (last.done, last.failed, last.running, last.waiting) == (12, 0, (), 0) and last.slowest is not None
+    assert "12 done, 0 running, 0 failed, 0 waiting of 12" in last.line()
