@@ -66,7 +66,7 @@ def status(settings: Settings, *, drift: bool = True) -> Status:
     from pgshift.migrations import history, source
     from pgshift.migrations.status import collect
 
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:
         records = history.records(db)
         found = collect(db, migrations, settings.describe_target(), settings.environment, records)
@@ -107,7 +107,7 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
     if name and not empty and declared_path(settings).exists():
         return _migrate_to_schema(settings, name, create_only=create_only, upto=upto, progress=progress,
                                   allow_data_loss=allow_data_loss, confirm=confirm, allow_out_of_order=allowed)
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     created = source.create(settings.migrations_dir, name, existing=migrations) if name else None
     if created is not None:
         _new_head(settings, created)
@@ -160,7 +160,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     if upto:
         raise ConfigError("--to cannot be combined with NAME while schema.sql exists: the new migration is "
                           "the difference from the fully migrated database; run inv dev.migrate --to ID first")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     source.check_name(name, migrations)
     declared = declared_path(settings)
     source.normalise(declared.read_bytes(), declared)  # not UTF-8: refused before any work
@@ -293,7 +293,7 @@ def constraints(settings: Settings, given: Inputs | None = None) -> ConstraintsR
     from pgshift.checks import constraints as check
 
     i = _inputs(settings, given)
-    return check.run(i.admin, i.migrations, i.limits, settings.sequence_limit)
+    return check.run(i.admin, i.migrations, i.limits, settings.sequence_limit, i.accept)
 
 
 def lint(settings: Settings, every: bool = False, given: Inputs | None = None) -> LintReport:
@@ -454,7 +454,7 @@ def baseline(settings: Settings, *, confirm: Confirm | None = None, reason: str 
     from pgshift.migrations import source
     from pgshift.schema import baseline as schema_baseline
 
-    schema_baseline.guard(settings, source.read(settings.migrations_dir))  # before connecting
+    schema_baseline.guard(settings, source.of(settings))  # before connecting
     with target.connect(settings) as db:
         return schema_baseline.baseline(settings, db, confirm=confirm, reason=reason)
 
@@ -492,7 +492,7 @@ def order(settings: Settings) -> OrderReport:
     from pgshift.migrations import order as migrations_order
     from pgshift.migrations import source
 
-    return migrations_order.check(settings.migrations_dir, source.read(settings.migrations_dir),
+    return migrations_order.check(settings.migrations_dir, source.of(settings),
                                   settings.main_branch)
 
 
@@ -519,7 +519,7 @@ def mark(settings: Settings, ident: str, *, applied: bool, confirm: Confirm | No
     from pgshift.migrations import source
 
     _guard_production(settings, confirm, f"marking {ident} {'applied' if applied else 'reverted'}")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:
         return migrations_repair.mark(db, migrations, ident, applied=applied, lock_wait=settings.lock_wait,
                                       reason=reason)
@@ -534,7 +534,7 @@ def repair(settings: Settings, *, accept_edit: list[str] | None = None, confirm:
     from pgshift.migrations import source
 
     _guard_production(settings, confirm, "repairing the migration record")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:
         return migrations_repair.repair(db, migrations, accept_edit=accept_edit or [], lock_wait=settings.lock_wait,
                                         reason=reason)

@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "preflight_drift": True,     # deploy preflight checks drift (replays the applied migrations: ~1-2 s)
     "allow_out_of_order": False,  # apply a pending migration older than the newest applied (recorded)
     "main_branch": "main",       # inv test: migrations a branch adds must sort after those on this branch
+    "forward_only": False,       # the history has no rollbacks by design: backward skips, rollbacks refused
+    "accept": [],                # constraints finding ids judged acceptable, e.g. ["fk_index:public.audit.user_id"]
 }
 
 
@@ -87,6 +89,8 @@ class Settings:
     preflight_drift: bool = True
     allow_out_of_order: bool = False
     main_branch: str = "main"
+    forward_only: bool = False
+    accept: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -207,6 +211,17 @@ def _yes_no(config: Mapping[str, Any], key: str) -> bool:
     if text in ("", *_FALSE):
         return False
     raise ConfigError(f"config pgshift.{key}={value!r} is not a yes/no value; use {_WORDS}")
+
+
+def _names(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """A list of names (a comma-separated string from the environment)."""
+    value = _given(config, key)
+    if isinstance(value, str):
+        value = [v for v in (part.strip() for part in value.split(",")) if v]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"config pgshift.{key} must be a list of finding ids, e.g. "
+                          "[\"fk_index:public.audit.user_id\"] (see the id column of inv test.constraints)")
+    return tuple(v.strip() for v in value)
 
 
 def _command(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -332,4 +347,6 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         preflight_drift=_yes_no(config, "preflight_drift"),
         allow_out_of_order=_yes_no(config, "allow_out_of_order"),
         main_branch=_text(config, "main_branch"),
+        forward_only=_yes_no(config, "forward_only"),
+        accept=_names(config, "accept"),
     )

@@ -103,6 +103,9 @@ KEYS: dict[str, tuple[object, object, object, str]] = {
     "preflight_drift": ("off", False, "maybe", "preflight_drift='maybe' is not a yes/no value"),
     "allow_out_of_order": ("yes", True, "2", "allow_out_of_order='2' is not a yes/no value"),
     "main_branch": ("trunk", "trunk", "", "main_branch='' must be a non-empty name"),
+    "forward_only": ("true", True, "always", "forward_only='always' is not a yes/no value"),
+    "accept": ("fk_index:public.a.b, pk:public.c", ("fk_index:public.a.b", "pk:public.c"), [3],
+               "must be a list of finding ids"),
 }
 
 

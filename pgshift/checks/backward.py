@@ -31,6 +31,7 @@ from pgshift.migrations import apply, refusal, sqltext
 from pgshift.migrations.source import Migration
 
 FORWARD_ONLY = "forward-only ('-- forward_only: true'): no rollback by design"
+FORWARD_ONLY_HISTORY = "forward-only (config pgshift.forward_only: true): no rollbacks by design"
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class BackwardReport:
             first = failed[0]
             return f"{len(failed)} of {tested} rollback(s) fail; first: {first.file}: {first.problem}"
         text = f"{tested} migration(s) round-trip (up, down, up) exactly"
-        one_way = [t.id for t in self.trips if t.state == "skipped" and t.problem == FORWARD_ONLY]
-        skipped = [t.id for t in self.trips if t.state == "skipped" and t.problem != FORWARD_ONLY]
+        forward = (FORWARD_ONLY, FORWARD_ONLY_HISTORY)
+        one_way = [t.id for t in self.trips if t.state == "skipped" and t.problem in forward]
+        skipped = [t.id for t in self.trips if t.state == "skipped" and t.problem not in forward]
         if one_way:
             text += f"; skipped: forward-only: {len(one_way)} migration(s), newest {one_way[0]}"
         if skipped:
@@ -168,7 +170,7 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
     On "ok" the database is back where it was before ``m``; on "failed" its state is unknown."""
     name = _rollback_file(m)
     if m.forward_only:
-        return RoundTrip(m.id, name, "skipped", FORWARD_ONLY)
+        return RoundTrip(m.id, name, "skipped", FORWARD_ONLY_HISTORY if m.one_way else FORWARD_ONLY)
     if refusal.refused(m) is not None:  # a baseline: no down by design; the walk stops at it
         return RoundTrip(m.id, name, "skipped", f"its rollback is refused: {refusal.refused(m)}")
     if m.rollback_path is None:

@@ -28,6 +28,7 @@ class Inputs:
     applied: set[str]             # ids the target has applied
     target: str                   # for printing
     tables: set[str] = field(default_factory=set)  # the target's tables (schema.name), for lint
+    accept: tuple[str, ...] = ()  # constraints findings accepted by the config
 
     @property
     def pending(self) -> set[str]:
@@ -40,11 +41,12 @@ def gather(settings: Settings, scratch_databases: bool = True) -> Inputs:
         raise Refused("inv test makes scratch databases on the target's server and fills them with generated "
                       "data, which production's server must not carry; point DATABASE_URL at a development "
                       "or CI server, or use inv deploy, which rehearses on a clone")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     url = target.url(settings)
     applied, tables = _read_target(url, settings.connect_timeout, migrations)
     admin = throwaway.admin_url(url, settings.connect_timeout) if scratch_databases else url
-    return Inputs(admin, migrations, Limits.of(settings), applied, settings.describe_target(), tables)
+    return Inputs(admin, migrations, Limits.of(settings), applied, settings.describe_target(), tables,
+                  settings.accept)
 
 
 _TARGET_TABLES = """

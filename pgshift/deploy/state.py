@@ -41,7 +41,7 @@ class DeployState:
 
 
 def collect(settings: Settings, limit: int = 10, *, drift: bool = True) -> DeployState:
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:
         found = deploys.recent(db, limit)
         records = history.records(db)
