@@ -280,12 +280,13 @@ def forward(settings: Settings, given: Inputs | None = None) -> ForwardReport:
     return check.forward(i.admin, i.migrations, i.limits)
 
 
-def backward(settings: Settings, given: Inputs | None = None) -> BackwardReport:
-    """Up, down, up for every migration on a scratch database: the schema must round-trip."""
+def backward(settings: Settings, given: Inputs | None = None, *, strict_order: bool = False) -> BackwardReport:
+    """Up, down, up for every migration on a scratch database: the schema must round-trip. Columns are
+    compared by name, their order a note; ``strict_order`` fails a changed order too."""
     from pgshift.checks import backward as check
 
     i = _inputs(settings, given)
-    return check.run(i.admin, i.migrations, i.limits)
+    return check.run(i.admin, i.migrations, i.limits, strict_order)
 
 
 def constraints(settings: Settings, given: Inputs | None = None) -> ConstraintsReport:
