@@ -48,7 +48,8 @@ Progress = Callable[[str], None]
 
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
     "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "baseline", "checks", "cleaned_up",
-    "cleanup", "constraints", "deploy", "deploy_status", "fleet_deploy", "fleet_plan", "fleet_status", "forward",
+    "cleanup", "constraints", "deploy", "deploy_abort", "deploy_complete", "deploy_pause",
+    "deploy_status", "fleet_deploy", "fleet_plan", "fleet_status", "forward",
     "generate_models", "import_migrations", "lint", "maintenance", "mark", "migrate", "order", "performance",
     "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema", "squash",
     "status", "stop_server", "switch_maintenance",
@@ -383,6 +384,45 @@ def deploy_status(settings: Settings, limit: int = 10, *, drift: bool = True) ->
     from pgshift.deploy import state
 
     return state.collect(settings, limit, drift=drift)
+
+
+def deploy_pause(settings: Settings, *, resume: bool = False) -> int:
+    """Pause every unfinished backfill through its control row (``resume=True`` lets it go on): the
+    running backfill sees it before its next batch. Returns how many backfills it set."""
+    from pgshift.databases import target
+    from pgshift.migrations import window
+
+    with target.connect(settings) as db:
+        return window.pause(db, not resume)
+
+
+def deploy_complete(settings: Settings, *, migration: str | None = None, force: bool = False,
+                    reason: str | None = None, progress: Progress | None = None) -> list[str]:
+    """Run the contract phase of every expanded migration (or ``migration``), under the migration lock.
+    Refused while its backfill is unfinished or sessions of the old release (``old_release``, an
+    ``application_name`` LIKE pattern) are connected; ``force`` with a ``reason`` overrides the latter,
+    recorded. Returns the ids completed."""
+    from pgshift.databases import target
+    from pgshift.migrations import source, window
+    from pgshift.migrations.budget import Limits
+
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return window.complete(db, migrations, Limits.of(settings), old_release=settings.old_release, force=force,
+                               reason=reason, only=migration, say=progress)
+
+
+def deploy_abort(settings: Settings, *, migration: str | None = None,
+                 progress: Progress | None = None) -> list[str]:
+    """Undo every expanded migration not completed (or ``migration``), newest first: its abort section or
+    else its rollback file, with its record, in one transaction each. Returns the ids aborted."""
+    from pgshift.databases import target
+    from pgshift.migrations import source, window
+    from pgshift.migrations.budget import Limits
+
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return window.abort(db, migrations, Limits.of(settings), only=migration, say=progress)
 
 
 def maintenance(settings: Settings) -> tuple[Maintenance, bool]:

@@ -46,6 +46,11 @@ DEFAULTS: dict[str, Any] = {
     "preflight_drift": True,     # deploy preflight checks drift (replays the applied migrations: ~1-2 s)
     "allow_out_of_order": False,  # apply a pending migration older than the newest applied (recorded)
     "main_branch": "main",       # inv test: migrations a branch adds must sort after those on this branch
+    "backfill_batch_seconds": 0.25,  # a backfill's target batch time: its batch size adapts to it
+    "backfill_max_replay_lag": 10.0,  # seconds of replica replay lag that pause a backfill; 0: not checked
+    "backfill_max_xact_seconds": 60.0,  # another transaction open this long pauses a backfill; 0: not checked
+    "backfill_max_active": 0,    # this many other active sessions pause a backfill; 0: no ceiling
+    "old_release": "",           # deploy.complete: application_name LIKE pattern of the old app's sessions
 }
 
 
@@ -84,6 +89,11 @@ class Settings:
     preflight_drift: bool = True
     allow_out_of_order: bool = False
     main_branch: str = "main"
+    backfill_batch_seconds: float = DEFAULTS["backfill_batch_seconds"]
+    backfill_max_replay_lag: float = DEFAULTS["backfill_max_replay_lag"]
+    backfill_max_xact_seconds: float = DEFAULTS["backfill_max_xact_seconds"]
+    backfill_max_active: int = DEFAULTS["backfill_max_active"]
+    old_release: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -223,4 +233,9 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         preflight_drift=_yes_no(config, "preflight_drift"),
         allow_out_of_order=_yes_no(config, "allow_out_of_order"),
         main_branch=str(config.get("main_branch", DEFAULTS["main_branch"])),
+        backfill_batch_seconds=_number(config, "backfill_batch_seconds"),
+        backfill_max_replay_lag=_number(config, "backfill_max_replay_lag"),
+        backfill_max_xact_seconds=_number(config, "backfill_max_xact_seconds"),
+        backfill_max_active=int(_number(config, "backfill_max_active")),
+        old_release=str(config.get("old_release", DEFAULTS["old_release"])),
     )

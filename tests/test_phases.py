@@ -1,0 +1,150 @@
+"""Expand and contract: a phased migration file applied in its expand phase, completed, aborted, gated."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgshift import api
+from pgshift.databases.db import Database
+from pgshift.dburl import DatabaseUrl
+from pgshift.errors import ConfigError, MigrationError, Refused
+from pgshift.migrations import phases, rename
+from tests.commands import cli_env, inv_here
+from tests.conftest import write_migration
+
+TABLE = "20250101000000_users"
+RENAME = "20250102000000_rename_user_name"
+ROWS = 3000
+
+
+def _setup(folder: Path) -> None:
+    write_migration(folder, TABLE, "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);\n"
+                    f"INSERT INTO users SELECT g, 'user ' || g FROM generate_series(1, {ROWS}) g;\n",
+                    "DROP TABLE users;\n")
+    forward, rollback = rename.render(RENAME, rename.Rename("users", "name", "full_name", "text"))
+    write_migration(folder, RENAME, forward, rollback)
+
+
+def _columns(db: Database) -> list[str]:
+    return [r[0] for r in db.rows("SELECT column_name FROM information_schema.columns WHERE table_name = 'users' "
+                                  "ORDER BY ordinal_position")]
+
+
+def test_the_sections_parse_with_the_file_lines_kept() -> None:
+    sql = ("-- header\n-- pgshift: expand\nALTER TABLE users ADD COLUMN b int;\n"
+           "-- pgshift: backfill users SET b = a * 2 WHERE b IS NULL\n"
+           "-- pgshift: contract\nALTER TABLE users DROP COLUMN a;\n"
+           "-- pgshift: abort\nALTER TABLE users DROP COLUMN b;\n")
+    found = phases.parse(sql, "m.sql")
+    assert found is not None
+    assert len(found.expand) == len(sql) + 0 and "ADD COLUMN b" in found.expand and "DROP" not in found.expand
+    assert found.backfills == [phases.Backfill(1, "users", "b = a * 2", "b IS NULL", 4)]
+    assert found.contract is not None and found.contract.split("\n")[5] == "ALTER TABLE users DROP COLUMN a;"
+    assert found.abort is not None and "DROP COLUMN b" in found.abort and "DROP COLUMN a" not in found.abort
+    assert found.columns == ("users.a", "users.b")
+    assert phases.parse("CREATE TABLE t (id int);", "m.sql") is None
+    with pytest.raises(MigrationError, match="line 2: '-- pgshift: expand' is out of place"):
+        phases.parse("-- pgshift: contract\n-- pgshift: expand\n", "m.sql")
+    with pytest.raises(MigrationError, match="line 2: a backfill line reads"):
+        phases.parse("-- pgshift: expand\n-- pgshift: backfill users\n", "m.sql")
+
+
+def test_rename_round_trip_keeps_both_names_working(db_url: DatabaseUrl, migrations_dir: Path,
+                                                     make_settings: Any) -> None:
+    settings = make_settings(db_url)
+    _setup(migrations_dir)
+    said: list[str] = []
+    api.migrate(settings, progress=said.append)
+    assert any("backfill" in line and "done" in line for line in said), said
+    with Database.connect(db_url) as db:
+        assert _columns(db) == ["id", "name", "full_name"]
+        assert db.one("SELECT count(*) FROM users WHERE full_name IS DISTINCT FROM name") == (0,)
+        # the old application writes through the old name, the new one through the new name
+        db.execute("INSERT INTO users (id, name) VALUES (100001, 'old app')")
+        db.execute("UPDATE users SET name = 'renamed by the old app' WHERE id = 1")
+        db.execute("INSERT INTO users (id, full_name) VALUES (100002, 'new app')")
+        db.execute("UPDATE users SET full_name = 'renamed by the new app' WHERE id = 2")
+        assert db.one("SELECT count(*) FROM users WHERE full_name IS DISTINCT FROM name") == (0,)
+        assert db.one("SELECT name FROM users WHERE id = 100002") == ("new app",)
+        assert db.one("SELECT full_name FROM users WHERE id = 1") == ("renamed by the old app",)
+    status = api.status(settings, drift=False)
+    assert [m.detail for m in status.migrations if m.id == RENAME] == [phases_detail()]
+    state = api.deploy_status(settings, drift=False)
+    [window] = state.windows
+    assert window.phase == "expanded" and window.backfills[0].state == "done"
+    assert window.backfills[0].rows_done == ROWS
+    # a later migration that touches a column of the open window is refused until it is completed
+    later = write_migration(migrations_dir, "20250103000000_name_check",
+                            "ALTER TABLE users ADD CONSTRAINT name_short CHECK (length(name) < 200);")
+    with pytest.raises(MigrationError, match=r"touches users\.name, which 20250102000000_rename_user_name expanded"):
+        api.migrate(settings)
+    later.unlink()
+    assert api.deploy_complete(settings) == [RENAME]
+    with Database.connect(db_url) as db:
+        assert _columns(db) == ["id", "full_name"]
+        assert db.one("SELECT full_name FROM users WHERE id = 100001") == ("old app",)
+        assert db.one("SELECT count(*) FROM users WHERE full_name IS NULL") == (0,)
+        assert db.one("SELECT count(*) FROM pg_proc WHERE proname LIKE 'pgshift_sync%'") == (0,)
+    assert api.deploy_status(settings, drift=False).windows[0].phase == "completed"
+    assert api.deploy_complete(settings) == []
+
+
+def phases_detail() -> str:
+    from pgshift.migrations.status import EXPANDED
+
+    return EXPANDED
+
+
+def test_abort_undoes_the_expand_and_it_can_expand_again(db_url: DatabaseUrl, migrations_dir: Path,
+                                                          make_settings: Any) -> None:
+    settings = make_settings(db_url)
+    _setup(migrations_dir)
+    api.migrate(settings)
+    assert api.deploy_abort(settings) == [RENAME]
+    with Database.connect(db_url) as db:
+        assert _columns(db) == ["id", "name"]
+        assert db.one("SELECT count(*) FROM pgshift.migrations WHERE id = %s", [RENAME]) == (0,)
+        assert db.one("SELECT count(*) FROM pgshift.backfills") == (0,)
+        db.execute("INSERT INTO users (id, name) VALUES (100001, 'after the abort')")
+    assert [m.state for m in api.status(settings, drift=False).migrations] == ["applied", "pending"]
+    api.migrate(settings)
+    with Database.connect(db_url) as db:
+        assert db.one("SELECT count(*) FROM users WHERE full_name IS DISTINCT FROM name") == (0,)
+    assert api.deploy_status(settings, drift=False).windows[0].backfills[0].rows_done == ROWS + 1
+
+
+def test_complete_is_gated_on_old_release_sessions(task_db_url: DatabaseUrl, migrations_dir: Path,
+                                                   make_settings: Any) -> None:
+    settings = make_settings(task_db_url, old_release="shop-v41%")
+    _setup(migrations_dir)
+    api.migrate(settings)
+    old_app = replace(task_db_url, params=(*task_db_url.params, ("application_name", "shop-v41-web")))
+    with Database.connect(old_app):
+        with pytest.raises(Refused, match=r"1 session\(s\) of the old release \(shop-v41%\) still connected"):
+            api.deploy_complete(settings)
+        with pytest.raises(ConfigError, match="--force needs --reason"):
+            api.deploy_complete(settings, force=True)
+        assert api.deploy_status(settings, drift=False).windows[0].phase == "expanded"
+        assert api.deploy_complete(settings, force=True, reason="v41 workers are draining") == [RENAME]
+    [window] = api.deploy_status(settings, drift=False).windows
+    assert window.phase == "completed"
+    assert window.forced_reason is not None and window.forced_reason.startswith("v41 workers are draining")
+    assert "shop-v41-web" in window.forced_reason
+
+
+def test_tasks_show_the_window_and_complete_it(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    _setup(migrations_dir)
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    migrated = inv_here("dev.migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    shown = inv_here("deploy.status", "--no-drift", env=env)
+    assert f"phase {RENAME}: expanded" in shown.stdout, shown.stdout
+    assert "backfill 1 (users): done, 3,000 of" in shown.stdout, shown.stdout
+    assert inv_here("deploy.pause", env=env).stdout.strip() == "no unfinished backfill to pause"
+    done = inv_here("deploy.complete", env=env)
+    assert done.returncode == 0 and f"completed: {RENAME}" in done.stdout, done.stderr
+    assert "nothing to abort" in inv_here("deploy.abort", env=env).stdout
