@@ -181,7 +181,8 @@ class _Walk:
         self.row = f"({columns})"
         self.after = "(" + ", ".join(f"%s::{t}" for _, t in keys) + ")"
         self.upto = self.after
-        self.bound = f"SELECT {', '.join(f'{n}::text' for n in names)} FROM {table} "
+        # The keys come back as text under other names: ORDER BY a name would sort the text otherwise.
+        self.bound = f"SELECT {', '.join(f'{n}::text AS pgshift_k{i}' for i, n in enumerate(names))} FROM {table} "
         self.order = f"ORDER BY {columns} OFFSET %s LIMIT 1"
         self.table = table
         self.update = f"UPDATE {table} SET {fill.assignments.replace('%', '%%')}"
