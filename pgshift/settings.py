@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "preflight_drift": True,     # deploy preflight checks drift (replays the applied migrations: ~1-2 s)
     "allow_out_of_order": False,  # apply a pending migration older than the newest applied (recorded)
     "main_branch": "main",       # inv test: migrations a branch adds must sort after those on this branch
-    "backfill_batch_seconds": 0.25,  # a backfill's target batch time: its batch size adapts to it
+    "backfill_batch_seconds": 0.1,   # a backfill's target batch time: its batch size adapts to it
     "backfill_max_replay_lag": 10.0,  # seconds of replica replay lag that pause a backfill; 0: not checked
     "backfill_max_xact_seconds": 60.0,  # another transaction open this long pauses a backfill; 0: not checked
     "backfill_max_active": 0,    # this many other active sessions pause a backfill; 0: no ceiling

@@ -187,7 +187,11 @@ class _Walk:
         self.table = table
         self.update = f"UPDATE {table} SET {fill.assignments.replace('%', '%%')}"
         self.where = f" AND ({fill.where.replace('%', '%%')})" if fill.where else ""
-        self.begin = f"BEGIN; {settings_sql(limits, local=True)}"
+        # pgshift.backfill marks the batch's writes, for a trigger that has no need to see them (rename's).
+        # The commit is asynchronous: a server crash may lose the last batches, but each with its own
+        # journal step, so the resume redoes exactly those; no wait on the log flush per batch.
+        self.begin = (f"BEGIN; {settings_sql(limits, local=True)} SET LOCAL pgshift.backfill = 'on'; "
+                      "SET LOCAL synchronous_commit = off;")
 
     def held(self) -> str | None:
         """Why the backfill must wait now, or None."""

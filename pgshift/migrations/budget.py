@@ -30,7 +30,7 @@ class Limits(NamedTuple):
     lock_retries: int = 10
     retry_backoff: float = 0.5
     # A backfill's pace (pgshift.migrations.backfill): its target batch time, and what throttles it.
-    batch_seconds: float = 0.25
+    batch_seconds: float = 0.1
     max_replay_lag: float = 10.0
     max_xact_seconds: float = 60.0
     max_active: int = 0

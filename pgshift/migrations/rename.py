@@ -1,7 +1,9 @@
 """A column rename without downtime, as an expand/contract migration written from a template.
 
 The expand phase adds the new column and a trigger that keeps the two in step both ways (a write
-through either name is seen through the other), then the backfill copies the old values over; the old
+through either name is seen through the other), then the backfill copies the old values over (its own
+batches skip the trigger: they set ``pgshift.backfill``, and the copy they make is the step the trigger
+would keep); the old
 and the new application both work until ``deploy.complete`` drops the trigger and the old column.
 ``hints`` finds the renames a ``schema.sql`` declares with a ``-- renamed from old_name`` comment on
 the column's line.
@@ -63,7 +65,8 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER {fn} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {fn}();
+CREATE TRIGGER {fn} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW
+    WHEN (current_setting('pgshift.backfill', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION {fn}();
 -- pgshift: backfill {t} SET {new} = {old} WHERE {new} IS DISTINCT FROM {old}
 -- pgshift: contract
 DROP TRIGGER {fn} ON {t};
