@@ -94,16 +94,22 @@ class MigrateResult:
 
 def migrate(settings: Settings, name: str | None = None, *, create_only: bool = False, upto: str | None = None,
             empty: bool = False, allow_data_loss: bool = False, progress: Progress | None = None,
-            confirm: Confirm | None = None, allow_out_of_order: bool = False) -> MigrateResult:
+            confirm: Confirm | None = None, allow_out_of_order: bool = False,
+            expand_contract: bool = False) -> MigrateResult:
     """Create a migration pair named ``name`` (if given), then apply every pending migration.
 
     With ``schema.sql`` present the new migration is generated from the difference between it and the
-    migrated database; ``empty`` asks for the hand-written template instead."""
+    migrated database; ``empty`` asks for the hand-written template instead. ``expand_contract`` writes
+    a zero-downtime rename instead, for the first column schema.sql marks ``-- renamed from OLD`` whose
+    old name the database still has (expand, backfill and contract phases; see docs/migrations.md); run
+    it once per rename."""
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
     from pgshift.schema import declared_path
 
     allowed = allow_out_of_order or settings.allow_out_of_order
+    if expand_contract:
+        return _migrate_rename(settings, name, create_only=create_only, progress=progress, allowed=allowed)
     if name and not empty and declared_path(settings).exists():
         return _migrate_to_schema(settings, name, create_only=create_only, upto=upto, progress=progress,
                                   allow_data_loss=allow_data_loss, confirm=confirm, allow_out_of_order=allowed)
@@ -120,6 +126,44 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
         result = apply.apply(db, migrations, apply.Limits.of(settings), upto=upto, progress=progress)
         _record_late(db, late, result)
     return MigrateResult(created, result)
+
+
+def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, progress: Progress | None,
+                    allowed: bool) -> MigrateResult:
+    """``migrate`` with ``expand_contract``: the rename template filled in from schema.sql's hint."""
+    from pgshift.databases import target
+    from pgshift.migrations import apply, drift, rename, source
+    from pgshift.schema import declared_path
+
+    path = declared_path(settings)
+    if not name or not path.exists():
+        raise ConfigError("--expand-contract needs NAME and a schema.sql whose renamed column says "
+                          "'-- renamed from OLD'; or write the migration by hand (docs/migrations.md, Zero-downtime)")
+    hints = rename.hints(path.read_text())
+    migrations = source.read(settings.migrations_dir)
+    source.check_name(name, migrations)
+    with target.connect(settings) as db, drift.kept(db, migrations):
+        late = _in_order(db, migrations, allowed)
+        before = apply.apply(db, migrations, apply.Limits.of(settings), progress=progress)
+        _record_late(db, late, before)
+        outstanding = [h for h in hints if _has_column(db, h.table, h.old) and not _has_column(db, h.table, h.new)]
+        if not outstanding:
+            raise ConfigError(f"{path.name} declares no rename the database still needs: mark the column "
+                              "'-- renamed from OLD' while the database still has OLD")
+        hint = outstanding[0]
+        created = source.create(settings.migrations_dir, name, existing=migrations,
+                                render=lambda ident: rename.render(ident, hint))
+        _new_head(settings, created)
+        if create_only:
+            return MigrateResult(created, before)
+        after = apply.apply(db, [*migrations, created], apply.Limits.of(settings), progress=progress)
+    return MigrateResult(created, apply.ApplyResult(before.applied + after.applied, after.empty))
+
+
+def _has_column(db: Any, table: str, column: str) -> bool:
+    row = db.one("SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s "
+                 "AND NOT attisdropped AND attnum > 0", [table, column.strip('"')])
+    return bool(row and row[0])
 
 
 def _new_head(settings: Settings, created: Migration) -> None:

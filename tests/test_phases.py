@@ -148,3 +148,33 @@ def test_tasks_show_the_window_and_complete_it(task_db_url: DatabaseUrl, migrati
     done = inv_here("deploy.complete", env=env)
     assert done.returncode == 0 and f"completed: {RENAME}" in done.stdout, done.stderr
     assert "nothing to abort" in inv_here("deploy.abort", env=env).stdout
+
+
+def test_rename_hints_in_schema_sql_write_the_expand_contract_migration(task_db_url: DatabaseUrl,
+                                                                        migrations_dir: Path) -> None:
+    assert rename.hints("CREATE TABLE users (\n    id bigint PRIMARY KEY,\n"
+                        "    full_name text NOT NULL, -- renamed from name\n    age int\n);\n") == [
+        rename.Rename("users", "name", "full_name", "text")]
+    write_migration(migrations_dir, TABLE, "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);\n"
+                    "INSERT INTO users VALUES (1, 'ada'), (2, 'grace');\n", "DROP TABLE users;\n")
+    (migrations_dir.parent / "schema.sql").write_text(
+        "CREATE TABLE users (\n    id bigint PRIMARY KEY,\n    full_name text NOT NULL -- renamed from name\n);\n")
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    made = inv_here("dev.migrate", "rename_user_name", "--expand-contract", env=env)
+    assert made.returncode == 0, made.stderr
+    [written] = [p for p in migrations_dir.glob("*_rename_user_name.sql")]
+    assert "-- pgshift: expand" in written.read_text() and "DROP COLUMN name;" in written.read_text()
+    with Database.connect(task_db_url) as db:
+        assert db.rows("SELECT name, full_name FROM users ORDER BY id") == [("ada", "ada"), ("grace", "grace")]
+    again = inv_here("dev.migrate", "rename_again", "--expand-contract", env=env)
+    assert again.returncode == 2 and "declares no rename the database still needs" in again.stderr
+    assert inv_here("deploy.complete", env=env).returncode == 0
+    with Database.connect(task_db_url) as db:
+        assert _columns(db) == ["id", "full_name"]
+
+
+def test_progress_lines_say_rows_rate_and_eta() -> None:
+    from pgshift.migrations.backfill import progress_line
+
+    assert progress_line("m step 1 (users)", 250_000, 1_000_000, 200_000, 2.0) == (
+        "backfill m step 1 (users): 250,000 of ~1,000,000 rows (25%), 100,000 rows/s, ETA 8 s")
