@@ -178,3 +178,18 @@ def test_progress_lines_say_rows_rate_and_eta() -> None:
 
     assert progress_line("m step 1 (users)", 250_000, 1_000_000, 200_000, 2.0) == (
         "backfill m step 1 (users): 250,000 of ~1,000,000 rows (25%), 100,000 rows/s, ETA 8 s")
+
+
+def test_a_deploy_rehearses_and_runs_the_expand_and_backfill(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    _setup(migrations_dir)
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir), SKIP_BACKUP="1",
+                  SKIP_MAINTENANCE="1", ENVIRONMENT="staging")
+    deployed = inv_here("deploy", env=env)
+    assert deployed.returncode == 0, deployed.stderr + deployed.stdout
+    assert f"backfill {RENAME} step 1 (users): done" in deployed.stdout, deployed.stdout
+    with Database.connect(task_db_url) as db:
+        assert db.one("SELECT count(*) FROM users WHERE full_name IS DISTINCT FROM name") == (0,)
+        assert db.one("SELECT phase FROM pgshift.phases") == ("expanded",)
+    assert inv_here("deploy.abort", env=env).returncode == 0
+    with Database.connect(task_db_url) as db:
+        assert _columns(db) == ["id", "name"]
