@@ -193,3 +193,48 @@ def test_a_deploy_rehearses_and_runs_the_expand_and_backfill(task_db_url: Databa
     assert inv_here("deploy.abort", env=env).returncode == 0
     with Database.connect(task_db_url) as db:
         assert _columns(db) == ["id", "name"]
+
+
+def test_rollback_to_before_a_rename_puts_the_old_column_back(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    _setup(migrations_dir)
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    assert inv_here("dev.migrate", env=env).returncode == 0
+    assert inv_here("deploy.complete", env=env).returncode == 0
+    with Database.connect(task_db_url) as db:
+        db.execute("UPDATE users SET full_name = 'changed' WHERE id = 7")
+    done = inv_here("rollback.to", TABLE, env=env)
+    assert done.returncode == 0, done.stderr
+    with Database.connect(task_db_url) as db:
+        assert _columns(db) == ["id", "name"]
+        assert db.one("SELECT name FROM users WHERE id = 7") == ("changed",)
+        assert db.one("SELECT count(*) FROM pgshift.phases") == (0,)
+    assert inv_here("dev.migrate", env=env).returncode == 0  # and it expands again from the start
+    assert api_windows(task_db_url, migrations_dir)[0].backfills[0].rows_done == ROWS
+
+
+def api_windows(url: DatabaseUrl, folder: Path) -> list[Any]:
+    from pgshift import settings as settings_module
+
+    loaded = replace(settings_module.load(folder.parent, {"migrations_dir": str(folder)}, env={}), url=url)
+    return api.deploy_status(loaded, drift=False).windows
+
+
+def test_no_drift_after_complete_or_abort_stored_or_replayed(task_db_url: DatabaseUrl, migrations_dir: Path,
+                                                             make_settings: Any) -> None:
+    settings = make_settings(task_db_url)
+    _setup(migrations_dir)
+    api.migrate(settings)
+    api.deploy_complete(settings)
+    found = api.status(settings).drift
+    assert found is not None and found.items == [] and found.method == "snapshot"
+    with Database.connect(task_db_url) as db:
+        db.execute("DELETE FROM pgshift.schema_snapshots")  # as if migrated before references were kept
+    replayed = api.status(settings).drift
+    assert replayed is not None and replayed.items == [] and replayed.method == "replay"
+    later = "20250103000000_rename_again"
+    forward, rollback = rename.render(later, rename.Rename("users", "full_name", "display_name", "text"))
+    write_migration(migrations_dir, later, forward, rollback)
+    api.migrate(settings)
+    api.deploy_abort(settings)
+    after_abort = api.status(settings).drift
+    assert after_abort is not None and after_abort.items == []

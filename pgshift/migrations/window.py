@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ConfigError, LockTimeout, MigrationError, Refused
-from pgshift.migrations import history, phases, sqltext, txmode
+from pgshift.migrations import drift, history, phases, sqltext, txmode
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
@@ -117,7 +117,8 @@ def complete(db: Database, migrations: list[Migration], limits: Limits, *, old_r
         raise ConfigError("--force needs --reason 'why the old release may be ignored'; it is recorded")
     tell = say or (lambda _m: None)
     done: list[str] = []
-    with migration_lock(db, limits.lock_wait):
+    # The contract changes the schema of the same applied set: its drift reference changes with it.
+    with migration_lock(db, limits.lock_wait), drift.kept(db, migrations, always=True, in_place=True):
         chosen = _open(db, migrations, only, "complete")
         if not chosen:
             return done
@@ -151,7 +152,7 @@ def abort(db: Database, migrations: list[Migration], limits: Limits, *, only: st
     rollback file, in one transaction with the removal of its record. Returns the ids aborted."""
     tell = say or (lambda _m: None)
     done: list[str] = []
-    with migration_lock(db, limits.lock_wait):
+    with migration_lock(db, limits.lock_wait), drift.kept(db, migrations, always=True):
         for migration, parsed in reversed(_open(db, migrations, only, "abort")):
             sql = parsed.abort if parsed.abort is not None else migration.rollback_sql()
             if sql is None:
@@ -188,3 +189,13 @@ def _run(db: Database, origin: str, sql: str, record: str, limits: Limits) -> No
         if failure.position:
             where += f", line {sqltext.line_of(sql, failure.position - len(prefix))}"
         raise MigrationError(f"{where}: {failure}; nothing of it was applied, fix the section and run again") from None
+
+
+def replay_contracts(db: Database, migrations: list[Migration], completed: set[str], limits: Limits) -> None:
+    """Run the contract sections of ``completed`` on a database the migrations were just replayed into
+    (a drift shadow): it then holds what the live database holds."""
+    for migration in migrations:
+        parsed = phases.parse(migration.sql, migration.path.name) if migration.id in completed else None
+        if parsed is not None:
+            mark = f"UPDATE pgshift.phases SET phase = 'completed' WHERE id = {db.literal(migration.id)}"
+            _run(db, f"{migration.id}.sql (contract)", parsed.contract or "", mark, limits)
