@@ -16,7 +16,7 @@ import pytest
 from pgshift import api
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from tests.commands import INV, ROOT, cli_env, inv_process
+from tests.commands import INV, ROOT, cli_env, full_url, inv_process
 from tests.conftest import write_migration
 
 # Every write to a row counts itself: a row backfilled twice would show writes = 2.
@@ -163,3 +163,51 @@ def test_pause_and_resume_from_another_terminal(task_db_url: DatabaseUrl, migrat
     with Database.connect(task_db_url) as db:
         assert db.one("SELECT count(*) FROM items WHERE b IS DISTINCT FROM a * 2 OR writes <> 1") == (0,)
     assert (_journal(task_db_url, ident) or ())[:2] == ("done", rows)
+
+
+def test_the_load_ceiling_holds_the_backfill_while_other_sessions_are_busy(task_db_url: DatabaseUrl,
+                                                                           migrations_dir: Path,
+                                                                           make_settings: Any) -> None:
+    settings = make_settings(task_db_url, backfill_max_active=1)
+    write_migration(migrations_dir, "20250101000000_items", TABLE_SQL.format(rows=2000, slow=""))
+    api.migrate(settings)
+    ident = "20250102000000_fill_b"
+    write_migration(migrations_dir, ident, _fill(ident, "b", "a - 1"))
+    busy = replace(task_db_url, params=(*task_db_url.params, ("application_name", "report query")))
+    said: list[str] = []
+    release = threading.Event()
+
+    def report() -> None:
+        with Database.connect(busy) as db:
+            while not release.is_set():
+                db.execute("SELECT pg_sleep(0.5)")
+
+    worker = threading.Thread(target=report)
+    worker.start()
+    try:
+        runner = threading.Thread(target=lambda: api.migrate(settings, progress=said.append))
+        runner.start()
+        held = _wait("the ceiling", lambda: [line for line in said if "held:" in line])
+        assert "1 active sessions, at the ceiling of 1" in held[0], held
+    finally:
+        release.set()
+        worker.join(timeout=10)
+    runner.join(timeout=60)
+    assert any("going again" in line for line in said), said
+    with Database.connect(task_db_url) as db:
+        assert db.one("SELECT count(*) FROM items WHERE b IS DISTINCT FROM a - 1") == (0,)
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_the_rename_benchmark_runs_clean_on_a_small_table(pg18: DatabaseUrl) -> None:
+    import json
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "backfill.py"), "--rows", "20000", "--before", "0.3",
+                           "--json", "--url", full_url(pg18)], cwd=ROOT, text=True, capture_output=True, timeout=240,
+                          env=cli_env(), stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    report = json.loads(done.stdout)
+    assert report["errors"] == {} and report["rows_correct"] is True and report["rows_per_s"] > 0
+    assert report["latency"]["old"]["before"]["n"] > 0 and report["latency"]["new"]["complete"]["n"] > 0

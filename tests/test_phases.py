@@ -238,3 +238,22 @@ def test_no_drift_after_complete_or_abort_stored_or_replayed(task_db_url: Databa
     api.deploy_abort(settings)
     after_abort = api.status(settings).drift
     assert after_abort is not None and after_abort.items == []
+
+
+def test_a_failing_backfill_names_its_line_and_the_way_out(task_db_url: DatabaseUrl, migrations_dir: Path,
+                                                           make_settings: Any) -> None:
+    settings = make_settings(task_db_url)
+    write_migration(migrations_dir, TABLE, "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);\n"
+                    "INSERT INTO users VALUES (1, 'ada');\n")
+    ident = "20250102000000_add_score"
+    path = write_migration(migrations_dir, ident, "-- pgshift: expand\nALTER TABLE users ADD COLUMN score int;\n"
+                           "-- pgshift: backfill users SET score = nosuch + 1\n"
+                           "-- pgshift: abort\nALTER TABLE users DROP COLUMN score;\n")
+    with pytest.raises(MigrationError, match=rf"{ident}\.sql, line 3: the backfill failed: column \"nosuch\" "
+                                             r"does not exist; .*run inv deploy\.abort"):
+        api.migrate(settings)
+    assert api.deploy_abort(settings) == [ident]
+    path.write_text(path.read_text().replace("nosuch + 1", "length(name)"))
+    api.migrate(settings)
+    with Database.connect(task_db_url) as db:
+        assert db.one("SELECT score FROM users") == (3,)

@@ -114,6 +114,10 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
         except LockTimeout as timeout:
             raise LockTimeout(f"{timeout}; the backfill stopped after {done:,} rows, journaled: the next "
                               "inv deploy (or inv dev.migrate) resumes it") from None
+        except SqlFailure as failure:
+            raise MigrationError(
+                f"{migration_id}.sql, line {fill.line}: the backfill failed: {failure}; the expand phase stays "
+                "applied: run inv deploy.abort, fix the backfill line, and apply it again") from None
         batches += 1
         failpoint(f"backfilled:{migration_id}:{fill.step}:{batches}")
         took = time.monotonic() - began
