@@ -199,13 +199,15 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
     from pgshift.migrations.lock import migration_lock
-    from pgshift.schema import autogen, models_path, shadow
+    from pgshift.schema import autogen, declared_path, models_path, shadow
 
     if upto:
         raise ConfigError("--to cannot be combined with NAME while schema.sql exists: the new migration is "
                           "the difference from the fully migrated database; run inv dev.migrate --to ID first")
     migrations = source.read(settings.migrations_dir)
     source.check_name(name, migrations)
+    declared = declared_path(settings)
+    source.normalise(declared.read_bytes(), declared)  # not UTF-8: refused before any work
     limits = apply.Limits.of(settings)
     say = progress or (lambda _msg: None)
     # One lock over apply, compare, write and apply: a second generator waits, then finds it done.
@@ -393,11 +395,12 @@ def backups(settings: Settings) -> list[Backup]:
 
 
 def restore(settings: Settings, file: str | Path, *, confirm: Confirm | None = None,
-            progress: OnDumpProgress | None = None) -> RestoreResult:
-    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused."""
+            progress: OnDumpProgress | None = None, force: bool = False) -> RestoreResult:
+    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused; an
+    archive with no manifest that was dumped from another database is refused unless ``force``."""
     from pgshift.backups import restore as backups_restore
 
-    return backups_restore.restore(settings, file, confirm=confirm, progress=progress)
+    return backups_restore.restore(settings, file, confirm=confirm, progress=progress, force=force)
 
 
 def cleanup(settings: Settings, *, dry_run: bool = False) -> CleanupPlan:

@@ -40,8 +40,15 @@ def transactional_header(sql: str) -> bool | None:
     return None if found is None else found.group(1).lower() == "true"
 
 
-def normalise(raw: bytes) -> str:
-    text = raw.decode("utf-8-sig")
+def normalise(raw: bytes, name: str | Path = "the file") -> str:
+    """The text of a file's bytes; ConfigError naming ``name`` and the offending byte unless UTF-8."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw.count(b"\n", 0, start) + 1
+        raise ConfigError(f"{name}: byte 0x{raw[start]:02X} at offset {start} (line {line}) "
+                          "is not UTF-8; save the file as UTF-8 (iconv -f latin1 -t utf-8 converts Latin-1)") from None
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
@@ -92,7 +99,7 @@ class Migration:
         return transactional_header(self.sql)
 
     def rollback_sql(self) -> str | None:
-        return None if self.rollback_path is None else normalise(self.rollback_path.read_bytes())
+        return None if self.rollback_path is None else normalise(self.rollback_path.read_bytes(), self.rollback_path)
 
 
 def read(folder: Path) -> list[Migration]:
@@ -122,8 +129,8 @@ def read(folder: Path) -> list[Migration]:
                           "restore it or delete the rollback file")
     prefix = os.path.join(folder, "")
     forward.sort()
-    return [Migration(id=i, folder=folder, sql=normalise(_read(f"{prefix}{i}.sql")), has_rollback=i in rollbacks)
-            for i in forward]
+    return [Migration(id=i, folder=folder, sql=normalise(_read(f"{prefix}{i}.sql"), f"{prefix}{i}.sql"),
+                      has_rollback=i in rollbacks) for i in forward]
 
 
 def _read(path: str) -> bytes:
