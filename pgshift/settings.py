@@ -192,6 +192,14 @@ def _text(config: Mapping[str, Any], key: str) -> str:
     return str(value).strip()
 
 
+def _pattern(config: Mapping[str, Any], key: str) -> str:
+    """A LIKE pattern, empty allowed (for none)."""
+    value = _given(config, key)
+    if not isinstance(value, str):
+        raise ConfigError(f"config pgshift.{key}={value!r} must be an application_name pattern, like 'shop-v41%'")
+    return value.strip()
+
+
 def _database_name(config: Mapping[str, Any], key: str) -> str:
     name = _text(config, key)
     if len(name.encode()) > 63 or "\x00" in name:
@@ -346,5 +354,5 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         backfill_max_replay_lag=_number(config, "backfill_max_replay_lag"),
         backfill_max_xact_seconds=_number(config, "backfill_max_xact_seconds"),
         backfill_max_active=_whole(config, "backfill_max_active"),
-        old_release=str(_given(config, "old_release") or "").strip(),
+        old_release=_pattern(config, "old_release"),
     )
