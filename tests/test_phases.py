@@ -80,7 +80,7 @@ def test_rename_round_trip_keeps_both_names_working(db_url: DatabaseUrl, migrati
     # a later migration that touches a column of the open window is refused until it is completed
     later = write_migration(migrations_dir, "20250103000000_name_check",
                             "ALTER TABLE users ADD CONSTRAINT name_short CHECK (length(name) < 200);")
-    with pytest.raises(MigrationError, match=r"touches users\.name, which 20250102000000_rename_user_name expanded"):
+    with pytest.raises(MigrationError, match=r"touches users\.name, which 20250102000000_rename_user_name expands"):
         api.migrate(settings)
     later.unlink()
     assert api.deploy_complete(settings) == [RENAME]
@@ -257,3 +257,31 @@ def test_a_failing_backfill_names_its_line_and_the_way_out(task_db_url: Database
     api.migrate(settings)
     with Database.connect(task_db_url) as db:
         assert db.one("SELECT score FROM users") == (3,)
+
+
+def test_a_migration_after_a_phased_one_in_the_same_run_may_not_touch_its_columns(
+        task_db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    settings = make_settings(task_db_url)
+    _setup(migrations_dir)
+    write_migration(migrations_dir, "20250103000000_drop_name", "ALTER TABLE users DROP COLUMN name;")
+    with pytest.raises(MigrationError, match=r"20250103000000_drop_name\.sql touches users\.name"):
+        api.migrate(settings)
+    with Database.connect(task_db_url) as db:
+        assert db.one("SELECT count(*) FROM pgshift.migrations") == (0,)  # refused before anything ran
+
+
+def test_a_backfill_walks_a_composite_key(db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    settings = make_settings(db_url, backfill_batch_seconds=0.0001)  # the smallest batches: many of them
+    write_migration(migrations_dir, TABLE,
+                    "CREATE TABLE events (tenant int, code text, n int, PRIMARY KEY (tenant, code));\n"
+                    "INSERT INTO events SELECT t, 'e' || g, g FROM generate_series(1, 7) t, "
+                    "generate_series(1, 300) g;\n")
+    ident = "20250102000000_fill_double"
+    write_migration(migrations_dir, ident, "-- pgshift: expand\nALTER TABLE events ADD COLUMN doubled int;\n"
+                    "-- pgshift: backfill events SET doubled = n * 2 WHERE n % 5 <> 0\n")
+    api.migrate(settings)
+    with Database.connect(db_url) as db:
+        assert db.one("SELECT count(*) FROM events WHERE doubled IS DISTINCT FROM "
+                      "CASE WHEN n % 5 <> 0 THEN n * 2 END") == (0,)
+    [fill] = api.deploy_status(settings, drift=False).windows[0].backfills
+    assert (fill.state, fill.rows_done, fill.rows_scanned) == ("done", 7 * 240, 7 * 300)

@@ -223,18 +223,22 @@ def recorded(db: Database) -> dict[str, Phase]:
 def refuse_overlap(db: Database, pending: list[Migration]) -> None:
     """Refuse a pending migration that mentions a table and a column an expanded, not yet completed
     migration touches: it would change what both application versions rely on during the window."""
-    open_ = [p for p in recorded(db).values() if p.phase == "expanded"] if pending else []
-    for phase in open_:
+    open_ = [(p.id, p.columns) for p in recorded(db).values() if p.phase == "expanded"] if pending else []
+    for migration in pending:  # and those this same run expands first
+        found = parse(migration.sql, migration.path.name)
+        if found is not None:
+            open_.append((migration.id, found.columns))
+    for phase_id, columns in open_:
         for migration in pending:
-            if migration.id == phase.id:
+            if migration.id <= phase_id:
                 continue
             text = migration.sql.lower()
-            for touched in phase.columns:
+            for touched in columns:
                 table, column = touched.split(".", 1)
                 if _word(table, text) and _word(column, text):
                     raise MigrationError(
-                        f"{migration.path.name} touches {touched}, which {phase.id} expanded and has not "
-                        "completed; run inv deploy.complete (or inv deploy.abort) first, then apply it")
+                        f"{migration.path.name} touches {touched}, which {phase_id} expands and leaves open "
+                        "until inv deploy.complete; complete it (or inv deploy.abort) first, then apply this one")
 
 
 def _word(name: str, text: str) -> bool:
