@@ -67,6 +67,7 @@ def test_kill_9_at_random_points_resumes_with_every_row_written_once(task_db_url
     assert inv_process("dev.migrate", env=env).returncode == 0
     chance = random.Random()
     kills = 0
+    resumed: list[str] = []
     for trial in range(1, trials + 1):
         ident = f"2025010200000{trial}_fill_b{trial}"
         write_migration(migrations_dir, ident, _fill(ident, f"b{trial}", f"a * {trial}"))
@@ -85,6 +86,7 @@ def test_kill_9_at_random_points_resumes_with_every_row_written_once(task_db_url
                 child.wait(timeout=60)
         done = inv_process("dev.migrate", env=env)
         assert done.returncode == 0, done.stderr
+        resumed += [line for line in done.stdout.splitlines() if "resuming after" in line]
         journal = _journal(task_db_url, ident)
         assert journal is not None and journal[0] == "done" and journal[1] == rows, journal
         with Database.connect(task_db_url) as db:
@@ -93,6 +95,7 @@ def test_kill_9_at_random_points_resumes_with_every_row_written_once(task_db_url
         assert wrong == (0,), f"trial {trial}: rows missed"
         assert twice == (0,), f"trial {trial}: rows written other than once per backfill"
     assert kills >= trials  # most runs were still in their backfill when killed
+    assert resumed, "no run said it resumed a backfill"
 
 
 def test_a_long_transaction_holds_the_backfill_and_it_says_so(db_url: DatabaseUrl, migrations_dir: Path,

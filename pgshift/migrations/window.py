@@ -8,6 +8,7 @@ any is. ``force`` with a reason overrides it; the reason and the evidence are ke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -109,7 +110,7 @@ def _open(db: Database, migrations: list[Migration], only: str | None,
 
 def complete(db: Database, migrations: list[Migration], limits: Limits, *, old_release: str, force: bool = False,
              reason: str | None = None, only: str | None = None,
-             say: Any = None) -> list[str]:
+             say: Callable[[str], None] | None = None) -> list[str]:
     """Run the contract section of every expanded migration (or ``only``), each in one transaction with its
     phase row. Refused while a backfill is unfinished, or while the old release is connected (unless
     ``force`` with a ``reason``). Returns the ids completed."""
@@ -147,7 +148,7 @@ def complete(db: Database, migrations: list[Migration], limits: Limits, *, old_r
 
 
 def abort(db: Database, migrations: list[Migration], limits: Limits, *, only: str | None = None,
-          say: Any = None) -> list[str]:
+          say: Callable[[str], None] | None = None) -> list[str]:
     """Undo every expanded migration not completed (or ``only``), newest first: its abort section, else its
     rollback file, in one transaction with the removal of its record. Returns the ids aborted."""
     tell = say or (lambda _m: None)
