@@ -285,3 +285,15 @@ def test_a_backfill_walks_a_composite_key(db_url: DatabaseUrl, migrations_dir: P
                       "CASE WHEN n % 5 <> 0 THEN n * 2 END") == (0,)
     [fill] = api.deploy_status(settings, drift=False).windows[0].backfills
     assert (fill.state, fill.rows_done, fill.rows_scanned) == ("done", 7 * 240, 7 * 300)
+
+
+def test_a_backfill_of_a_table_without_a_primary_key_is_refused(task_db_url: DatabaseUrl, migrations_dir: Path,
+                                                                make_settings: Any) -> None:
+    settings = make_settings(task_db_url)
+    write_migration(migrations_dir, TABLE, "CREATE TABLE logs (line text);\nINSERT INTO logs VALUES ('a');\n")
+    write_migration(migrations_dir, "20250102000000_fill", "-- pgshift: expand\nALTER TABLE logs ADD COLUMN n int;\n"
+                    "-- pgshift: backfill logs SET n = length(line)\n")
+    with pytest.raises(MigrationError, match="backfill of logs: the table has no primary key"):
+        api.migrate(settings)
+    with Database.connect(task_db_url) as db:
+        assert db.one("SELECT count(*) FROM pgshift.backfills") == (0,)

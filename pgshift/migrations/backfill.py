@@ -80,9 +80,9 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
     """Run one backfill line to the end, resuming where its journal stopped."""
     label = f"{migration_id} step {fill.step} ({fill.table})"
     started = time.monotonic()
-    keys = primary_key(db, fill.table)
     found = journal(db, migration_id, fill.step)
     if found is None:
+        primary_key(db, fill.table)  # a table without one (or misnamed) is refused before anything is written
         db.execute("INSERT INTO pgshift.backfills (id, step, target, rows_total) VALUES (%s, %s, %s, %s) "
                    "ON CONFLICT DO NOTHING", [migration_id, fill.step, fill.table, _estimate(db, fill.table)])
         found = journal(db, migration_id, fill.step)
@@ -92,7 +92,7 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
         return Outcome(migration_id, fill.step, fill.table, found.rows_done, found.batches, 0.0, resumed)
     say(f"backfill {label}: " + (f"resuming after {found.rows_scanned:,} rows" if resumed
                                  else f"starting, ~{found.rows_total:,} rows"))
-    walk = _Walk(db, migration_id, fill, keys, limits)
+    walk = _Walk(db, migration_id, fill, primary_key(db, fill.table), limits)
     last, size = found.last_key, found.batch_size or FIRST_BATCH
     scanned_here, done, batches = 0, found.rows_done, found.batches
     next_line = started + PROGRESS_EVERY
