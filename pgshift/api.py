@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the result types, re-exported for callers' annotations
     from pgshift.checks.forward import ForwardReport as ForwardReport
     from pgshift.checks.lint import LintReport as LintReport
     from pgshift.checks.performance import PerformanceReport as PerformanceReport
+    from pgshift.checks.suite import NotRun as NotRun
     from pgshift.databases.dump import DumpProgress as DumpProgress
     from pgshift.databases.dump import OnProgress as OnDumpProgress
     from pgshift.deploy.maintenance import Maintenance as Maintenance
@@ -360,7 +361,7 @@ def performance(settings: Settings, rows: int, given: Inputs | None = None,
 def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, Report]]:
     """forward, backward, constraints, lint, a small performance run (``rows``, default the config's
     ``quick_rows``; 0 skips it), order and schema (skipped without schema.sql), each yielded as it finishes."""
-    from pgshift.checks import inputs
+    from pgshift.checks import inputs, suite
 
     i = inputs.gather(settings)
     quick = settings.quick_rows if rows is None else rows
@@ -375,7 +376,7 @@ def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, R
     steps.append(("order", lambda: order(settings)))
     steps.append(("schema", lambda: schema(settings, i)))
     for name, step in steps:
-        yield name, step()
+        yield name, suite.guarded(name, step)
 
 
 # -- backups ---------------------------------------------------------------------------------------

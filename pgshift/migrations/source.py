@@ -26,6 +26,7 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 ROLLBACK_SUFFIX = ".rollback.sql"
 NOT_MIGRATIONS = {"seed.sql", "schema.sql"}
 _HEADER = re.compile(r"^--\s*transactional\s*:\s*(true|false)\s*$", re.IGNORECASE | re.MULTILINE)
+_FORWARD_ONLY = re.compile(r"^--\s*forward_only\s*:\s*true\s*$", re.IGNORECASE | re.MULTILINE)
 # The line that marks the template ``dev.migrate NAME`` writes: a file that still has it and no statement
 # is not written yet, so it is not applied. Any other file with no statement (a placeholder whose
 # statements moved elsewhere) is applied as a no-op and recorded, its checksum guarding later edits. Files
@@ -97,6 +98,12 @@ class Migration:
     def forced_transactional(self) -> bool | None:
         """A ``-- transactional: false`` (or true) header line, if the author wrote one."""
         return transactional_header(self.sql)
+
+    @property
+    def forward_only(self) -> bool:
+        """A ``-- forward_only: true`` header line: the migration has no rollback by design (an enum's
+        ``ADD VALUE``, a data fix), so no check expects one and no rollback crosses it."""
+        return _FORWARD_ONLY.search(self.sql) is not None
 
     def rollback_sql(self) -> str | None:
         return None if self.rollback_path is None else normalise(self.rollback_path.read_bytes(), self.rollback_path)
