@@ -297,3 +297,22 @@ def test_a_backfill_of_a_table_without_a_primary_key_is_refused(task_db_url: Dat
         api.migrate(settings)
     with Database.connect(task_db_url) as db:
         assert db.one("SELECT count(*) FROM pgshift.backfills") == (0,)
+
+
+def test_an_expand_with_a_concurrent_index_runs_statement_by_statement(
+        task_db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    settings = make_settings(task_db_url)
+    write_migration(migrations_dir, TABLE, "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);\n"
+                    "INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 500) g;\n")
+    ident = "20250102000000_lower_name"
+    write_migration(migrations_dir, ident, "-- pgshift: expand\nALTER TABLE users ADD COLUMN lower_name text;\n"
+                    "CREATE INDEX CONCURRENTLY users_lower_name ON users (lower_name);\n"
+                    "-- pgshift: backfill users SET lower_name = lower(name)\n"
+                    "-- pgshift: contract\nALTER TABLE users ALTER COLUMN lower_name SET DEFAULT '';\n")
+    api.migrate(settings)
+    with Database.connect(task_db_url) as db:
+        assert db.one("SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_lower_name'::regclass") == (True,)
+        assert db.one("SELECT count(*) FROM users WHERE lower_name IS DISTINCT FROM lower(name)") == (0,)
+        assert db.one("SELECT state, transactional FROM pgshift.migrations WHERE id = %s", [ident]) == (
+            "applied", False)
+    assert api.deploy_complete(settings) == [ident]
