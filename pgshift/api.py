@@ -152,6 +152,11 @@ def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, 
             raise ConfigError(f"{path.name} declares no rename the database still needs: mark the column "
                               "'-- renamed from OLD' while the database still has OLD")
         hint = outstanding[0]
+        row = db.one("SELECT format_type(a.atttypid, a.atttypmod), a.atttypid = to_regtype(%s) FROM pg_attribute a "
+                     "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+                     [hint.type, hint.table, hint.old.strip('"')])
+        if row is not None and not row[1]:  # a type change as well: cast both ways
+            hint = hint._replace(old_type=str(row[0]))
         created = source.create(settings.migrations_dir, name, existing=migrations,
                                 render=lambda ident: rename.render(ident, hint))
         _new_head(settings, created)

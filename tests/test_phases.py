@@ -316,3 +316,24 @@ def test_an_expand_with_a_concurrent_index_runs_statement_by_statement(
         assert db.one("SELECT state, transactional FROM pgshift.migrations WHERE id = %s", [ident]) == (
             "applied", False)
     assert api.deploy_complete(settings) == [ident]
+
+
+def test_a_rename_with_a_new_type_casts_both_ways(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    write_migration(migrations_dir, TABLE, "CREATE TABLE orders (id bigint PRIMARY KEY, code text NOT NULL);\n"
+                    "INSERT INTO orders SELECT g, (g * 10)::text FROM generate_series(1, 50) g;\n")
+    (migrations_dir.parent / "schema.sql").write_text(
+        "CREATE TABLE orders (\n    id bigint PRIMARY KEY,\n    code_num integer NOT NULL -- renamed from code\n);\n")
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    made = inv_here("dev.migrate", "code_to_number", "--expand-contract", env=env)
+    assert made.returncode == 0, made.stderr
+    with Database.connect(task_db_url) as db:
+        assert db.one("SELECT count(*) FROM orders WHERE code_num IS DISTINCT FROM code::integer") == (0,)
+        db.execute("INSERT INTO orders (id, code) VALUES (1001, '42')")        # the old application
+        db.execute("INSERT INTO orders (id, code_num) VALUES (1002, 7)")       # the new one
+        db.execute("UPDATE orders SET code_num = 99 WHERE id = 1")
+        assert db.rows("SELECT id, code, code_num FROM orders WHERE id IN (1, 1001, 1002) ORDER BY id") == [
+            (1, "99", 99), (1001, "42", 42), (1002, "7", 7)]
+    assert inv_here("deploy.complete", env=env).returncode == 0
+    with Database.connect(task_db_url) as db:
+        assert db.one("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'orders'::regclass "
+                      "AND attname = 'code_num'") == ("integer",)
