@@ -49,10 +49,11 @@ Progress = Callable[[str], None]
 
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
     "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "baseline", "checks", "cleaned_up",
-    "cleanup", "constraints", "deploy", "deploy_status", "fleet_deploy", "fleet_plan", "fleet_status", "forward",
-    "generate_models", "import_migrations", "lint", "lock_notes", "maintenance", "mark", "migrate", "order",
-    "performance", "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema",
-    "squash", "status", "stop_server", "switch_maintenance",
+    "cleanup", "constraints", "deploy", "deploy_abort", "deploy_complete", "deploy_pause", "deploy_status",
+    "fleet_deploy", "fleet_plan", "fleet_status", "forward", "generate_models", "import_migrations", "lint",
+    "lock_notes", "maintenance", "mark", "migrate", "order", "performance", "plan", "rebase", "redact", "repair",
+    "reset", "reset_allowed", "restore", "rollback_to", "schema", "squash", "status", "stop_server",
+    "switch_maintenance",
 ]
 
 
@@ -94,16 +95,22 @@ class MigrateResult:
 
 def migrate(settings: Settings, name: str | None = None, *, create_only: bool = False, upto: str | None = None,
             empty: bool = False, allow_data_loss: bool = False, progress: Progress | None = None,
-            confirm: Confirm | None = None, allow_out_of_order: bool = False) -> MigrateResult:
+            confirm: Confirm | None = None, allow_out_of_order: bool = False,
+            expand_contract: bool = False) -> MigrateResult:
     """Create a migration pair named ``name`` (if given), then apply every pending migration.
 
     With ``schema.sql`` present the new migration is generated from the difference between it and the
-    migrated database; ``empty`` asks for the hand-written template instead."""
+    migrated database; ``empty`` asks for the hand-written template instead. ``expand_contract`` writes
+    a zero-downtime rename instead, for the first column schema.sql marks ``-- renamed from OLD`` whose
+    old name the database still has (expand, backfill and contract phases; see docs/migrations.md); run
+    it once per rename."""
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
     from pgshift.schema import declared_path
 
     allowed = allow_out_of_order or settings.allow_out_of_order
+    if expand_contract:
+        return _migrate_rename(settings, name, create_only=create_only, progress=progress, allowed=allowed)
     if name and not empty and declared_path(settings).exists():
         return _migrate_to_schema(settings, name, create_only=create_only, upto=upto, progress=progress,
                                   allow_data_loss=allow_data_loss, confirm=confirm, allow_out_of_order=allowed)
@@ -120,6 +127,49 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
         result = apply.apply(db, migrations, apply.Limits.of(settings), upto=upto, progress=progress)
         _record_late(db, late, result)
     return MigrateResult(created, result)
+
+
+def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, progress: Progress | None,
+                    allowed: bool) -> MigrateResult:
+    """``migrate`` with ``expand_contract``: the rename template filled in from schema.sql's hint."""
+    from pgshift.databases import target
+    from pgshift.migrations import apply, drift, rename, source
+    from pgshift.schema import declared_path
+
+    path = declared_path(settings)
+    if not name or not path.exists():
+        raise ConfigError("--expand-contract needs NAME and a schema.sql whose renamed column says "
+                          "'-- renamed from OLD'; or write the migration by hand (docs/migrations.md, Zero-downtime)")
+    hints = rename.hints(path.read_text())
+    migrations = source.read(settings.migrations_dir)
+    source.check_name(name, migrations)
+    with target.connect(settings) as db, drift.kept(db, migrations):
+        late = _in_order(db, migrations, allowed)
+        before = apply.apply(db, migrations, apply.Limits.of(settings), progress=progress)
+        _record_late(db, late, before)
+        outstanding = [h for h in hints if _has_column(db, h.table, h.old) and not _has_column(db, h.table, h.new)]
+        if not outstanding:
+            raise ConfigError(f"{path.name} declares no rename the database still needs: mark the column "
+                              "'-- renamed from OLD' while the database still has OLD")
+        hint = outstanding[0]
+        row = db.one("SELECT format_type(a.atttypid, a.atttypmod), a.atttypid = to_regtype(%s) FROM pg_attribute a "
+                     "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+                     [hint.type, hint.table, hint.old.strip('"')])
+        if row is not None and not row[1]:  # a type change as well: cast both ways
+            hint = hint._replace(old_type=str(row[0]))
+        created = source.create(settings.migrations_dir, name, existing=migrations,
+                                render=lambda ident: rename.render(ident, hint))
+        _new_head(settings, created)
+        if create_only:
+            return MigrateResult(created, before)
+        after = apply.apply(db, [*migrations, created], apply.Limits.of(settings), progress=progress)
+    return MigrateResult(created, apply.ApplyResult(before.applied + after.applied, after.empty))
+
+
+def _has_column(db: Any, table: str, column: str) -> bool:
+    row = db.one("SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s "
+                 "AND NOT attisdropped AND attnum > 0", [table, column.strip('"')])
+    return bool(row and row[0])
 
 
 def _new_head(settings: Settings, created: Migration) -> None:
@@ -397,6 +447,45 @@ def deploy_status(settings: Settings, limit: int = 10, *, drift: bool = True) ->
     from pgshift.deploy import state
 
     return state.collect(settings, limit, drift=drift)
+
+
+def deploy_pause(settings: Settings, *, resume: bool = False) -> int:
+    """Pause every unfinished backfill through its control row (``resume=True`` lets it go on): the
+    running backfill sees it before its next batch. Returns how many backfills it set."""
+    from pgshift.databases import target
+    from pgshift.migrations import window
+
+    with target.connect(settings) as db:
+        return window.pause(db, not resume)
+
+
+def deploy_complete(settings: Settings, *, migration: str | None = None, force: bool = False,
+                    reason: str | None = None, progress: Progress | None = None) -> list[str]:
+    """Run the contract phase of every expanded migration (or ``migration``), under the migration lock.
+    Refused while its backfill is unfinished or sessions of the old release (``old_release``, an
+    ``application_name`` LIKE pattern) are connected; ``force`` with a ``reason`` overrides the latter,
+    recorded. Returns the ids completed."""
+    from pgshift.databases import target
+    from pgshift.migrations import source, window
+    from pgshift.migrations.budget import Limits
+
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return window.complete(db, migrations, Limits.of(settings), old_release=settings.old_release, force=force,
+                               reason=reason, only=migration, say=progress)
+
+
+def deploy_abort(settings: Settings, *, migration: str | None = None,
+                 progress: Progress | None = None) -> list[str]:
+    """Undo every expanded migration not completed (or ``migration``), newest first: its abort section or
+    else its rollback file, with its record, in one transaction each. Returns the ids aborted."""
+    from pgshift.databases import target
+    from pgshift.migrations import source, window
+    from pgshift.migrations.budget import Limits
+
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return window.abort(db, migrations, Limits.of(settings), only=migration, say=progress)
 
 
 def maintenance(settings: Settings) -> tuple[Maintenance, bool]:

@@ -51,6 +51,11 @@ DEFAULTS: dict[str, Any] = {
     "main_branch": "main",       # inv test: migrations a branch adds must sort after those on this branch
     "forward_only": False,       # the history has no rollbacks by design: backward skips, rollbacks refused
     "accept": [],                # constraints finding ids judged acceptable, e.g. ["fk_index:public.audit.user_id"]
+    "backfill_batch_seconds": 0.1,   # a backfill's target batch time: its batch size adapts to it
+    "backfill_max_replay_lag": 10.0,  # seconds of replica replay lag that pause a backfill; 0: not checked
+    "backfill_max_xact_seconds": 60.0,  # another transaction open this long pauses a backfill; 0: not checked
+    "backfill_max_active": 0,    # this many other active sessions pause a backfill; 0: no ceiling
+    "old_release": "",           # deploy.complete: application_name LIKE pattern of the old app's sessions
 }
 
 
@@ -91,6 +96,11 @@ class Settings:
     main_branch: str = "main"
     forward_only: bool = False
     accept: tuple[str, ...] = ()
+    backfill_batch_seconds: float = DEFAULTS["backfill_batch_seconds"]
+    backfill_max_replay_lag: float = DEFAULTS["backfill_max_replay_lag"]
+    backfill_max_xact_seconds: float = DEFAULTS["backfill_max_xact_seconds"]
+    backfill_max_active: int = DEFAULTS["backfill_max_active"]
+    old_release: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -184,6 +194,14 @@ def _text(config: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
         raise ConfigError(f"config pgshift.{key}={value!r} must be a non-empty name, like {DEFAULTS[key]!r}")
     return str(value).strip()
+
+
+def _pattern(config: Mapping[str, Any], key: str) -> str:
+    """A LIKE pattern, empty allowed (for none)."""
+    value = _given(config, key)
+    if not isinstance(value, str):
+        raise ConfigError(f"config pgshift.{key}={value!r} must be an application_name pattern, like 'shop-v41%'")
+    return value.strip()
 
 
 def _database_name(config: Mapping[str, Any], key: str) -> str:
@@ -349,4 +367,9 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         main_branch=_text(config, "main_branch"),
         forward_only=_yes_no(config, "forward_only"),
         accept=_names(config, "accept"),
+        backfill_batch_seconds=_number(config, "backfill_batch_seconds", positive=True),
+        backfill_max_replay_lag=_number(config, "backfill_max_replay_lag"),
+        backfill_max_xact_seconds=_number(config, "backfill_max_xact_seconds"),
+        backfill_max_active=_whole(config, "backfill_max_active"),
+        old_release=_pattern(config, "old_release"),
     )
