@@ -91,6 +91,7 @@ class MigrateResult:
     generated: Generated | None = None  # set when the migration was generated from schema.sql
     remaining: list[str] = field(default_factory=list)  # what still differs from schema.sql afterwards
     models: Path | None = None  # the models module, regenerated after the change
+    findings: list[str] = field(default_factory=list)  # lint and constraints on the migration just written
 
 
 def migrate(settings: Settings, name: str | None = None, *, create_only: bool = False, upto: str | None = None,
@@ -223,6 +224,9 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
         late = _in_order(db, migrations, allow_out_of_order)
         before = apply.apply(db, migrations, limits, progress=progress)
         _record_late(db, late, before)
+        from pgshift.checks import constraints
+
+        smells = {f.id for f in constraints.inspect(db, settings.sequence_limit).findings}
         say("comparing the database with schema.sql")
         generated = autogen.generate(settings, db, name, migrations, allow_data_loss=allow_data_loss,
                                      confirm=confirm)
@@ -233,6 +237,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
             return MigrateResult(generated.migration, before, generated)
         after = apply.apply(db, [*migrations, generated.migration], limits, progress=progress)
         remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
+        findings = _findings_of(db, [*migrations, generated.migration], generated.migration, smells)
         models = models_path(settings)
         refreshed = None
         from pgshift.schema import generate
@@ -241,7 +246,19 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
             refreshed = generate.write(db, models).path
     shadow.finish()
     done = apply.ApplyResult(before.applied + after.applied, after.empty)
-    return MigrateResult(generated.migration, done, generated, remaining, refreshed)
+    return MigrateResult(generated.migration, done, generated, remaining, refreshed, findings)
+
+
+def _findings_of(db: Any, migrations: list[Migration], written: Migration, smells: set[str]) -> list[str]:
+    """What lint and the constraints check find in the migration just written and applied: a foreign key
+    declared in schema.sql without an index is said here, not first by a deploy's rehearsal."""
+    from pgshift.checks import constraints, lint
+
+    found = [f"lint: {f.file}, line {f.line}: {f.message} [{f.rule}]"
+             for f in lint.lint(migrations, only={written.id}).findings]
+    found += [f"constraints: {f.table}: {f.problem}; fix: {f.fix}" for f in constraints.inspect(db).findings
+              if f.id not in smells and constraints.accepted_by(f, [written]) is None]
+    return found
 
 
 def reset(settings: Settings, *, confirm: Confirm) -> ResetResult:
@@ -352,7 +369,8 @@ def lint(settings: Settings, every: bool = False, given: Inputs | None = None) -
     from pgshift.checks import lint as check
 
     i = _inputs(settings, given, scratch_databases=False)
-    return check.lint(i.migrations, None if every else i.pending, existing=set() if every else i.tables)
+    return check.lint(i.migrations, None if every else i.pending, existing=set() if every else i.tables,
+                      sizes=None if every else i.sizes)
 
 
 def performance(settings: Settings, rows: int, given: Inputs | None = None,

@@ -59,6 +59,11 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
             f"first: {result.remaining[0].splitlines()[0]}; edit the new migration (and its rollback) to cover it")
     if result.models is not None:
         out(f"refreshed {result.models.name} (SQLAlchemy models)")
+    for finding in result.findings:
+        out(f"warning: {finding}")
+    if result.findings:
+        out("the new migration is applied here: add what it lacks to schema.sql and run inv dev.migrate with a "
+            "new NAME, or accept the finding (see inv test.constraints), before it is deployed")
 
 
 @task(help={"json": "print one JSON object instead of a table", "drift": _status.DRIFT_HELP})
