@@ -65,9 +65,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counts]:
         counts.dumps[url.dbname] += 1
         run_dump(url, *args, **kwargs)
 
-    def counting_read(folder: Path) -> list[source.Migration]:
+    def counting_read(folder: Path, *, forward_only: bool = False) -> list[source.Migration]:
         counts.reads += 1
-        return read(folder)
+        return read(folder, forward_only=forward_only)
 
     monkeypatch.setattr(Database, "connect", classmethod(counting_connect))
     monkeypatch.setattr(dump, "dump", counting_dump)
