@@ -4,6 +4,7 @@ A backup is ``backup_<environment>_<YYYYMMDD_HHMMSS>.<dump|sql>`` with ``<file>.
 progress is a hidden ``.<file>.<pid>.<random>.partial`` that nothing here lists, and the manifest is written
 before the backup file is renamed into place, so a file that lists with a manifest is complete. A
 ``.sql`` or ``.dump`` without a manifest (older scripts made bare ``.sql`` files) lists as unverified.
+A big database's backup is a ``.dir`` folder (``pgshift.backups.directory``), listed the same way.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pgshift.databases.dump import FORMATS
+from pgshift.databases.dump import FORMATS, size_of
 from pgshift.databases.pids import alive
 
-NAME = re.compile(r"^backup_(?P<env>[a-z0-9-]+)_(?P<ts>\d{8}_\d{6})(?:_\d+)?\.(?P<ext>dump|sql)$")
+NAME = re.compile(r"^backup_(?P<env>[a-z0-9-]+)_(?P<ts>\d{8}_\d{6})(?:_\d+)?\.(?P<ext>dump|sql|dir)$")
 PARTIAL = re.compile(r"^\.(?P<file>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.partial$")
 STAMP = "%Y%m%d_%H%M%S"
 
@@ -92,9 +93,20 @@ def format_of(path: Path) -> str:
     return "custom"
 
 
+class _Stat(NamedTuple):
+    st_size: int
+    st_mtime: float
+
+
+def _stat(path: Path) -> _Stat:
+    """A backup's size and time: a directory backup's size is that of its files."""
+    found = path.stat()
+    return _Stat(size_of(path) if path.is_dir() else found.st_size, found.st_mtime)
+
+
 def describe(path: Path) -> Backup:
     """A backup file as the listing shows it (cheap: reads the manifest and one stat, not the data)."""
-    stat = path.stat()
+    stat = _stat(path)
     found = NAME.match(path.name)
     environment = found["env"] if found else "?"
     taken = (datetime.strptime(found["ts"], STAMP).replace(tzinfo=UTC) if found
@@ -121,7 +133,8 @@ def scan(folder: Path) -> list[Backup]:
         return []
     found = []
     for entry in folder.iterdir():
-        if entry.name.startswith(".") or entry.suffix not in FORMATS.values() or not entry.is_file():
+        if entry.name.startswith(".") or entry.suffix not in FORMATS.values() or not (
+                entry.is_file() or (entry.is_dir() and entry.suffix == FORMATS["directory"])):
             continue
         try:
             found.append(describe(entry))
