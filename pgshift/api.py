@@ -339,11 +339,14 @@ def backups(settings: Settings) -> list[Backup]:
 
 
 def restore(settings: Settings, file: str | Path, *, confirm: Confirm | None = None,
-            progress: OnDumpProgress | None = None) -> RestoreResult:
-    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused."""
+            progress: OnDumpProgress | None = None,
+            on_restored: Callable[[RestoreResult], None] | None = None) -> RestoreResult:
+    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused.
+    ``on_restored`` hears the result once the restored database is in place, before the replaced
+    copy is dropped (that drop waits for a checkpoint)."""
     from pgshift.backups import restore as backups_restore
 
-    return backups_restore.restore(settings, file, confirm=confirm, progress=progress)
+    return backups_restore.restore(settings, file, confirm=confirm, progress=progress, on_restored=on_restored)
 
 
 def cleanup(settings: Settings, *, dry_run: bool = False) -> CleanupPlan:
