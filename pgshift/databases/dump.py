@@ -190,11 +190,14 @@ def restore(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, obje
         upstream.stop()
 
 
-def copy(source: DatabaseUrl, into: DatabaseUrl, server_version: int, *, connect_timeout: int = 10) -> None:
+def copy(source: DatabaseUrl, into: DatabaseUrl, server_version: int, *, connect_timeout: int = 10,
+         section: str = "") -> None:
     """Copy ``source`` (schema and data) into the empty database ``into``: pg_dump streamed into psql,
-    in one transaction, reading the source only. ``server_version`` is ``into``'s server's."""
+    in one transaction, reading the source only. ``server_version`` is ``into``'s server's. With
+    ``section`` (``pre-data`` or ``post-data``) only that part of the schema, and no rows."""
+    only = [f"--section={section}"] if section else []
     dumper = Child([str(tool("pg_dump", server_version)), "--format=plain", "--no-owner", "--no-acl", "--no-password",
-                    _conninfo(source.dbname)], env_for(source, connect_timeout), stdout=subprocess.PIPE)
+                    *only, _conninfo(source.dbname)], env_for(source, connect_timeout), stdout=subprocess.PIPE)
     psql = [str(tool("psql", server_version)), "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
             "--single-transaction", _conninfo(into.dbname)]
     assert dumper.proc.stdout is not None
