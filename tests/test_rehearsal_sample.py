@@ -60,7 +60,8 @@ def test_a_database_in_use_is_cloned_as_its_schema_and_a_sample(db_url: Database
         assert clone.one("SELECT count(*) FROM child c LEFT JOIN parent p ON p.id = c.parent_id "
                          "WHERE c.parent_id IS NOT NULL AND p.id IS NULL") == (0,)
         # sequences where they were, so new rows do not collide with sampled ones
-        assert clone.one("SELECT last_value FROM child_id_seq") == application.one("SELECT last_value FROM child_id_seq")
+        sequence = "SELECT last_value FROM child_id_seq"
+        assert clone.one(sequence) == application.one(sequence)
         assert clone.one("SELECT n FROM parent_count") == (100,)
         clone.execute("INSERT INTO parent (name) VALUES ('new')")
         assert clone.one("SELECT max(id) FROM parent") == (501,)
