@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "backup_format": "custom",   # custom (pg_dump -Fc -Z0, .dump) or plain (.sql); see pgshift/dump.py
     "backup_keep_count": 10,     # cleanup keeps the newest N backups of each environment...
     "backup_keep_days": 14.0,    # ...and every backup younger than this many days
-    "backup_parallel_bytes": 1 << 30,  # a database at least this big is backed up as a directory, -j jobs
+    "backup_parallel_bytes": 1_000_000_000,  # from this size (bytes) up, backups are -Fd with parallel jobs
     "rehearsal_sample_rows": 10_000,  # rows per table a rehearsal copies when the target is in use; 0: all
     "maintenance_on_hook": "",   # command run when maintenance turns on: a YAML list, or a string split
     "maintenance_off_hook": "",  # like a shell would (never run by one); "" for none
