@@ -15,6 +15,8 @@ import shutil
 import threading
 from pathlib import Path
 
+from pgshift.databases.dump import jobs
+
 SUMS = "SHA256SUMS"
 _READ = 4 << 20
 
@@ -39,15 +41,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def seal(folder: Path) -> str:
-    """Checksum and fsync every file pg_dump wrote in ``folder``, write ``SHA256SUMS`` (fsynced, as is the
-    folder); returns the checksum of ``SHA256SUMS``. Files are read two at a time: hashing is CPU, the
-    fsync and the reads are disk, and the two overlap."""
-    names = sorted(entry.name for entry in folder.iterdir() if entry.is_file() and entry.name != SUMS)
+def _digests(folder: Path, names: list[str], sync: bool) -> dict[str, str]:
+    """SHA-256 of each file (fsynced too, with ``sync``), several files at once: hashing is CPU, the
+    reads and the fsyncs are disk, and they overlap."""
     sums: dict[str, str] = {}
     failure: list[OSError] = []
     lock = threading.Lock()
-    todo = list(names)
+    todo = sorted(names, key=lambda n: (folder / n).stat().st_size)  # biggest first: popped from the end
 
     def work() -> None:
         while True:
@@ -57,7 +57,8 @@ def seal(folder: Path) -> str:
                 name = todo.pop()
             try:
                 digest = _sha256(folder / name)
-                _fsync(folder / name)
+                if sync:
+                    _fsync(folder / name)
             except OSError as exc:
                 with lock:
                     failure.append(exc)
@@ -65,13 +66,21 @@ def seal(folder: Path) -> str:
             with lock:
                 sums[name] = digest
 
-    workers = [threading.Thread(target=work, daemon=True) for _ in range(2)]
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(jobs())]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
     if failure:
         raise failure[0]
+    return sums
+
+
+def seal(folder: Path) -> str:
+    """Checksum and fsync every file pg_dump wrote in ``folder``, write ``SHA256SUMS`` (fsynced, as is the
+    folder); returns the checksum of ``SHA256SUMS``."""
+    names = sorted(entry.name for entry in folder.iterdir() if entry.is_file() and entry.name != SUMS)
+    sums = _digests(folder, names, sync=True)
     text = "".join(f"{sums[name]}  {name}\n" for name in names)
     path = folder / SUMS
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -101,11 +110,13 @@ def check(folder: Path) -> str:
     extra = sorted(present - set(listed))
     if extra:
         raise Mismatch(f"{extra[0]} is in it but not in {SUMS}")
-    for name, digest in sorted(listed.items()):
-        if name not in present:
-            raise Mismatch(f"{name} is missing from it")
-        if _sha256(folder / name) != digest:
-            raise Mismatch(f"{name} does not match its checksum in {SUMS}: the file changed after it was written")
+    missing = sorted(set(listed) - present)
+    if missing:
+        raise Mismatch(f"{missing[0]} is missing from it")
+    found = _digests(folder, list(listed), sync=False)
+    changed = sorted(name for name, digest in listed.items() if found[name] != digest)
+    if changed:
+        raise Mismatch(f"{changed[0]} does not match its checksum in {SUMS}: the file changed after it was written")
     return hashlib.sha256(text.encode()).hexdigest()
 
 
