@@ -49,9 +49,9 @@ Progress = Callable[[str], None]
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
     "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "baseline", "checks", "cleaned_up",
     "cleanup", "constraints", "deploy", "deploy_status", "fleet_deploy", "fleet_plan", "fleet_status", "forward",
-    "generate_models", "import_migrations", "lint", "maintenance", "mark", "migrate", "order", "performance",
-    "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema", "squash",
-    "status", "stop_server", "switch_maintenance",
+    "generate_models", "import_migrations", "lint", "lock_notes", "maintenance", "mark", "migrate", "order",
+    "performance", "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema",
+    "squash", "status", "stop_server", "switch_maintenance",
 ]
 
 
@@ -182,9 +182,9 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
         remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
         models = models_path(settings)
         refreshed = None
-        if models.exists():  # the team uses generated models: keep them in step with the schema
-            from pgshift.schema import generate
+        from pgshift.schema import generate
 
+        if models.exists() and generate.ours(models):  # the team uses generated models: keep them in step
             refreshed = generate.write(db, models).path
     shadow.finish()
     done = apply.ApplyResult(before.applied + after.applied, after.empty)
@@ -228,6 +228,15 @@ def cleaned_up() -> list[str]:
 
     module = sys.modules.get("pgshift.databases.throwaway")  # not loaded: nothing was made, nothing swept
     return module.swept() if module is not None else []
+
+
+def lock_notes() -> list[str]:
+    """What taking the migration lock did about orphaned sessions (ended one whose client is gone),
+    when the command that took it had no progress callback to say it to, since the last call."""
+    import sys
+
+    module = sys.modules.get("pgshift.migrations.lock")
+    return module.notes() if module is not None else []
 
 
 def stop_server(settings: Settings) -> bool:
@@ -567,6 +576,7 @@ __all__ += ["baseline", "import_migrations", "mark", "order", "rebase", "repair"
 # -- fleets ----------------------------------------------------------------------------------------
 
 if TYPE_CHECKING:
+    from pgshift.fleet.report import Board as Board
     from pgshift.fleet.report import FleetReport as FleetReport
     from pgshift.fleet.survey import FleetPlan as FleetPlan
     from pgshift.fleet.survey import FleetStatus as FleetStatus
@@ -594,12 +604,14 @@ def fleet_plan(settings: Settings, *, fleet: str | Path | None = None, shard: st
 
 def fleet_deploy(settings: Settings, *, fleet: str | Path | None = None, shard: str | None = None,
                  parallel: int | None = None, rehearse: bool = True, resume: bool = False,
-                 confirm: Confirm | None = None, progress: Progress | None = None) -> FleetReport:
+                 confirm: Confirm | None = None, progress: Progress | None = None,
+                 board: Callable[[Board], None] | None = None) -> FleetReport:
     """Deploy every target of the fleet (or of ``shard``), each with the single-database deploy: the
     first target alone with the rehearsal, the other canaries (``wave = 0``), then the waves, at most
     ``parallel`` at once; halts once more than ``max_failures`` targets failed. ``resume`` continues
     the journal's last run, skipping the targets it finished. Production needs ``confirm`` (once for
-    the fleet); Slack hears one digest per wave."""
+    the fleet); Slack hears one digest per wave. ``board`` gets a snapshot of the run (done, running,
+    failed, waiting, the slowest) at every start and end of a target, for a live display."""
     from pgshift.deploy import notify
     from pgshift.fleet import runner, targets, waves
 
@@ -608,7 +620,7 @@ def fleet_deploy(settings: Settings, *, fleet: str | Path | None = None, shard: 
     slack = notify.Slack.from_settings(settings)
     try:
         return runner.deploy(settings, fleet_file, parallel=parallel, shard=part, rehearse=rehearse, resume=resume,
-                             confirm=confirm, notify=slack, progress=progress)
+                             confirm=confirm, notify=slack, progress=progress, board=board)
     finally:
         if slack is not None:
             slack.close()

@@ -58,7 +58,8 @@ def row(backup: Backup, settings: Settings) -> list[str]:
         name = str(backup.path.relative_to(settings.root))
     except ValueError:
         name = str(backup.path)
-    verified = {"verified": "yes", "unverified": "no (no manifest)"}.get(backup.state, f"DAMAGED: {backup.note}")
+    verified = {"verified": backup.note or "yes", "unverified": "no (no manifest)"}.get(
+        backup.state, f"DAMAGED: {backup.note}")
     return [name, backup.environment, f"{backup.taken_at:%Y-%m-%d %H:%M:%S}", size(backup.size),
             backup.migration_head or "-", verified]
 
@@ -70,6 +71,10 @@ def show_backup(backup: Backup, settings: Settings) -> None:
     database = manifest.database if manifest else "?"
     out(f"backed up {database} to {row(backup, settings)[0]} ({size(backup.size)}{took}; "
         f"migration head {head}; checksum and contents verified)")
+    if backup.swept:  # on stderr, as the other clean-up notes
+        sys.stderr.write(f"note: removed {len(backup.swept)} file(s) that interrupted backups had left in "
+                         f"{backup.path.parent} ({size(backup.swept_bytes)}): "
+                         f"{', '.join(p.name for p in backup.swept)}\n")
 
 
 def show_restore(result: RestoreResult, settings: Settings) -> None:

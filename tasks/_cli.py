@@ -7,12 +7,15 @@ tasks import the engine's heavy modules inside their bodies.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import gc
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,7 +59,8 @@ def boundary(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            result = func(*args, **kwargs)
+            with _terminate_as_interrupt():
+                result = func(*args, **kwargs)
             sys.stdout.flush()  # here, not at exit: a reader that went away (| head) is seen below
             return result
         except PgShiftError as error:
@@ -72,6 +76,25 @@ def boundary(func: F) -> F:
             _say_cleaned_up()
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, a stopped container, a plain ``kill``) ends a task like Ctrl-C: the
+    running statement is cancelled and rolled back, what the task made is cleaned up, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
@@ -97,6 +120,8 @@ def _say_cleaned_up() -> None:
     found = api.cleaned_up()
     if found:
         sys.stderr.write(f"note: dropped {len(found)} database(s) that killed runs had left: {', '.join(found)}\n")
+    for note in api.lock_notes():
+        sys.stderr.write(f"note: {note}\n")
 
 
 def finish(code: ExitCode) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,7 @@ from tasks import _prompts
 from tasks._cli import ROOT, boundary, emit_json, finish, out, table
 
 if TYPE_CHECKING:
-    from pgshift.api import FleetPlan, FleetReport
+    from pgshift.api import Board, FleetPlan, FleetReport
     from pgshift.questions import Question
 
 _COMMON = {
@@ -97,14 +99,40 @@ def _run(config: Settings, *, fleet: str, shard: str, parallel: int, rehearse: b
     def confirm(question: Question[Any]) -> bool:
         return _prompts.ask(question, yes=yes)
 
+    live = not json and sys.stdout.isatty()
+    board = _LiveLine() if live else None
     report = api.fleet_deploy(config, fleet=fleet or None, shard=shard or None, parallel=parallel or None,
                               rehearse=rehearse, resume=resume, confirm=confirm if config.is_production else None,
-                              progress=None if json else out)
+                              progress=None if json else (board.line if board else out),
+                              board=board.redraw if board else None)
+    if board is not None:
+        board.clear()
     if json:
         emit_json(report.as_json())
     else:
         _show_report(report)
     finish(report.exit_code)
+
+
+class _LiveLine:
+    """On a terminal: the run's lines scroll above one status line that is redrawn in place (done,
+    running, failed, waiting, the longest running and the slowest target)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def line(self, text: str) -> None:
+        sys.stdout.write("\r\x1b[K" + text + "\n" + self.last)
+        sys.stdout.flush()
+
+    def redraw(self, board: Board) -> None:
+        self.last = board.line()[: shutil.get_terminal_size().columns - 1]
+        sys.stdout.write("\r\x1b[K" + self.last)
+        sys.stdout.flush()
+
+    def clear(self) -> None:
+        sys.stdout.write("\r\x1b[K")
+        sys.stdout.flush()
 
 
 def _show_plan(plan: FleetPlan) -> None:

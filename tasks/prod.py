@@ -38,8 +38,10 @@ def cleanup(c: Context, dry_run: bool = False, json: bool = False) -> None:
     verb = "would remove" if dry_run else "removed"
     for removal in plan.remove:
         out(f"{verb} {removal.backup.path.name} ({_backup.size(removal.backup.size)}): {removal.reason}")
-    for path in plan.leftovers:
-        out(f"{verb} {path.name}: left by an interrupted backup")
+    for path, size in zip(plan.leftovers, plan.leftover_sizes, strict=True):
+        out(f"{verb} {path.name} ({_backup.size(size)}): left by an interrupted backup")
+    if plan.leftovers:
+        out(f"{verb} {len(plan.leftovers)} file(s) that interrupted backups left, {_backup.size(plan.leftover_bytes)}")
     out(f"{verb} {len(plan.remove)} backup(s), {_backup.size(plan.freed)}; kept {len(plan.keep)} "
         f"(newest {config.backup_keep_count} per environment, the last {config.backup_keep_days:g} days, "
         "the newest verified)")

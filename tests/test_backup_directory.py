@@ -21,6 +21,7 @@ from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from tests.backups import HEAD, fingerprint, fresh_database, populate, scratch_databases, table_locked, wait_for
 from tests.conftest import ROOT
+from tests.helpers import dead_pid
 
 TAKE = """
 import sys
@@ -131,3 +132,16 @@ def test_cleanup_removes_an_old_directory_backup_whole(task_db_url: DatabaseUrl,
     assert [r.backup.path for r in plan.remove] == [first.path]
     assert not first.path.exists() and not (first.path.parent / (first.path.name + ".json")).exists()
     assert second.path.is_dir()
+
+
+def test_the_next_backup_sweeps_a_killed_directory_backups_folder(task_db_url: DatabaseUrl, migrations_dir: Path,
+                                                                  make_settings: Any) -> None:
+    settings = make_settings(task_db_url, backup_parallel_bytes=1)
+    populate(task_db_url, migrations_dir, settings)
+    settings.backups_dir.mkdir(parents=True)
+    left = settings.backups_dir / f".backup_development_20250101_000000.dir.{dead_pid()}.0a0b0c0d.partial"
+    left.mkdir()
+    (left / "toc.dat").write_bytes(b"PGDMP" + b"\0" * 1000)
+    backup = backups.take(settings)
+    assert left in backup.swept and backup.swept_bytes == 1005 and not left.exists()
+    assert backup.format == "directory" and backup.verified

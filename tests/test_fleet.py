@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -380,3 +381,64 @@ def test_a_fleet_of_100_databases_with_20_migrations_each(tmp_path: Path, server
         assert done.returncode == 0, done.stdout[-2000:]
         assert "100 succeeded" in done.stdout
         assert all(fleet.ledger(name) == fleet.ids for name in fleet.urls)
+
+
+def test_a_source_query_on_a_control_database_gives_the_targets(fleet: FleetSetup, pg18: DatabaseUrl) -> None:
+    listed = fleet_targets.load(fleet.file, env=fleet.env)
+    control = throwaway.name("test", "control")
+    with Database.connect(pg18) as admin:
+        throwaway.create(admin, control)
+    try:
+        with Database.connect(pg18.with_dbname(control)) as db:
+            db.execute("CREATE TABLE tenants (name text, url text, schema text, labels text[], wave int, "
+                       "active boolean DEFAULT true)")
+            for t in listed.targets:  # the URLs live in the database, passwords and all
+                url = str(t.url).replace(":***@", f":{PASSWORD}@")
+                db.execute("INSERT INTO tenants (name, url, labels, wave) VALUES (%s, %s, %s, %s)",
+                           [t.name, url, list(t.labels), t.wave])
+            db.execute("INSERT INTO tenants (name, url, active) VALUES ('gone', 'postgresql://x@nowhere/x', false)")
+        socket_dir = pg18.host or ""
+        source = fleet.root / "fleet-source.toml"
+        source.write_text('[fleet]\nwave_size = 4\nmax_failures = "50%"\n\n[source]\n'
+                          f'url = "postgresql://postgres@/{control}?host={socket_dir}&port={pg18.port}"\n'
+                          'query = "SELECT name, url, schema, labels, wave FROM tenants WHERE active ORDER BY name"\n')
+        loaded = fleet_targets.load(source, env=fleet.env)
+        assert [t.name for t in loaded.targets] == [t.name for t in listed.targets]
+        assert loaded.max_failures == 6 and [t.name for t in loaded.targets if t.canary] == ["t000", "t001"]
+        done = inv_here("fleet.deploy", "--yes", "--fleet", str(source), env=fleet.env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert PASSWORD not in done.stdout + done.stderr
+        assert all(fleet.ledger(name) == fleet.ids for name in fleet.urls)
+    finally:
+        with Database.connect(pg18) as admin:
+            throwaway.drop(admin, control)
+
+
+def test_a_failed_source_query_is_one_line_naming_the_fix(tmp_path: Path, pg18: DatabaseUrl) -> None:
+    source = tmp_path / "fleet.toml"
+    source.write_text(f'[source]\nurl = "postgresql://postgres@/postgres?host={pg18.host}&port={pg18.port}"\n'
+                      'query = "SELECT name, url FROM no_such_table"\n')
+    with pytest.raises(Exception, match=r"fleet.toml \[source\]: the query failed on .*no_such_table.*; fix the query"):
+        fleet_targets.load(source, env={})
+
+
+def test_the_live_board_counts_every_target_through_the_run(fleet: FleetSetup) -> None:
+    from pgshift import api
+    from pgshift.settings import load
+
+    boards: list[Any] = []
+    config = load(fleet.root, {"migrations_dir": str(fleet.migrations), "backups_dir": str(fleet.root / "backups"),
+                               "logs_dir": str(fleet.root / "logs"), "preflight_drift": False},
+                  env={"FLEET_PASSWORD": PASSWORD, "DATABASE_URL": "postgresql://fleet/none"})
+    os.environ["FLEET_PASSWORD"] = PASSWORD
+    try:
+        report = api.fleet_deploy(config, fleet=fleet.file, parallel=3, board=boards.append)
+    finally:
+        del os.environ["FLEET_PASSWORD"]
+    assert report.outcome == "succeeded"
+    assert all(b.total == 12 and b.done + b.failed + len(b.running) + b.waiting == 12 for b in boards)
+    assert all(b.waiting >= 0 and len(b.running) <= 3 for b in boards)
+    assert max(len(b.running) for b in boards) > 1  # the waves ran in parallel
+    last = boards[-1]
+    assert (last.done, last.failed, last.running, last.waiting) == (12, 0, (), 0) and last.slowest is not None
+    assert "12 done, 0 running, 0 failed, 0 waiting of 12" in last.line()

@@ -4,6 +4,7 @@ and the lock budget that keeps the application's queries moving while a migratio
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import replace
@@ -209,6 +210,10 @@ def test_pgcrypto_and_uuid_ossp_work_on_both_servers_the_embedded_one_included(
                     "create extension if not exists pgcrypto;\n"
                     "create table tokens (id uuid primary key default uuid_generate_v4(), secret text not null);\n"
                     "insert into tokens (secret) values (crypt('hunter2', gen_salt('bf')));")
+    with Database.connect(db_url) as db:
+        here = db.one("SELECT count(*) FROM pg_available_extensions WHERE name IN ('pgcrypto', 'uuid-ossp')")
+    if here != (2,) and os.environ.get("CI") != "true":  # the pack is fetched once; offline it cannot be
+        pytest.skip("the extension pack could not be fetched on this machine (offline?)")
     assert [a.id for a in api.migrate(make_settings(db_url)).result.applied] == [A]
     with Database.connect(db_url) as db:
         assert db.one("SELECT secret = crypt('hunter2', secret) FROM tokens") == (True,)

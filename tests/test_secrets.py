@@ -23,6 +23,9 @@ SECRETS = (URL_PASSWORD, ROLE_PASSWORD, MAPPING_PASSWORD)
 FIRST = "20250101000000_items"
 ROLE = "20250102000000_role_password"
 MAPPING = "20250103000000_user_mapping"
+AGAIN = "20250104000000_role_again"
+FAILING = "20250105000000_role_missing"
+NO_ROLE = "no_such_role_5531"
 
 
 def write_set(folder: Path) -> None:
@@ -95,12 +98,24 @@ def test_no_task_shows_writes_or_posts_a_password(world: dict[str, str], tmp_pat
     assert "ALTER ROLE CURRENT_USER WITH PASSWORD '***'" in "".join(said)  # the dry run shows the SQL, masked
     production = {**world, "ENVIRONMENT": "production"}
     run(world, "dev.reset", "--yes")
+    # Pending for the deploys, so Slack hears of them: one that sets a password, one that fails on it.
+    migrations = Path(world["INVOKE_PGSHIFT_MIGRATIONS_DIR"])
+    write_migration(migrations, AGAIN, f"ALTER ROLE CURRENT_USER WITH PASSWORD '{ROLE_PASSWORD}';\n",
+                    "ALTER ROLE CURRENT_USER WITH PASSWORD NULL;\n")
     first = run(production, "prod.deploy", "--dry-run")
     assert first.returncode == 0, first.stdout + first.stderr
     deployed = run(production, "prod.deploy", "--yes")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     for args in PRODUCTION:
         run(production, *args)
+    write_migration(migrations, FAILING, f"ALTER ROLE {NO_ROLE} WITH PASSWORD '{ROLE_PASSWORD}';\n",
+                    "SELECT 1;\n")
+    failed = run(production, "prod.deploy", "--yes")
+    assert failed.returncode == 1 and NO_ROLE in failed.stderr, failed.stdout + failed.stderr
+    (migrations / f"{FAILING}.sql").unlink()
+    posted = "\n".join(stub.raw)
+    assert AGAIN in posted and NO_ROLE in posted, posted  # the payloads searched below say what happened
+    assert f"ALTER ROLE {NO_ROLE} WITH PASSWORD '***'" in posted  # the failed statement is quoted, masked
     newest = sorted((tmp_path / "backups").rglob("*.dump"))[-1]
     run(production, "rollback.restore", str(newest), "--yes")
     logs = list((tmp_path / "logs").glob("migration_*.log"))

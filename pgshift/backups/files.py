@@ -4,9 +4,10 @@ A backup is complete or absent. pg_dump writes a hidden ``.<name>.<pid>.<random>
 with mode 0600; when it succeeds the file is fsynced while it is read back for its SHA-256 (the two
 overlap), its table of contents is read back, the manifest is written (temporary name, fsync,
 rename), and only then is the file renamed to its final name and the folder fsynced. A failure or an
-interruption removes the partial file; a ``kill -9`` leaves a hidden partial that no listing shows
-and ``prod.cleanup`` removes. A database of ``backup_parallel_bytes`` or more is backed up in the
-directory format instead (``pgshift.backups.directory``), the same way under a hidden partial folder.
+interruption removes the partial file; a ``kill -9`` leaves a hidden partial that no listing shows,
+which the next backup (once that process is gone) and ``prod.cleanup`` remove. A database of
+``backup_parallel_bytes`` or more is backed up in the directory format instead
+(``pgshift.backups.directory``), the same way under a hidden partial folder.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import os
 import secrets
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pgshift.backups import directory
-from pgshift.backups.inventory import STAMP, Backup, Manifest, describe, manifest_path, scan
+from pgshift.backups.inventory import STAMP, Backup, Manifest, describe, manifest_path, scan, sweep
 from pgshift.databases import dump, target
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -75,6 +77,7 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ToolError(f"cannot create the backups folder {folder}: {exc.strerror}") from None
+    swept, swept_bytes = sweep(folder)
     taken = datetime.now(UTC).replace(microsecond=0)
     started = time.monotonic()
     finished = False
@@ -113,7 +116,7 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
             directory.remove(partial)
             if not final.exists():
                 meta.unlink(missing_ok=True)
-    return describe(final)
+    return replace(describe(final), swept=tuple(swept), swept_bytes=swept_bytes)
 
 
 def verify(path: Path) -> Backup:

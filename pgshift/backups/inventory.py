@@ -4,6 +4,8 @@ A backup is ``backup_<environment>_<YYYYMMDD_HHMMSS>.<dump|sql>`` with ``<file>.
 progress is a hidden ``.<file>.<pid>.<random>.partial`` that nothing here lists, and the manifest is written
 before the backup file is renamed into place, so a file that lists with a manifest is complete. A
 ``.sql`` or ``.dump`` without a manifest (older scripts made bare ``.sql`` files) lists as unverified.
+What a killed backup left (its partial file, once its pid is gone) is swept by the next backup and by
+``prod.cleanup``.
 A big database's backup is a ``.dir`` folder (``pgshift.backups.directory``), listed the same way.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +64,8 @@ class Backup:
     manifest: Manifest | None
     state: str        # "verified" (manifest, sizes agree), "unverified" (no manifest), "damaged"
     note: str = ""
+    swept: tuple[Path, ...] = ()  # what killed backups had left, removed before this one was taken
+    swept_bytes: int = 0
 
     @property
     def verified(self) -> bool:
@@ -124,7 +129,36 @@ def describe(path: Path) -> Backup:
     if manifest.size != stat.st_size:
         return Backup(path, manifest.environment, taken, stat.st_size, manifest.format, manifest, "damaged",
                       f"size is {stat.st_size} bytes, the manifest says {manifest.size}")
-    return Backup(path, manifest.environment, taken, stat.st_size, manifest.format, manifest, "verified")
+    broken = _ends_broken(path, manifest.format)
+    if broken:
+        return Backup(path, manifest.environment, taken, stat.st_size, manifest.format, manifest, "damaged", broken)
+    return Backup(path, manifest.environment, taken, stat.st_size, manifest.format, manifest, "verified",
+                  CHECKED)
+
+
+# What "verified" means in a listing: the checksum and the contents were read back when the backup was
+# written; what is checked now, at every listing, is only what costs a stat and two short reads.
+CHECKED = "when written; size and ends ok now"
+_CUSTOM_MAGIC = b"PGDMP"
+_PLAIN_END = b"PostgreSQL database dump complete"
+
+
+def _ends_broken(path: Path, fmt: str) -> str:
+    """Why the file's first or last bytes are not a pg_dump file's, or "" (a cheap check, not the checksum)."""
+    if fmt == "directory":  # its table of contents is an archive header like a custom file's
+        path, fmt = path / "toc.dat", "custom"
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(_CUSTOM_MAGIC))
+            handle.seek(max(0, path.stat().st_size - 512))
+            end = handle.read()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if fmt == "custom" and start != _CUSTOM_MAGIC:
+        return "its first bytes are not a pg_dump archive's: the file changed after it was written"
+    if fmt == "plain" and _PLAIN_END not in end:
+        return "pg_dump's closing line is missing: the file changed after it was written"
+    return ""
 
 
 def scan(folder: Path) -> list[Backup]:
@@ -141,6 +175,33 @@ def scan(folder: Path) -> list[Backup]:
         except FileNotFoundError:
             continue  # removed while we looked
     return sorted(found, key=lambda b: (b.taken_at, b.path.name), reverse=True)
+
+
+def sizes(paths: list[Path]) -> tuple[int, ...]:
+    """The size of each file, as it is now (0 for one already gone)."""
+    found = []
+    for path in paths:
+        try:
+            found.append(size_of(path))
+        except FileNotFoundError:
+            found.append(0)
+    return tuple(found)
+
+
+def sweep(folder: Path) -> tuple[list[Path], int]:
+    """Remove what killed backups left in ``folder`` (``leftovers``); returns what went and its bytes."""
+    stale = leftovers(folder)
+    removed, freed = [], 0
+    for path, size in zip(stale, sizes(stale), strict=True):
+        try:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()  # a directory backup's partial folder
+        except FileNotFoundError:
+            continue  # another sweep got there first
+        except OSError:
+            continue  # not ours to remove after all (permissions): prod.cleanup reports it
+        removed.append(path)
+        freed += size
+    return removed, freed
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pgshift.backups.directory import remove as remove_path
-from pgshift.backups.inventory import Backup, leftovers, manifest_path, scan
+from pgshift.backups.inventory import Backup, leftovers, manifest_path, scan, sizes
 from pgshift.errors import ToolError
 from pgshift.settings import Settings
 
@@ -32,13 +32,19 @@ class CleanupPlan:
     remove: list[Removal]
     leftovers: list[Path]
     dry_run: bool
+    leftover_sizes: tuple[int, ...] = ()  # of each leftover, read before anything was removed
 
     @property
     def freed(self) -> int:
+        """Bytes of the backups removed (their manifests and the leftovers not counted)."""
         return sum(r.backup.size for r in self.remove)
 
+    @property
+    def leftover_bytes(self) -> int:
+        return sum(self.leftover_sizes)
+
     def as_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "freed_bytes": self.freed,
+        return {"dry_run": self.dry_run, "freed_bytes": self.freed, "leftover_bytes": self.leftover_bytes,
                 "remove": [{"file": str(r.backup.path), "reason": r.reason} for r in self.remove],
                 "keep": [str(b.path) for b in self.keep], "leftovers": [str(p) for p in self.leftovers]}
 
@@ -67,6 +73,7 @@ def cleanup(settings: Settings, dry_run: bool = False, now: datetime | None = No
     keep, remove = plan(scan(settings.backups_dir), settings.backup_keep_count, settings.backup_keep_days,
                         now or datetime.now(UTC))
     stale = leftovers(settings.backups_dir)
+    stale_sizes = sizes(stale)
     if not dry_run:
         try:
             for removal in remove:
@@ -76,4 +83,4 @@ def cleanup(settings: Settings, dry_run: bool = False, now: datetime | None = No
                 remove_path(path)
         except OSError as exc:
             raise ToolError(f"could not remove {exc.filename}: {exc.strerror}") from None
-    return CleanupPlan(keep, remove, stale, dry_run)
+    return CleanupPlan(keep, remove, stale, dry_run, stale_sizes)

@@ -39,6 +39,7 @@ class Pool:
             self._all.append(conn)
             self._free.put(conn)
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="pgshift-datagen")
+        self.interrupted = False  # Ctrl-C or SIGTERM arrived while it ran: its work is to be thrown away
 
     def _one(self, sql: str) -> tuple[int, str | None]:
         conn = self._free.get()
@@ -52,8 +53,15 @@ class Pool:
             self._free.put(conn)
 
     def run(self, scripts: list[str]) -> list[tuple[int, str | None]]:
-        """Run every script; (ms, error or None) for each, in order."""
-        return list(self._executor.map(self._one, scripts))
+        """Run every script; (ms, error or None) for each, in order. Interrupted (Ctrl-C, SIGTERM), it
+        cancels what its connections run, so the worker threads end now, not when their loads do."""
+        try:
+            return list(self._executor.map(self._one, scripts))
+        except BaseException:
+            self.interrupted = True
+            for conn in self._all:
+                conn.cancel()
+            raise
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -110,7 +118,10 @@ def put_back(db: Database, pool: Pool, aside: list[Aside], tables: list[str]) ->
     """Re-create what ``set_aside`` dropped, as it was: every index at once (each on a connection of
     its own; builds on one table do not block each other), then the keys on their indexes.
 
-    If the data breaks a unique index, the tables are emptied and everything is put back anyway."""
+    If the data breaks a unique index, the tables are emptied and everything is put back anyway. After
+    an interrupted load nothing is rebuilt: the scratch database it went into is dropped."""
+    if pool.interrupted:
+        return
     builds = [definition for _, _, _, _, definition in aside]
     keys = [f"ALTER TABLE {table} ADD CONSTRAINT {db.identifier(name)} "
             f"{'PRIMARY KEY' if kind == 'p' else 'UNIQUE'} USING INDEX {db.identifier(index)}"

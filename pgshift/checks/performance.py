@@ -5,10 +5,14 @@ migrations still pending there are then measured one at a time. When the target 
 everything (or nothing), the newest migration is the one measured: it is the one under review.
 
 For each migration: its duration; every table that existed before it and that it locked, in which
-mode and for how long (a second connection polls ``pg_locks`` for the migrating session); and the
-tables it rewrote (their file node changed). A lock that blocks reads or writes of an existing
-table for longer than ``max_lock_seconds``, or a migration longer than ``max_migration_seconds``,
-fails the check.
+mode and for how long; and the tables it rewrote (their file node changed). A transactional migration
+runs here statement by statement in one transaction, the way the engine's script runs it, and the
+migrating session reads its own ``pg_locks`` after each statement, before the commit: a lock is held
+to the end of the transaction, so every one is seen however short, and held from the statement that
+took it to the commit. A migration that must run outside a transaction is applied by the engine while
+a second connection polls ``pg_locks`` for its session (its locks end with each statement). A lock
+that blocks reads or writes of an existing table for longer than ``max_lock_seconds``, or a
+migration longer than ``max_migration_seconds``, fails the check.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from typing import Any
 from pgshift.checks import datagen
 from pgshift.checks.forward import apply_one
 from pgshift.databases import throwaway
-from pgshift.databases.db import Database
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError, PgShiftError
-from pgshift.migrations import apply
+from pgshift.migrations import apply, history, sqltext, txmode
+from pgshift.migrations.budget import retrying
 from pgshift.migrations.source import Migration
 from pgshift.settings import Settings
 
@@ -138,6 +143,50 @@ class LockWatch:
         self._db.close()
 
 
+_OWN_LOCKS = ("SELECT relation::bigint, mode FROM pg_locks WHERE pid = pg_backend_pid() "
+              "AND locktype = 'relation' AND granted")
+
+Spans = dict[tuple[int, str], list[float]]  # (table oid, mode) -> [first seen, last held], monotonic
+
+
+def _apply_seeing_locks(db: Database, m: Migration, limits: apply.Limits) -> tuple[int, Spans]:
+    """Apply the transactional ``m`` statement by statement in one transaction, with its record, reading
+    the session's own locks after each statement; returns the duration and each lock's span. A lock
+    timeout is retried as the engine retries it."""
+    if not history.exists(db):
+        history.ensure(db)
+    statements = sqltext.statements(m.sql, m.path.name)
+
+    def attempt() -> tuple[int, Spans]:
+        spans: Spans = {}
+        started = time.monotonic()
+        try:
+            db.execute(f"RESET ALL; BEGIN; {apply.settings_sql(limits, local=True)}")
+            for statement in statements:
+                began = time.monotonic()
+                try:
+                    db.execute(statement.text)
+                except SqlFailure as failure:
+                    if failure.lock_timeout:
+                        raise
+                    raise MigrationError(f"{m.path.name}, line {statement.line}: {failure}") from None
+                for oid, mode in db.rows(_OWN_LOCKS):
+                    spans.setdefault((int(oid), str(mode)), [began, began])
+            elapsed = int((time.monotonic() - started) * 1000)
+            db.execute(history.upsert_sql(db, id=m.id, checksum=m.checksum, state="applied",
+                                          duration_ms=elapsed, transactional=True))
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        ended = time.monotonic()
+        for span in spans.values():
+            span[1] = ended
+        return int((ended - started) * 1000), spans
+
+    return retrying(db, limits, m.path.name, attempt)[0]
+
+
 def _tables(db: Database) -> dict[int, tuple[str, int]]:
     return {int(oid): (str(name), int(node)) for oid, name, node in db.rows(_TABLES)}
 
@@ -154,39 +203,50 @@ def measure(db: Database, migrations: list[Migration], pending: list[Migration],
         if progress is not None:
             progress(f"applying {m.path.name}")
         before = _tables(db)
-        watch = LockWatch(db.url, db.pid)
         try:
-            done = apply_one(db, migrations, m, limits)
+            duration_ms, spans, interval = _apply_measured(db, migrations, m, limits)
         except MigrationError as error:
             stopped = f"{m.path.name} does not apply (see forward)"
             found.append(Measured(m.id, m.path.name, "not measured", problems=[f"does not apply: {error}"]))
             continue
-        finally:
-            watch.stop()
         after = _tables(db)
         rewrote = sorted(before[oid][0] for oid in before if oid in after and after[oid][1] != before[oid][1]
                          and before[oid][1] != 0)
-        locks = _locks(watch, before)
+        locks = _locks(spans, interval, before)
         problems = []
-        if done.duration_ms > thresholds.max_migration_seconds * 1000:
-            problems.append(f"took {done.duration_ms / 1000:.1f}s, over the {thresholds.max_migration_seconds:g}s "
+        if duration_ms > thresholds.max_migration_seconds * 1000:
+            problems.append(f"took {duration_ms / 1000:.1f}s, over the {thresholds.max_migration_seconds:g}s "
                             "limit; split it, or move the data change out of the migration")
         for lock in locks:
             if lock.blocks in ("reads and writes", "writes") and lock.ms > thresholds.max_lock_seconds * 1000:
                 problems.append(f"held {lock.mode} on {lock.table} for {lock.ms / 1000:.1f}s (blocks {lock.blocks}), "
                                 f"over the {thresholds.max_lock_seconds:g}s limit")
-        found.append(Measured(m.id, m.path.name, "too slow" if problems else "ok", done.duration_ms, locks,
+        found.append(Measured(m.id, m.path.name, "too slow" if problems else "ok", duration_ms, locks,
                               rewrote, problems))
     return found
 
 
-def _locks(watch: LockWatch, tables: dict[int, tuple[str, int]]) -> list[LockHeld]:
+def _apply_measured(db: Database, migrations: list[Migration], m: Migration,
+                    limits: apply.Limits) -> tuple[int, Spans, float]:
+    """Apply ``m`` and see its locks: (duration ms, lock spans, the spans' resolution in seconds)."""
+    if txmode.of(m.sql, m.path.name).transactional:
+        duration_ms, spans = _apply_seeing_locks(db, m, limits)
+        return duration_ms, spans, 0.0
+    watch = LockWatch(db.url, db.pid)
+    try:
+        done = apply_one(db, migrations, m, limits)
+    finally:
+        watch.stop()
+    return done.duration_ms, watch.spans, watch.interval
+
+
+def _locks(spans: Spans, interval: float, tables: dict[int, tuple[str, int]]) -> list[LockHeld]:
     """The strongest lock taken on each table that existed before, with how long it was held."""
     strongest: dict[int, LockHeld] = {}
-    for (oid, mode), (first, last) in watch.spans.items():
+    for (oid, mode), (first, last) in spans.items():
         if oid not in tables or mode not in BLOCKS:
             continue
-        held = LockHeld(tables[oid][0], mode, int((last - first + watch.interval) * 1000), BLOCKS[mode])
+        held = LockHeld(tables[oid][0], mode, int((last - first + interval) * 1000), BLOCKS[mode])
         current = strongest.get(oid)
         if current is None or _STRENGTH.index(mode) < _STRENGTH.index(current.mode):
             strongest[oid] = held

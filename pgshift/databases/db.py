@@ -7,16 +7,19 @@ one-line messages that name the fix and never the password.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import pq, sql
 
+from pgshift.databases.pids import alive
 from pgshift.dburl import DatabaseUrl, redact
 from pgshift.errors import ConnectionFailed, MigrationError, PgShiftError
 
@@ -37,13 +40,53 @@ class SqlFailure(MigrationError):
         return self.sqlstate == "55P03"
 
 
-def application_name() -> str:
-    """Who is connecting, as other sessions see it in pg_stat_activity."""
+def application_name(pid: int | None = None) -> str:
+    """Who is connecting, as other sessions see it in pg_stat_activity: ``pgshift user@host pid N``,
+    the host shortened to fit PostgreSQL's 63 bytes so the pid is always whole."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"pgshift {user}@{socket.gethostname()} pid {os.getpid()}"[:63]
+    tail = f" pid {os.getpid() if pid is None else pid}"
+    head = f"pgshift {user}@"
+    room = max(63 - len(head.encode()) - len(tail.encode()), 0)
+    return head + socket.gethostname().encode()[:room].decode(errors="ignore") + tail
+
+
+APP_NAME = re.compile(r"^pgshift .*@[^@ ]* pid (?P<pid>\d+)$")
+
+# How often the server checks, while a statement runs, that our end of the connection is still there
+# (PostgreSQL 14+). Without it a killed tool's statement runs to its end (and a script sent whole
+# commits), holding the migration lock all the while. Given at connect time, so RESET ALL keeps it.
+CLIENT_CHECK = "client_connection_check_interval"
+CLIENT_CHECK_MS = 1000
+
+
+def _watching_client(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` asking the server to end the session soon after its client dies."""
+    given = kwargs.get("options", os.environ.get("PGOPTIONS", ""))
+    return {**kwargs, "options": f"{given} -c {CLIENT_CHECK}={CLIENT_CHECK_MS}".strip()}
+
+
+class Client(NamedTuple):
+    """The process that opened a session of ours, read from the session's application_name."""
+
+    pid: int
+    here: bool  # this machine, and this user: a pid we can look up
+
+    @property
+    def gone(self) -> bool:
+        """Opened on this machine by a process that no longer runs."""
+        return self.here and not alive(self.pid)
+
+
+def client_of(app: str | None) -> Client | None:
+    """The client a session's ``application_name`` names, if the session is one of ours."""
+    found = APP_NAME.match(app or "")
+    if found is None:
+        return None
+    pid = int(found["pid"])
+    return Client(pid, here=app == application_name(pid))
 
 
 class DatabaseMissing(ConnectionFailed):
@@ -61,7 +104,14 @@ class Database:
         kwargs.setdefault("connect_timeout", str(connect_timeout))
         kwargs.setdefault("application_name", application_name())
         try:
-            conn = psycopg.connect(autocommit=True, prepare_threshold=None, **kwargs)
+            try:
+                conn = psycopg.connect(autocommit=True, prepare_threshold=None, **_watching_client(kwargs))
+            except psycopg.OperationalError as exc:
+                if CLIENT_CHECK not in str(exc) and "startup parameter" not in str(exc):
+                    raise
+                # PostgreSQL 13 or older, or a pooler that takes no options (PgBouncer: "unsupported
+                # startup parameter"): connect without the check
+                conn = psycopg.connect(autocommit=True, prepare_threshold=None, **kwargs)
         except psycopg.OperationalError as exc:
             raise _connect_error(url, str(exc)) from None
         except psycopg.ProgrammingError as exc:  # bad conninfo option in the URL's query string
@@ -85,6 +135,11 @@ class Database:
     def server_version(self) -> int:
         return int(self.conn.info.server_version)
 
+    def cancel(self) -> None:
+        """Ask the server to cancel the statement this session runs (safe from another thread)."""
+        with contextlib.suppress(psycopg.Error):  # nothing running, or the session is gone
+            self.conn.cancel_safe(timeout=5)
+
     def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
         """Run one statement, or (without params) a script of several, sent as one simple query."""
         try:
@@ -92,6 +147,9 @@ class Database:
         except psycopg.Error as exc:
             self._reset()
             raise _sql_error(exc) from None
+        except KeyboardInterrupt:
+            self._settle_interrupted()
+            raise
 
     def rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         try:
@@ -100,6 +158,9 @@ class Database:
         except psycopg.Error as exc:
             self._reset()
             raise _sql_error(exc) from None
+        except KeyboardInterrupt:
+            self._settle_interrupted()
+            raise
 
     def one(self, query: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         found = self.rows(query, params)
@@ -134,6 +195,24 @@ class Database:
     def in_transaction(self) -> bool:
         return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
 
+    def _settle_interrupted(self) -> None:
+        """Ctrl-C or SIGTERM arrived mid-command but outside psycopg's own wait (which cancels and
+        drains by itself): between sending and reading, or in the rollback after an error. Cancel what
+        the server runs and read its results, so that the session still serves the clean-up (maintenance
+        off, the outcome recorded) instead of failing with "another command is already in progress"."""
+        pgconn = self.conn.pgconn
+        if self.conn.closed or pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+            return
+        try:
+            while pgconn.flush():
+                pass
+            self.conn.cancel_safe(timeout=5)
+            while pgconn.get_result() is not None:
+                pass
+        except (psycopg.Error, OSError):
+            self.conn.close()  # the server rolls back what was under way; the clean-up reports the loss
+        self._reset()
+
     def _reset(self) -> None:
         """After an error in a script, leave the session outside any transaction."""
         if self.conn.closed:
@@ -143,6 +222,9 @@ class Database:
                 self.conn.execute(b"ROLLBACK")
         except psycopg.Error:
             pass
+        except KeyboardInterrupt:
+            self._settle_interrupted()
+            raise
 
 
 def _sql_error(exc: psycopg.Error) -> PgShiftError:

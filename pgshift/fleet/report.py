@@ -90,3 +90,29 @@ class FleetReport:
                 "waves": [{"number": w.number, "counts": w.counts, "seconds": round(w.seconds, 3)} for w in self.waves],
                 "targets": [r.as_json() for r in self.results], "warnings": self.warnings,
                 "total_s": round(self.total_s, 3)}
+
+
+@dataclass(frozen=True)
+class Board:
+    """Where a fleet run stands, handed to a ``board`` callback at every start and end of a target: a
+    terminal redraws one line from it."""
+
+    total: int                           # targets of this run (those a resumed run finished excluded)
+    done: int
+    failed: int
+    running: tuple[tuple[str, float], ...]  # name, seconds so far; the longest first
+    slowest: tuple[str, float] | None     # the slowest finished target so far
+
+    @property
+    def waiting(self) -> int:
+        return self.total - self.done - self.failed - len(self.running)
+
+    def line(self) -> str:
+        parts = [f"{self.done} done", f"{len(self.running)} running", f"{self.failed} failed",
+                 f"{self.waiting} waiting of {self.total}"]
+        if self.running:
+            name, seconds = self.running[0]
+            parts.append(f"longest running: {name} {seconds:.0f} s")
+        if self.slowest is not None:
+            parts.append(f"slowest: {self.slowest[0]} {self.slowest[1]:.1f} s")
+        return ", ".join(parts)

@@ -35,7 +35,7 @@ from pgshift.errors import Aborted, ConfigError, ExitCode, PgShiftError, Refused
 from pgshift.fleet import journal as journal_module
 from pgshift.fleet import waves as waves_module
 from pgshift.fleet.journal import Journal
-from pgshift.fleet.report import FleetReport, TargetResult, WaveSummary
+from pgshift.fleet.report import Board, FleetReport, TargetResult, WaveSummary
 from pgshift.fleet.targets import Fleet, Target
 from pgshift.questions import Confirm, Question
 from pgshift.settings import Settings
@@ -66,6 +66,20 @@ class _Run:
     say: Progress
     done_before: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    total: int = 0
+    board: Callable[[Board], None] | None = None
+    running: dict[str, float] = field(default_factory=dict)
+
+    def show(self) -> None:
+        """Hand the board its snapshot (the caller holds ``lock``)."""
+        if self.board is None:
+            return
+        now = time.monotonic()
+        finished = [r for r in self.report.results if r.outcome != "untouched"]
+        slowest = max(finished, key=lambda r: r.seconds, default=None)
+        self.board(Board(self.total, sum(1 for r in finished if not r.failed), sum(1 for r in finished if r.failed),
+                         tuple(sorted(((n, now - t) for n, t in self.running.items()), key=lambda x: -x[1])),
+                         (slowest.name, slowest.seconds) if slowest is not None else None))
 
     def failures(self) -> int:
         with self.lock:
@@ -79,6 +93,9 @@ class _Run:
         """Deploy one target; never raises a PgShiftError (it becomes the target's failure)."""
         self.journal.append("target", self.run_id, target=target.name, state="running", wave=wave)
         started = time.monotonic()
+        with self.lock:
+            self.running[target.name] = started
+            self.show()
         lines: list[str] = []
         try:
             report = workflow.deploy(target.settings(self.settings), rehearse=rehearse, on_failure=self.on_failure,
@@ -98,8 +115,10 @@ class _Run:
                             wave=wave, outcome=result.outcome, applied=result.applied, error=result.error,
                             seconds=round(result.seconds, 3))
         with self.lock:
+            self.running.pop(target.name, None)
             self.report.results.append(result)
             self.say(_line(result))
+            self.show()
         return result
 
 
@@ -112,8 +131,10 @@ def _line(result: TargetResult) -> str:
 
 def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, shard: waves_module.Shard | None = None,
            rehearse: bool = True, on_failure: str = "stop", resume: bool = False, confirm: Confirm | None = None,
-           notify: Notify | None = None, progress: Progress | None = None) -> FleetReport:
-    """Deploy every target of ``fleet`` (this ``shard`` of it) in waves; see the module's docstring."""
+           notify: Notify | None = None, progress: Progress | None = None,
+           board: Callable[[Board], None] | None = None) -> FleetReport:
+    """Deploy every target of ``fleet`` (this ``shard`` of it) in waves; see the module's docstring.
+    ``board`` gets a snapshot of the run at every start and end of a target."""
     width = parallel if parallel is not None else fleet.parallel
     if width < 1:
         raise ConfigError(f"--parallel {width}: deploy at least one target at a time (--parallel 1 or more)")
@@ -141,7 +162,7 @@ def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, sha
                 progress(text)
 
     run = _Run(settings, fleet, journal, run_id, rehearse and not done_before, on_failure, width, report, say,
-               done_before, lock)
+               done_before, lock, total=len([t for t in targets if t.name not in done_before]), board=board)
     started = time.monotonic()
     try:
         with _terminate_as_interrupt():

@@ -2,7 +2,7 @@
 
     [fleet]
     wave_size = 25       # targets per wave after the canaries
-    max_failures = 0     # the run halts once more targets than this have failed
+    max_failures = 0     # the run halts once more targets than this have failed ("5%": a share of them)
     parallel = 4         # targets deployed at once (--parallel overrides it)
 
     [[targets]]
@@ -14,6 +14,16 @@
 
 The file is committed, so a URL may not hold a literal password: ``${NAME}`` takes it (or any other
 part of the URL) from the environment.
+
+For a fleet that changes daily, a ``[source]`` takes the targets from a control database instead:
+
+    [source]
+    url = "${CONTROL_DATABASE_URL}"
+    query = "SELECT name, url, schema, labels, wave FROM tenants WHERE active"
+
+The query returns the columns of a ``[[targets]]`` entry in that order (``name`` and ``url`` at least;
+``labels`` a text array). Its URLs live in the database, not in the committed file, so they may hold
+passwords; ``${NAME}`` is expanded in them too.
 """
 
 from __future__ import annotations
@@ -26,8 +36,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
-from pgshift.errors import ConfigError
+from pgshift.errors import ConfigError, PgShiftError
 from pgshift.settings import Settings
 
 DEFAULT_FILE = "fleet.toml"
@@ -95,16 +106,68 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Fleet:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name} is not valid TOML: {exc}; fix the file") from None
     options = _options(path, data.get("fleet", {}))
+    source = data.get("source")
     raw = data.get("targets")
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{path.name} lists no targets; add [[targets]] entries with a name and a url")
-    targets = [_target(path, i, entry, env) for i, entry in enumerate(raw, 1)]
+    if source is not None:
+        if raw:
+            raise ConfigError(f"{path.name} has both [source] and [[targets]]; keep one of them")
+        targets = _from_source(path, source, env)
+    else:
+        if not isinstance(raw, list) or not raw:
+            raise ConfigError(f"{path.name} lists no targets; add [[targets]] entries with a name and a url, "
+                              "or a [source] query")
+        targets = [_target(path, i, entry, env) for i, entry in enumerate(raw, 1)]
     _unique(path, targets)
-    return Fleet(path=path, targets=targets, wave_size=options["wave_size"], max_failures=options["max_failures"],
-                 parallel=options["parallel"])
+    return Fleet(path=path, targets=targets, wave_size=options["wave_size"],
+                 max_failures=_threshold(path, options["max_failures"], len(targets)), parallel=options["parallel"])
 
 
-def _options(path: Path, section: Any) -> dict[str, int]:
+_SHARE = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
+
+
+def _threshold(path: Path, value: Any, count: int) -> int:
+    """``max_failures`` as a count: a whole number, or a share of the fleet ("5%": 5 of 100 targets)."""
+    if isinstance(value, str):
+        share = _SHARE.match(value.strip())
+        if share is None or float(share.group(1)) > 100:
+            raise ConfigError(f"{path.name}: [fleet] max_failures = {value!r} must be a whole number or a share "
+                              "such as \"5%\"")
+        return int(count * float(share.group(1)) / 100)
+    return int(value)
+
+
+_COLUMNS = ("name", "url", "schema", "labels", "wave")
+
+
+def _from_source(path: Path, source: Any, env: Mapping[str, str]) -> list[Target]:
+    """The targets a ``[source]`` query returns from its control database."""
+    if not isinstance(source, dict) or set(source) - {"url", "query"} or not all(
+            isinstance(source.get(k), str) and source[k].strip() for k in ("url", "query")):
+        raise ConfigError(f"{path.name}: [source] needs url = \"...\" and query = \"SELECT name, url, ... \" "
+                          "and nothing else")
+    where = f"{path.name} [source]"
+    _refuse_literal_password(where, source["url"])
+    control = DatabaseUrl.parse(_expand(where, source["url"], env))
+    try:
+        with Database.connect(control) as db:
+            rows = db.rows(source["query"])
+    except SqlFailure as failure:
+        raise ConfigError(f"{where}: the query failed on {control}: {failure}; fix the query") from None
+    except PgShiftError as error:
+        raise ConfigError(f"{where}: cannot read the targets from {control}: {error}") from None
+    if not rows:
+        raise ConfigError(f"{where}: the query returned no targets from {control}")
+    if not 2 <= len(rows[0]) <= len(_COLUMNS):
+        raise ConfigError(f"{where}: the query must return {', '.join(_COLUMNS)} (name and url at least), "
+                          f"in that order; it returned {len(rows[0])} column(s)")
+    entries = [{k: v for k, v in zip(_COLUMNS, row, strict=False) if v is not None} for row in rows]
+    for entry in entries:
+        if isinstance(entry.get("labels"), tuple):
+            entry["labels"] = list(entry["labels"])
+    return [_target(path, i, entry, env, committed=False) for i, entry in enumerate(entries, 1)]
+
+
+def _options(path: Path, section: Any) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise ConfigError(f"{path.name}: [fleet] must be a table of settings")
     unknown = set(section) - set(_OPTIONS)
@@ -112,13 +175,15 @@ def _options(path: Path, section: Any) -> dict[str, int]:
         raise ConfigError(f"{path.name}: unknown [fleet] setting {sorted(unknown)[0]!r}; known: {', '.join(_OPTIONS)}")
     found = {**_OPTIONS, **section}
     for key, value in found.items():
+        if key == "max_failures" and isinstance(value, str):
+            continue  # a share, checked once the targets are known
         lowest = 0 if key == "max_failures" else 1
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise ConfigError(f"{path.name}: [fleet] {key} = {value!r} must be a whole number of at least {lowest}")
     return found
 
 
-def _target(path: Path, index: int, entry: Any, env: Mapping[str, str]) -> Target:
+def _target(path: Path, index: int, entry: Any, env: Mapping[str, str], *, committed: bool = True) -> Target:
     where = f"{path.name} target #{index}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} is not a table; write it as [[targets]] with name = ... and url = ...")
@@ -132,7 +197,8 @@ def _target(path: Path, index: int, entry: Any, env: Mapping[str, str]) -> Targe
     raw_url = entry.get("url")
     if not isinstance(raw_url, str) or not raw_url.strip():
         raise ConfigError(f"{where} has no url; add url = \"postgresql://user:${{PASSWORD_VAR}}@host/db\"")
-    _refuse_literal_password(where, raw_url)
+    if committed:
+        _refuse_literal_password(where, raw_url)
     try:
         url = DatabaseUrl.parse(_expand(where, raw_url, env))
     except ConfigError as exc:

@@ -98,7 +98,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
           progress: Progress | None = None) -> ApplyResult:
     """Apply every pending migration (up to and including ``upto``) under the migration lock."""
     say = progress or (lambda _msg: None)
-    with migration_lock(db, limits.lock_wait):
+    with migration_lock(db, limits.lock_wait, progress):
         _failpoint("locked")
         records = history.records(db)
         if not records:  # a first run: create the record table (one round trip saved on every other run)
