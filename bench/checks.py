@@ -1,12 +1,14 @@
 """Benchmark of the migration checks: forward and backward on many migrations, and data generation.
 
-    .venv/bin/python bench/checks.py [--migrations 100] [--rows 1000000] [--url postgresql://.../postgres]
+    .venv/bin/python bench/checks.py [--migrations 400] [--rows 1000000] [--url postgresql://.../postgres]
 
 Without --url it runs on a private embedded PostgreSQL 18 (started and stopped here) and on the
 local PostgreSQL 15 at 127.0.0.1:5432 when that answers. Measured:
   forward:   N migrations applied one by one to an empty scratch database (the check's own path)
   backward:  up, down, up for each of the N, with snapshots; also at N/4 and N/2, to show it grows
-             linearly (ms per migration stays flat)
+             linearly (ms per migration stays flat); then again with every other rollback broken: the
+             walk goes on from a saved copy after each failure, so it must stay within 1.5x of the
+             passing run (the floor; a replay from empty after each failure was 3-5x at 350)
   datagen:   this repository's schema (migrations/) filled with --rows in the tables nothing
              references: rows per second, indexes and keys rebuilt included; then ANALYZE
 """
@@ -62,8 +64,21 @@ def write_set(folder: Path, count: int) -> None:
         (folder / f"{ident}.rollback.sql").write_text(rollback)
 
 
-def bench_walks(admin: DatabaseUrl, count: int) -> None:
+FAILING_FLOOR = 1.5  # half the rollbacks failing may cost at most this much more than none
+
+
+def break_every_other_rollback(folder: Path) -> int:
+    """Empty every other rollback file (a rollback that forgets its work): its round trip fails."""
+    files = sorted(folder.glob("*.rollback.sql"))
+    for path in files[1::2]:
+        path.write_text("-- forgot to undo it\n")
+    return len(files[1::2])
+
+
+def bench_walks(admin: DatabaseUrl, count: int) -> bool:
+    """Forward and backward at N/4, N/2 and N; True when backward with failures stays under the floor."""
     limits = apply.Limits()
+    within = True
     for size in sorted({max(count // 4, 1), max(count // 2, 1), count}):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "migrations"
@@ -75,9 +90,20 @@ def bench_walks(admin: DatabaseUrl, count: int) -> None:
             started = time.perf_counter()
             back = backward.run(admin, migrations, limits)
             backward_s = time.perf_counter() - started
+            broken = break_every_other_rollback(folder)
+            started = time.perf_counter()
+            failing = backward.run(admin, source.read(folder), limits)
+            failing_s = time.perf_counter() - started
         assert ahead.ok and back.ok, (ahead.summary(), back.summary())
-        print(f"  {size:4d} migrations: forward {forward_s:6.2f}s ({forward_s / size * 1000:5.1f} ms each)   "
-              f"backward {backward_s:6.2f}s ({backward_s / size * 1000:5.1f} ms each)")
+        failed = sum(1 for t in failing.trips if t.state == "failed")
+        assert failed == broken, failing.summary()
+        ratio = failing_s / backward_s
+        within = within and ratio <= FAILING_FLOOR
+        print(f"  {size:4d} migrations: forward {forward_s:6.2f}s ({forward_s / size:6.4f} s each)   "
+              f"backward {backward_s:6.2f}s ({backward_s / size:6.4f} s each)   "
+              f"with {failed} failing {failing_s:6.2f}s ({failing_s / size:6.4f} s each, {ratio:.2f}x; "
+              f"floor {FAILING_FLOOR}x: {'ok' if ratio <= FAILING_FLOOR else 'OVER'})")
+    return within
 
 
 def bench_datagen(admin: DatabaseUrl, rows: int) -> None:
@@ -94,7 +120,7 @@ def bench_datagen(admin: DatabaseUrl, rows: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--migrations", type=int, default=100)
+    parser.add_argument("--migrations", type=int, default=400)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--url", help="admin URL of a server where scratch databases may be created")
     args = parser.parse_args()
@@ -111,17 +137,19 @@ def main() -> None:
             servers.append(("local PostgreSQL 15", PG15))
         except PgShiftError:
             print("(local PostgreSQL 15 not answering: skipped)")
+    within = True
     try:
         for name, admin in servers:
             with Database.connect(admin) as db:
                 version = db.one("SHOW server_version")
             print(f"{name} ({version[0] if version else '?'}):")
-            bench_walks(admin, args.migrations)
+            within = bench_walks(admin, args.migrations) and within
             bench_datagen(admin, args.rows)
     finally:
         if folder is not None:
             embedded.stop(folder)
             shutil.rmtree(folder, ignore_errors=True)
+    sys.exit(0 if within else 1)
 
 
 if __name__ == "__main__":

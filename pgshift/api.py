@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the result types, re-exported for callers' annotations
     from pgshift.checks.forward import ForwardReport as ForwardReport
     from pgshift.checks.lint import LintReport as LintReport
     from pgshift.checks.performance import PerformanceReport as PerformanceReport
+    from pgshift.checks.suite import NotRun as NotRun
     from pgshift.databases.dump import DumpProgress as DumpProgress
     from pgshift.databases.dump import OnProgress as OnDumpProgress
     from pgshift.deploy.maintenance import Maintenance as Maintenance
@@ -154,13 +155,15 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
     from pgshift.migrations.lock import migration_lock
-    from pgshift.schema import autogen, models_path, shadow
+    from pgshift.schema import autogen, declared_path, models_path, shadow
 
     if upto:
         raise ConfigError("--to cannot be combined with NAME while schema.sql exists: the new migration is "
                           "the difference from the fully migrated database; run inv dev.migrate --to ID first")
     migrations = source.read(settings.migrations_dir)
     source.check_name(name, migrations)
+    declared = declared_path(settings)
+    source.normalise(declared.read_bytes(), declared)  # not UTF-8: refused before any work
     limits = apply.Limits.of(settings)
     say = progress or (lambda _msg: None)
     # One lock over apply, compare, write and apply: a second generator waits, then finds it done.
@@ -313,7 +316,7 @@ def performance(settings: Settings, rows: int, given: Inputs | None = None,
 def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, Report]]:
     """forward, backward, constraints, lint, a small performance run (``rows``, default the config's
     ``quick_rows``; 0 skips it), order and schema (skipped without schema.sql), each yielded as it finishes."""
-    from pgshift.checks import inputs
+    from pgshift.checks import inputs, suite
 
     i = inputs.gather(settings)
     quick = settings.quick_rows if rows is None else rows
@@ -328,7 +331,7 @@ def checks(settings: Settings, rows: int | None = None) -> Iterator[tuple[str, R
     steps.append(("order", lambda: order(settings)))
     steps.append(("schema", lambda: schema(settings, i)))
     for name, step in steps:
-        yield name, step()
+        yield name, suite.guarded(name, step)
 
 
 # -- backups ---------------------------------------------------------------------------------------
@@ -348,14 +351,16 @@ def backups(settings: Settings) -> list[Backup]:
 
 
 def restore(settings: Settings, file: str | Path, *, confirm: Confirm | None = None,
-            progress: OnDumpProgress | None = None,
+            progress: OnDumpProgress | None = None, force: bool = False,
             on_restored: Callable[[RestoreResult], None] | None = None) -> RestoreResult:
-    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused.
+    """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused; an
+    archive with no manifest that was dumped from another database is refused unless ``force``.
     ``on_restored`` hears the result once the restored database is in place, before the replaced
     copy is dropped (that drop waits for a checkpoint)."""
     from pgshift.backups import restore as backups_restore
 
-    return backups_restore.restore(settings, file, confirm=confirm, progress=progress, on_restored=on_restored)
+    return backups_restore.restore(settings, file, confirm=confirm, progress=progress, force=force,
+                                   on_restored=on_restored)
 
 
 def cleanup(settings: Settings, *, dry_run: bool = False) -> CleanupPlan:

@@ -6,9 +6,11 @@ Secrets come only from the environment. Non-secret defaults live in the Invoke c
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ConfigError
 
 ENVIRONMENTS = ("development", "staging", "production")
+ENV_PREFIX = "INVOKE_PGSHIFT_"  # how Invoke names a config key in the environment
 
 DEFAULTS: dict[str, Any] = {
     "migrations_dir": "migrations",
@@ -104,48 +107,115 @@ class Settings:
         return str(self.url)
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_WORDS = "true/false, 1/0, yes/no or on/off"
+
+
+def _nearest(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for a near miss of a known word, else nothing."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     value = env.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if value in ("", *_FALSE):
         return False
-    if value in ("1", "true", "yes", "on"):
+    if value in _TRUE:
         return True
-    raise ConfigError(f"{name}={env[name]!r} is not a yes/no value; use 1 or 0")
+    raise ConfigError(f"{name}={env[name]!r} is not a yes/no value; use {_WORDS} (or leave it unset for no)")
 
 
-def _number(config: Mapping[str, Any], key: str) -> float:
-    value = config.get(key, DEFAULTS[key])
+def _given(config: Mapping[str, Any], key: str) -> Any:
+    """The configured value of ``key``; its default when not set (None: Invoke's placeholder for unset)."""
+    value = config.get(key)
+    return DEFAULTS[key] if value is None else value
+
+
+def _number(config: Mapping[str, Any], key: str, *, positive: bool = False) -> float:
+    """Seconds (a fraction allowed): not negative, or above 0 when ``positive``."""
+    value = _given(config, key)
     try:
-        number = float(value)
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"config pgshift.{key}={value!r} is not a number of seconds") from None
-    if number < 0:
-        raise ConfigError(f"config pgshift.{key}={value!r} must not be negative")
+        raise ConfigError(f"config pgshift.{key}={value!r} is not a number of seconds; "
+                          f"give one like {DEFAULTS[key]!r}") from None
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        floor = "above 0" if positive else "0 or more"
+        raise ConfigError(f"config pgshift.{key}={value!r} must be a number of seconds {floor}, like {DEFAULTS[key]!r}")
     return number
 
 
+def _whole(config: Mapping[str, Any], key: str, *, least: int = 0) -> int:
+    """A count: a whole number, ``least`` or more (``10_000`` and ``1e6`` as YAML gives them are fine)."""
+    value = _given(config, key)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(str(value).strip().replace("_", "")) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise ConfigError(f"config pgshift.{key}={value!r} is not a whole number; give one like {DEFAULTS[key]!r}")
+    if number < least:
+        raise ConfigError(f"config pgshift.{key}={value!r} must be {least} or more")
+    return int(number)
+
+
+def _fraction(config: Mapping[str, Any], key: str) -> float:
+    value = _given(config, key)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 < number <= 1:
+        raise ConfigError(f"config pgshift.{key}={value!r} is not a share above 0 and at most 1; "
+                          f"give one like {DEFAULTS[key]!r}")
+    return number
+
+
+def _text(config: Mapping[str, Any], key: str) -> str:
+    value = _given(config, key)
+    if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
+        raise ConfigError(f"config pgshift.{key}={value!r} must be a non-empty name, like {DEFAULTS[key]!r}")
+    return str(value).strip()
+
+
+def _database_name(config: Mapping[str, Any], key: str) -> str:
+    name = _text(config, key)
+    if len(name.encode()) > 63 or "\x00" in name:
+        raise ConfigError(f"config pgshift.{key}={name!r} is not a database name: at most 63 bytes")
+    return name
+
+
 def _choice(config: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
-    value = str(config.get(key, DEFAULTS[key])).strip().lower()
+    value = str(_given(config, key)).strip().lower()
     if value not in allowed:
-        raise ConfigError(f"config pgshift.{key}={value!r} is not one of: {', '.join(allowed)}")
+        raise ConfigError(f"config pgshift.{key}={value!r} is not one of: {', '.join(allowed)}"
+                          f"{_nearest(value, allowed)}")
     return value
 
 
 def _yes_no(config: Mapping[str, Any], key: str) -> bool:
-    value = config.get(key, DEFAULTS[key])
+    value = _given(config, key)
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
+    if text in _TRUE:
         return True
-    if text in ("", "0", "false", "no", "off"):
+    if text in ("", *_FALSE):
         return False
-    raise ConfigError(f"config pgshift.{key}={value!r} is not a yes/no value; use true or false")
+    raise ConfigError(f"config pgshift.{key}={value!r} is not a yes/no value; use {_WORDS}")
 
 
 def _command(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
     """An argument list (never run through a shell); a string is split like a shell would, no more."""
-    value = config.get(key, DEFAULTS[key])
+    value = _given(config, key)
     if isinstance(value, str):
         try:
             return tuple(shlex.split(value))
@@ -169,64 +239,103 @@ def _for_environment(config: Mapping[str, Any], environment: str) -> Mapping[str
     return {**{k: v for k, v in config.items() if k not in ENVIRONMENTS}, **own}
 
 
-def load(root: Path, config: Mapping[str, Any] | None = None,
-         env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings for one command. Raises ConfigError with the fix on bad input."""
-    env = os.environ if env is None else env
-    config = config or {}
-    unknown = set(config) - set(DEFAULTS) - set(ENVIRONMENTS)
-    if unknown:
-        raise ConfigError(f"unknown config key pgshift.{sorted(unknown)[0]}; known: {', '.join(DEFAULTS)}, "
-                          f"and one table per environment ({', '.join(ENVIRONMENTS)}) overriding them")
+def _path(root: Path, config: Mapping[str, Any], key: str) -> Path:
+    value = _given(config, key)
+    if not isinstance(value, str | Path) or not str(value).strip() or "\x00" in str(value):
+        raise ConfigError(f"config pgshift.{key}={value!r} must be a folder path, like {DEFAULTS[key]!r}")
+    p = Path(str(value).strip()).expanduser()
+    p = p if p.is_absolute() else root / p
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"config pgshift.{key}: {p} is a file, not a folder; point it at a folder")
+    return p
+
+
+def _unknown_keys(config: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    for key in sorted(config):
+        if key not in DEFAULTS and key not in ENVIRONMENTS:
+            raise ConfigError(f"unknown config key pgshift.{key}{_nearest(key, [*DEFAULTS, *ENVIRONMENTS])}; "
+                              f"known: {', '.join(DEFAULTS)}, and one table per environment "
+                              f"({', '.join(ENVIRONMENTS)}) overriding them")
+    known = {f"{ENV_PREFIX}{key.upper()}" for key in DEFAULTS}
+    known |= {f"{ENV_PREFIX}{where.upper()}_{key.upper()}" for where in ENVIRONMENTS for key in DEFAULTS}
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            raise ConfigError(f"{name} is not a setting{_nearest(name, known)}; the settings are "
+                              f"{ENV_PREFIX}<KEY> for the keys of DEFAULTS in pgshift/settings.py")
+
+
+def _environment(env: Mapping[str, str]) -> str:
     environment = env.get("ENVIRONMENT", "").strip() or "development"
     if environment not in ENVIRONMENTS:
+        suggestion = environment.lower() if environment.lower() in ENVIRONMENTS else None
+        hint = f" (did you mean {suggestion}?)" if suggestion else _nearest(environment.lower(), ENVIRONMENTS)
         raise ConfigError(
-            f"ENVIRONMENT={environment!r} is not known; use development, staging or production")
+            f"ENVIRONMENT={environment!r} is not known{hint}; use development, staging or production")
+    return environment
+
+
+def _webhook(env: Mapping[str, str]) -> str | None:
+    value = env.get("SLACK_WEBHOOK_URL", "").strip()
+    if value and not value.lower().startswith(("https://", "http://")):
+        # Never shown: a webhook URL is a secret.
+        raise ConfigError("SLACK_WEBHOOK_URL is not an http:// or https:// URL; set it to the webhook URL "
+                          "Slack gave you, or unset it")
+    return value or None
+
+
+def load(root: Path, config: Mapping[str, Any] | None = None,
+         env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings for one command: every value checked by type and range. Raises ConfigError with
+    the fix on bad input."""
+    env = os.environ if env is None else env
+    config = config or {}
+    _unknown_keys(config, env)
+    environment = _environment(env)
     config = _for_environment(config, environment)
     raw_url = env.get("DATABASE_URL", "").strip()
+    if "DATABASE_URL" in env and not raw_url and environment != "development":
+        raise ConfigError(f"DATABASE_URL is set but empty; ENVIRONMENT={environment} needs the database's URL "
+                          "(postgresql://user:password@host:5432/dbname)")
     url = DatabaseUrl.parse(raw_url) if raw_url else None
     if url is None and environment != "development":
         raise ConfigError(
             f"ENVIRONMENT={environment} needs DATABASE_URL; the embedded server is for development only")
 
-    def path(key: str) -> Path:
-        p = Path(str(config.get(key, DEFAULTS[key])))
-        return p if p.is_absolute() else root / p
-
     return Settings(
         root=root,
         environment=environment,
         url=url,
-        migrations_dir=path("migrations_dir"),
-        backups_dir=path("backups_dir"),
-        logs_dir=path("logs_dir"),
-        embedded_dir=path("embedded_dir"),
-        embedded_database=str(config.get("embedded_database", DEFAULTS["embedded_database"])),
+        migrations_dir=_path(root, config, "migrations_dir"),
+        backups_dir=_path(root, config, "backups_dir"),
+        logs_dir=_path(root, config, "logs_dir"),
+        embedded_dir=_path(root, config, "embedded_dir"),
+        embedded_database=_database_name(config, "embedded_database"),
         lock_timeout=_number(config, "lock_timeout"),
         statement_timeout=_number(config, "statement_timeout"),
         lock_wait=_number(config, "lock_wait"),
-        lock_retries=int(_number(config, "lock_retries")),
+        lock_retries=_whole(config, "lock_retries"),
         retry_backoff=_number(config, "retry_backoff"),
-        connect_timeout=int(_number(config, "connect_timeout")),
+        # libpq waits whole seconds: a fraction is rounded up, so 0.5 waits a second, never forever (0)
+        connect_timeout=math.ceil(_number(config, "connect_timeout", positive=True)),
         skip_backup=_flag(env, "SKIP_BACKUP"),
         skip_maintenance=_flag(env, "SKIP_MAINTENANCE"),
-        slack_webhook_url=env.get("SLACK_WEBHOOK_URL", "").strip() or None,
-        perf_rows=int(_number(config, "perf_rows")),
-        quick_rows=int(_number(config, "quick_rows")),
-        large_rows=int(_number(config, "large_rows")),
-        max_migration_seconds=_number(config, "max_migration_seconds"),
-        max_lock_seconds=_number(config, "max_lock_seconds"),
-        sequence_limit=_number(config, "sequence_limit"),
+        slack_webhook_url=_webhook(env),
+        perf_rows=_whole(config, "perf_rows", least=1),
+        quick_rows=_whole(config, "quick_rows", least=1),
+        large_rows=_whole(config, "large_rows", least=1),
+        max_migration_seconds=_number(config, "max_migration_seconds", positive=True),
+        max_lock_seconds=_number(config, "max_lock_seconds", positive=True),
+        sequence_limit=_fraction(config, "sequence_limit"),
         backup_format=_choice(config, "backup_format", ("custom", "plain")),
-        backup_keep_count=int(_number(config, "backup_keep_count")),
+        backup_keep_count=_whole(config, "backup_keep_count"),
         backup_keep_days=_number(config, "backup_keep_days"),
-        backup_parallel_bytes=int(_number(config, "backup_parallel_bytes")),
-        rehearsal_sample_rows=int(_number(config, "rehearsal_sample_rows")),
+        backup_parallel_bytes=_whole(config, "backup_parallel_bytes"),
+        rehearsal_sample_rows=_whole(config, "rehearsal_sample_rows"),
         maintenance_on_hook=_command(config, "maintenance_on_hook"),
         maintenance_off_hook=_command(config, "maintenance_off_hook"),
-        hook_timeout=_number(config, "hook_timeout"),
-        slack_timeout=_number(config, "slack_timeout"),
+        hook_timeout=_number(config, "hook_timeout", positive=True),
+        slack_timeout=_number(config, "slack_timeout", positive=True),
         preflight_drift=_yes_no(config, "preflight_drift"),
         allow_out_of_order=_yes_no(config, "allow_out_of_order"),
-        main_branch=str(config.get("main_branch", DEFAULTS["main_branch"])),
+        main_branch=_text(config, "main_branch"),
     )

@@ -80,6 +80,8 @@ def show_backup(backup: Backup, settings: Settings) -> None:
 def show_restore(result: RestoreResult, settings: Settings) -> None:
     if result.safety_backup is not None:
         out(f"safety backup of the previous state: {row(result.safety_backup, settings)[0]}")
+    for warning in result.warnings:
+        out(f"warning: {warning}")
     out(f"restored {result.backup.name} into {result.database} in {result.duration_s:.1f} s")
     out(f"migration head now in place: {result.migration_head or 'none (no migrations applied)'}")
 

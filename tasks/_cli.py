@@ -32,7 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # Frozen, it is skipped by the garbage collection the interpreter runs on the way out, which otherwise
 # walks all of it: about 30 ms off every command. (atexit handlers run before that collection.)
 atexit.register(gc.freeze)
-CONFIG_DEFAULTS: dict[str, Any] = {"pgshift": dict(settings_module.DEFAULTS)}
+# Every key is registered (so Invoke maps INVOKE_PGSHIFT_<KEY> to it) with None as its value: Invoke casts an
+# environment string to the type of the value it replaces, and would fail on "abc" for a number with a
+# traceback, or read "false" as true for a boolean. With None it hands the string over as it is, and
+# pgshift.settings checks and converts every value, giving an unset one its default.
+CONFIG_DEFAULTS: dict[str, Any] = {"pgshift": dict.fromkeys(settings_module.DEFAULTS)}
 
 F = TypeVar("F", bound=Callable[..., Any])
 

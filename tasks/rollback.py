@@ -28,7 +28,7 @@ def _confirmation(yes: bool, always: bool) -> Confirm | None:
     return ask if always or yes else None
 
 
-def _restore(c: Context, path: str, confirm_always: bool, yes: bool) -> None:
+def _restore(c: Context, path: str, confirm_always: bool, yes: bool, force: bool = False) -> None:
     config = settings(c)
     confirm = _confirmation(yes, confirm_always or config.is_production)
     meter = _backup.Meter()
@@ -38,7 +38,7 @@ def _restore(c: Context, path: str, confirm_always: bool, yes: bool) -> None:
         _backup.show_restore(result, config)
 
     try:
-        api.restore(config, path, confirm=confirm, progress=meter, on_restored=restored)
+        api.restore(config, path, confirm=confirm, progress=meter, force=force, on_restored=restored)
     finally:
         meter.close()
 
@@ -82,11 +82,12 @@ def interactive(c: Context, yes: bool = False) -> None:
 @task(positional=["file"], help={
     "file": "the backup: a file name in backups/ or a path into it (inv rollback.list shows them)",
     "yes": "do not ask for confirmation (production otherwise asks for the database name)",
+    "force": "restore an archive with no manifest that was dumped from another database",
 })
 @boundary
-def restore(c: Context, file: str, yes: bool = False) -> None:
+def restore(c: Context, file: str, yes: bool = False, force: bool = False) -> None:
     """Restore a backup over the current ENVIRONMENT's database."""
-    _restore(c, file, confirm_always=False, yes=yes)
+    _restore(c, file, confirm_always=False, yes=yes, force=force)
 
 
 @task(positional=["id_"], help={

@@ -26,7 +26,8 @@ _JSON = "print one JSON object instead of tables"
 def _show(name: str, report: Report) -> None:
     """A check's table, then its details: failures, differences, fixes."""
     out(f"== {name}")
-    _DETAILS[name](report)
+    if not getattr(report, "not_run", False):  # a check that could not run has only its summary
+        _DETAILS[name](report)
     out(("ok: " if report.ok else "FAILED: ") + report.summary())
     out()
 
@@ -66,7 +67,10 @@ def _show_performance(report: PerformanceReport) -> None:
 
 def _show_constraints(report: ConstraintsReport) -> None:
     if report.findings:
-        out(table(["table", "problem", "fix"], [(f.table, f.problem, f.fix) for f in report.findings]))
+        out(table(["table", "problem", "fix", "id (to accept it)"],
+                  [(f.table, f.problem, f.fix, f.id) for f in report.findings]))
+    for f in report.accepted:
+        out(f"  accepted in {f.accepted_in}: {f.id}: {f.problem}")
 
 
 def _show_lint(report: LintReport) -> None:

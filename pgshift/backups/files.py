@@ -121,7 +121,9 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
 
 def verify(path: Path) -> Backup:
     """Check a backup thoroughly before it is used: present, whole, checksum and contents readable."""
-    if not (path.is_file() or (path.is_dir() and path.suffix == dump.FORMATS["directory"])):
+    if path.is_dir() and path.suffix != dump.FORMATS["directory"]:
+        raise BackupInvalid(f"{path} is a folder, not a backup file; inv rollback.list shows the backups there are")
+    if not (path.is_file() or path.is_dir()):
         raise BackupInvalid(f"{path} does not exist; inv rollback.list shows the backups there are")
     backup = describe(path)
     if backup.state == "damaged":

@@ -44,12 +44,13 @@ class RestorePlan:
     target: str           # printable (password redacted)
     environment: str
     safety_backup: bool
+    warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
         head = self.backup.migration_head or "no migrations"
         return (f"restore {self.backup.path.name} (taken {self.backup.taken_at:%Y-%m-%d %H:%M:%S} UTC, "
                 f"{self.backup.environment}, head {head}) over database {self.database} on {self.target}; "
-                "other sessions on it will be ended")
+                "other sessions on it will be ended" + "".join(f"; warning: {w}" for w in self.warnings))
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,13 @@ class RestoreResult:
     migration_head: str | None   # the newest applied migration now in place
     safety_backup: Backup | None
     duration_s: float
+    warnings: tuple[str, ...] = ()
     replaced: str = ""           # the name the replaced database had until it was dropped
 
     def as_json(self) -> dict[str, Any]:
         return {"backup": str(self.backup), "database": self.database, "migration_head": self.migration_head,
                 "safety_backup": str(self.safety_backup.path) if self.safety_backup else None,
-                "duration_s": round(self.duration_s, 3), "replaced": self.replaced}
+                "duration_s": round(self.duration_s, 3), "warnings": list(self.warnings), "replaced": self.replaced}
 
 
 def failpoint(name: str) -> None:
@@ -94,11 +96,26 @@ def locate(settings: Settings, path: str | Path) -> Path:
     return real
 
 
+def unverified(backup: Backup, database: str, *, force: bool) -> tuple[str, ...]:
+    """The warning for a backup with no manifest; Refused, unless ``force``, when its archive names another
+    database than ``database`` as the one it was dumped from."""
+    if backup.manifest is not None:
+        return ()
+    origin = dump.archive_database(backup.path) if backup.format == "custom" else None
+    if origin is not None and origin != database and not force:
+        name = backup.path.name
+        raise Refused(f"{name} has no manifest and was dumped from database {origin}, not {database}; "
+                      f"check it is the backup you mean, then inv rollback.restore {name} --force restores it")
+    where = f"was dumped from database {origin}" if origin else "names no database it was dumped from"
+    return (f"{backup.path.name} is unverified (no manifest) and {where}",)
+
+
 def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = None,
-            progress: dump.OnProgress | None = None,
+            progress: dump.OnProgress | None = None, force: bool = False,
             on_restored: Callable[[RestoreResult], None] | None = None) -> RestoreResult:
-    """Replace the target database with the backup at ``path``. ``on_restored`` hears the result as soon
-    as the restored database is in place, before the replaced one is dropped."""
+    """Replace the target database with the backup at ``path``; ``force`` restores an archive without a
+    manifest that names another database. ``on_restored`` hears the result as soon as the restored
+    database is in place, before the replaced one is dropped."""
     started = time.monotonic()
     backup = files.verify(locate(settings, path))
     if backup.environment == "production" and not settings.is_production:
@@ -108,8 +125,9 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
         raise Refused(f"{backup.path.name} was taken from {backup.environment}; production restores only "
                       "production backups")
     url = target.url(settings)
+    warnings = unverified(backup, url.dbname, force=force)
     plan = RestorePlan(backup, url.dbname, settings.describe_target(), settings.environment,
-                       not settings.skip_backup)
+                       not settings.skip_backup, warnings)
     if confirm is not None:
         question = (Question(f"type the database name ({plan.database}) to go ahead", plan.database, plan)
                     if settings.is_production else Question(f"replace database {plan.database} with this backup?",
@@ -151,7 +169,7 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
     # Done: the restored database is in place. Dropping the one it replaced is tidying up, after the
     # report; if it fails, the next command that makes a throwaway database drops it.
     failpoint("restore:swapped")
-    result = RestoreResult(backup.path, url.dbname, head, safety, time.monotonic() - started, replaced)
+    result = RestoreResult(backup.path, url.dbname, head, safety, time.monotonic() - started, warnings, replaced)
     if on_restored is not None:
         on_restored(result)
     failpoint("restore:reported")

@@ -1,35 +1,43 @@
-"""backward: for each migration, newest first, rollback must restore the schema exactly; then re-apply.
+"""backward: every migration's rollback must restore the schema exactly, and the migration re-apply.
 
-One pass, linear in the number of migrations. Migrations are applied one by one from empty, with a
-snapshot after each: snapshot k is the schema *before* migration k+1, so every "before" is known
-without replaying anything. Then from the newest down, for migration k: roll back, compare with
-snapshot k-1; re-apply, compare with snapshot k; roll back again to reach the state migration k-1
-left. A failure leaves the database in an unknown state, so the scratch database is then rebuilt up
-to migration k-1 (the only replay, and only after a failure) and the walk goes on: one run finds
-every broken rollback.
+One pass, oldest first, linear in the number of migrations. Each migration is applied (committed,
+the way deploys apply it) with a snapshot before and after; then, while it is the newest applied,
+its round trip: roll back, compare with the snapshot before; re-apply, compare with the snapshot
+after. When the migration and its rollback run in transactions, the round trip runs inside one
+transaction that is then rolled back, so a broken rollback leaves nothing to repair and the walk goes
+on at once. A round trip that must commit (CONCURRENTLY) ends with the migration applied again; when
+it fails, the walk goes on from a copy of the scratch database saved on the way (one every
+``_Scratch.EVERY`` migrations) plus at most that many migrations. One run finds every broken rollback.
+
+A migration with a ``-- forward_only: true`` header has no rollback by design: it is skipped by
+name; so is a baseline, whose rollback file refuses. Everything after either is still tested.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgshift.checks.forward import apply_one
 from pgshift.databases import snapshot, throwaway
-from pgshift.databases.db import Database
+from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
-from pgshift.errors import MigrationError
-from pgshift.migrations import apply, refusal
+from pgshift.errors import MigrationError, PgShiftError
+from pgshift.migrations import apply, refusal, sqltext
 from pgshift.migrations.source import Migration
+
+FORWARD_ONLY = "forward-only ('-- forward_only: true'): no rollback by design"
 
 
 @dataclass(frozen=True)
 class RoundTrip:
     id: str
     file: str                     # the rollback file
-    state: str                    # ok | failed | not tested | skipped (a refused rollback)
+    state: str                    # ok | failed | not tested | skipped (forward-only, or a refused rollback)
     problem: str | None = None
     diff: list[str] = field(default_factory=list)
     rollback_ms: int | None = None
@@ -52,7 +60,10 @@ class BackwardReport:
             first = failed[0]
             return f"{len(failed)} of {tested} rollback(s) fail; first: {first.file}: {first.problem}"
         text = f"{tested} migration(s) round-trip (up, down, up) exactly"
-        skipped = [t.id for t in self.trips if t.state == "skipped"]
+        one_way = [t.id for t in self.trips if t.state == "skipped" and t.problem == FORWARD_ONLY]
+        skipped = [t.id for t in self.trips if t.state == "skipped" and t.problem != FORWARD_ONLY]
+        if one_way:
+            text += f"; skipped: forward-only: {len(one_way)} migration(s), newest {one_way[0]}"
         if skipped:
             text += f"; skipped {', '.join(skipped)} (rollback refused: a baseline)"
         return f"{text}; {self.note}" if self.note else text
@@ -63,36 +74,80 @@ class BackwardReport:
 
 
 class _Scratch:
-    """The scratch database the walk runs on, rebuildable to any prefix of the migrations."""
+    """The scratch database the walk runs on, and copies of it saved every ``EVERY`` migrations on
+    the way up (while a round trip that must commit lies ahead): reaching any earlier state is a copy
+    of the nearest saved one and at most ``EVERY - 1`` migrations applied, never a replay from empty."""
+
+    EVERY = 16
 
     def __init__(self, admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -> None:
         self.admin, self.migrations, self.limits = admin, migrations, limits
+        self._saved_stack = contextlib.ExitStack()
+        self._saved: dict[int, str] = {}   # migrations applied -> a database holding that state
         self._stack = contextlib.ExitStack()
-        self.db = self._fresh()
+        self._open(throwaway.empty(self.admin))
 
-    def _fresh(self) -> Database:
+    def _open(self, database: contextlib.AbstractContextManager[DatabaseUrl]) -> None:
         try:
-            url = self._stack.enter_context(throwaway.empty(self.admin))
-            return self._stack.enter_context(Database.connect(url))
+            self.url = self._stack.enter_context(database)
+            self._connect()
         except BaseException:
             self._stack.close()  # the database just made is dropped again
             raise
 
-    def rebuild(self, upto: Migration | None) -> None:
+    def _connect(self) -> None:
+        self._conn = contextlib.ExitStack()
+        self.db = self._conn.enter_context(Database.connect(self.url))
+        self._stack.callback(self._conn.close)
+
+    @contextlib.contextmanager
+    def _copy(self, source: str) -> Iterator[DatabaseUrl]:
+        """A copy of ``source`` (which no session may be on), dropped when the block ends. Copied block
+        by block (the server's default strategy): a checkpoint per copy would cost more than the copy."""
+        database = throwaway.name("scratch")
+        with Database.connect(self.admin) as server:
+            throwaway.create(server, database, template=source)
+        try:
+            yield self.admin.with_dbname(database)
+        finally:
+            with contextlib.suppress(PgShiftError), Database.connect(self.admin) as server:
+                throwaway.drop(server, database)
+
+    def save(self, count: int) -> None:
+        """Keep a copy of the database as it is now: ``count`` migrations applied."""
+        self._conn.close()  # a template must have no session
+        try:
+            self._saved[count] = self._saved_stack.enter_context(self._copy(self.url.dbname)).dbname
+        finally:
+            self._connect()
+
+    def rebuild(self, applied: list[Migration], count: int) -> None:
+        """The database with the first ``count`` of ``applied`` applied (and nothing else)."""
+        base = max((c for c in self._saved if c <= count), default=0)
         self._stack.close()
         self._stack = contextlib.ExitStack()
-        self.db = self._fresh()
-        if upto is not None:
-            apply.apply(self.db, self.migrations, self.limits, upto=upto.id)
+        self._open(self._copy(self._saved[base]) if base else throwaway.empty(self.admin))
+        if count > base:
+            apply.apply(self.db, self.migrations, self.limits, upto=applied[count - 1].id)
 
     def close(self) -> None:
-        self._stack.close()
+        try:
+            self._stack.close()
+        finally:
+            self._saved_stack.close()
+
+
+def take(db: Database) -> snapshot.Snapshot:
+    """The snapshot as the default search path prints it: a migration's ``SET search_path`` lasts for
+    the session (or the transaction), and would otherwise change how every definition reads."""
+    db.execute("RESET search_path")
+    return snapshot.take(db)
 
 
 _COLUMNS = re.compile(r"columns \((?P<names>[^)]*)\)")
 
 
-def _by_name(snap: snapshot.Snapshot) -> snapshot.Snapshot:
+def by_name(snap: snapshot.Snapshot) -> snapshot.Snapshot:
     """The snapshot with each table's column list sorted: a rollback that re-adds a column puts it last."""
 
     def sort(match: re.Match[str]) -> str:
@@ -112,6 +167,8 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
 
     On "ok" the database is back where it was before ``m``; on "failed" its state is unknown."""
     name = _rollback_file(m)
+    if m.forward_only:
+        return RoundTrip(m.id, name, "skipped", FORWARD_ONLY)
     if refusal.refused(m) is not None:  # a baseline: no down by design; the walk stops at it
         return RoundTrip(m.id, name, "skipped", f"its rollback is refused: {refusal.refused(m)}")
     if m.rollback_path is None:
@@ -120,7 +177,7 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
         down_ms = apply.rollback(db, m, limits)
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"the rollback fails: {error}")
-    changed = snapshot.diff(_by_name(before), _by_name(snapshot.take(db)))
+    changed = snapshot.diff(by_name(before), by_name(take(db)))
     if changed:
         return RoundTrip(m.id, name, "failed",
                          f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
@@ -130,7 +187,7 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: {error}",
                          rollback_ms=down_ms)
-    changed = snapshot.diff(after, snapshot.take(db))
+    changed = snapshot.diff(by_name(after), by_name(take(db)))
     if changed:
         return RoundTrip(m.id, name, "failed",
                          f"{m.path.name} applied again after its rollback gives a different schema", changed,
@@ -142,33 +199,103 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
     return RoundTrip(m.id, name, "ok", rollback_ms=down_ms, reapply_ms=up_ms)
 
 
+def _one_transaction(m: Migration) -> bool:
+    """Whether the migration and its rollback both run inside one transaction block."""
+    if m.forced_transactional is False:
+        return False
+    sql = m.rollback_sql() or ""
+    try:
+        return all(not sqltext.may_need_parse(text) or all(s.transactional for s in sqltext.statements(text, name))
+                   for text, name in ((m.sql, m.path.name), (sql, _rollback_file(m))))
+    except MigrationError:  # a rollback that does not parse: the committed path reports it
+        return False
+
+
+def _where(name: str, sql: str, failure: SqlFailure, offset: int = 0) -> str:
+    return f"{name}, line {sqltext.line_of(sql, failure.position - offset)}" if failure.position else name
+
+
+def _trip_in_transaction(db: Database, m: Migration, limits: apply.Limits, before: snapshot.Snapshot,
+                         after: snapshot.Snapshot) -> RoundTrip:
+    """Down, compare with ``before``; up, compare with ``after``: inside one transaction that is then
+    rolled back, so whatever happens the database is left as it was, ``m`` applied."""
+    name = _rollback_file(m)
+    sql = m.rollback_sql() or ""
+    prefix = f"RESET ALL; BEGIN; {apply.settings_sql(limits, local=True)}\n"
+    immediate = "\n;\nSET CONSTRAINTS ALL IMMEDIATE;"  # deferred checks fire here, as at a COMMIT
+    try:
+        started = time.monotonic()
+        try:
+            db.execute(f"{prefix}{sql}{immediate}")
+        except SqlFailure as failure:
+            return RoundTrip(m.id, name, "failed", f"the rollback fails: {_where(name, sql, failure, len(prefix))}: "
+                             f"{failure}; nothing of the rollback was applied")
+        down_ms = int((time.monotonic() - started) * 1000)
+        changed = snapshot.diff(by_name(before), by_name(take(db)))
+        if changed:
+            return RoundTrip(m.id, name, "failed",
+                             f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
+                             "difference(s); '-' is missing, '+' was left behind)", changed, down_ms)
+        started = time.monotonic()
+        try:
+            db.execute(f"{m.sql}{immediate}")
+        except SqlFailure as failure:
+            return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: "
+                             f"{_where(m.path.name, m.sql, failure)}: {failure}", rollback_ms=down_ms)
+        up_ms = int((time.monotonic() - started) * 1000)
+        changed = snapshot.diff(by_name(after), by_name(take(db)))
+        if changed:
+            return RoundTrip(m.id, name, "failed",
+                             f"{m.path.name} applied again after its rollback gives a different schema", changed,
+                             down_ms, up_ms)
+        return RoundTrip(m.id, name, "ok", rollback_ms=down_ms, reapply_ms=up_ms)
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
+def _trip(work: _Scratch, applied: list[Migration], limits: apply.Limits, before: snapshot.Snapshot,
+          after: snapshot.Snapshot) -> RoundTrip:
+    """The round trip of the newest of ``applied``; the scratch database is left with all of them applied."""
+    m = applied[-1]
+    if m.rollback_path is None and sqltext.is_empty(m.sql):  # a placeholder: nothing to undo, nothing to write
+        return RoundTrip(m.id, _rollback_file(m), "ok")
+    if m.forward_only or refusal.refused(m) is not None or m.rollback_path is None:
+        return round_trip(work.db, work.migrations, m, limits, before, after)  # named without running anything
+    if _one_transaction(m):
+        return _trip_in_transaction(work.db, m, limits, before, after)
+    trip = round_trip(work.db, work.migrations, m, limits, before, after)  # statement by statement, committed
+    if trip.state == "ok":
+        apply_one(work.db, work.migrations, m, limits)  # back up to where the walk is
+    else:
+        work.rebuild(applied, len(applied))
+    return trip
+
+
 def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -> BackwardReport:
     """Round-trip every migration on a scratch database on ``admin``'s server."""
     runnable = [m for m in migrations if not m.empty]
     work = _Scratch(admin, migrations, limits)
     try:
-        snaps = [snapshot.take(work.db)]
+        before = take(work.db)
         applied: list[Migration] = []
+        trips: list[RoundTrip] = []
         note = None
+        # Copies are only ever needed by a round trip that must commit (CONCURRENTLY): none ahead, none saved.
+        last_committing = max((i for i, m in enumerate(runnable) if not _one_transaction(m)), default=-1)
         for m in runnable:
             try:
                 apply_one(work.db, migrations, m, limits)
             except MigrationError:
                 note = f"{m.path.name} and later are not tested: it does not apply (see forward)"
-                work.rebuild(applied[-1] if applied else None)
+                trips += [RoundTrip(o.id, _rollback_file(o), "not tested") for o in runnable[len(applied):]]
                 break
             applied.append(m)
-            snaps.append(snapshot.take(work.db))
-        trips: list[RoundTrip] = [RoundTrip(m.id, _rollback_file(m), "not tested")
-                                  for m in runnable[len(applied):]]
-        for k in reversed(range(len(applied))):
-            trip = round_trip(work.db, migrations, applied[k], limits, snaps[k], snaps[k + 1])
-            trips.append(trip)
-            if trip.state == "skipped":  # what is older cannot be reached without undoing it
-                trips += [RoundTrip(o.id, _rollback_file(o), "not tested") for o in applied[:k]]
-                break
-            if trip.state != "ok" and k > 0:
-                work.rebuild(applied[k - 1])
+            after = take(work.db)
+            trips.append(_trip(work, applied, limits, before, after))
+            before = after
+            if len(applied) % work.EVERY == 0 and len(applied) <= last_committing:
+                work.save(len(applied))
         return BackwardReport(sorted(trips, key=lambda t: t.id, reverse=True), note)
     finally:
         work.close()

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
-from pgshift.errors import MigrationError
 
 
 def chunks(template: str, rows: int, workers: int, smallest: int = 200_000) -> list[str]:
@@ -79,7 +78,8 @@ UNION ALL
 SELECT 'idx', i.indrelid::regclass::text, c.relname, c.relname, pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE i.indrelid = ANY(%(t)s) AND NOT EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conindid = i.indexrelid
-                                              AND co.contype IN ('p', 'u', 'x', 'f'))"""
+                                              AND co.contype IN ('p', 'u', 'x', 'f'))
+AND NOT (i.indisunique AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL))"""
 
 _KEEP = """
 SELECT i.indrelid FROM pg_index i WHERE i.indrelid = ANY(%s) AND (i.indisclustered OR i.indisreplident)
@@ -93,7 +93,8 @@ def set_aside(db: Database, oids: list[int]) -> list[Aside]:
     """Drop the indexes (and the unique and primary keys no foreign key needs) of the tables to fill.
 
     Returns what was dropped. Keys a foreign key references stay, and with them the foreign keys, so
-    nothing has to be validated again afterwards; so do deferrable keys and exclusion constraints."""
+    nothing has to be validated again afterwards; so do deferrable keys, exclusion constraints and
+    partial or expression unique indexes (the insert skips the rows that would break those)."""
     keep = {r[0] for r in db.rows(_KEEP, [oids, oids])}
     oids = [o for o in oids if o not in keep]
     if not oids:
@@ -114,14 +115,15 @@ def _schema_of(table: str) -> str:
     return head + dot if dot and (not table.startswith('"') or '".' in table) else ""
 
 
-def put_back(db: Database, pool: Pool, aside: list[Aside], tables: list[str]) -> None:
+def put_back(db: Database, pool: Pool, aside: list[Aside], tables: list[str]) -> str | None:
     """Re-create what ``set_aside`` dropped, as it was: every index at once (each on a connection of
     its own; builds on one table do not block each other), then the keys on their indexes.
 
-    If the data breaks a unique index, the tables are emptied and everything is put back anyway. After
-    an interrupted load nothing is rebuilt: the scratch database it went into is dropped."""
+    If the data breaks a unique index, the tables are emptied, everything is put back anyway, and the
+    error is returned (None when all went back). After an interrupted load nothing is rebuilt: the
+    scratch database it went into is dropped."""
     if pool.interrupted:
-        return
+        return None
     builds = [definition for _, _, _, _, definition in aside]
     keys = [f"ALTER TABLE {table} ADD CONSTRAINT {db.identifier(name)} "
             f"{'PRIMARY KEY' if kind == 'p' else 'UNIQUE'} USING INDEX {db.identifier(index)}"
@@ -133,5 +135,4 @@ def put_back(db: Database, pool: Pool, aside: list[Aside], tables: list[str]) ->
             db.execute(build)
     if keys:
         db.execute("BEGIN; " + ";\n".join(keys) + "; COMMIT")
-    if failed:
-        raise MigrationError(f"generated rows broke a unique index ({failed[0][1]}); the tables were emptied")
+    return failed[0][1] if failed else None

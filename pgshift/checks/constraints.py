@@ -10,18 +10,24 @@ a deploy can point it at a clone of the target, where sequence use is real).
 * duplicate indexes (same table, columns, operator classes, expressions and predicate)
 * a constraint left ``NOT VALID``
 * a sequence that has used more than ``sequence_limit`` of its range
+
+Every finding has an id, ``<kind>:<object>`` (``unindexed-foreign-key:public.orders.orders_user_id_fkey``).
+A team that has judged one acceptable writes ``-- pgshift: accept <id>`` in any migration, or
+``-- pgshift: accept <kind>`` in the migration that made the finding (all of that kind it made):
+the finding is then shown as accepted and does not fail the check.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pgshift.checks.forward import ForwardReport
-from pgshift.checks.forward import run as apply_all
+from pgshift.checks.forward import apply_one
 from pgshift.databases import throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
+from pgshift.errors import MigrationError
 from pgshift.migrations import apply
 from pgshift.migrations.source import Migration
 
@@ -29,7 +35,7 @@ _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n
          "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
          "AND d.objid = c.oid AND d.deptype = 'e')")
 
-_UNINDEXED_FK = f"""
+_UNINDEXED_FK = rf"""
 SELECT format('%I.%I', n.nspname, c.relname), co.conname,
        array_agg(quote_ident(a.attname) ORDER BY k.i), c.relname
 FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -38,7 +44,12 @@ JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = k.attnum
 WHERE co.contype = 'f' AND {_USER}
 AND NOT EXISTS (
     SELECT 1 FROM pg_index i
-    WHERE i.indrelid = co.conrelid AND i.indisvalid AND i.indpred IS NULL
+    WHERE i.indrelid = co.conrelid AND i.indisvalid
+    AND (i.indpred IS NULL OR NOT EXISTS (  -- a partial index WHERE fk_col IS NOT NULL serves the lookups too
+        SELECT 1 FROM regexp_split_to_table(btrim(pg_get_expr(i.indpred, i.indrelid), '()'),
+                                            '\)? AND \(?') AS p(term)
+        WHERE p.term NOT IN (SELECT quote_ident(fa.attname) || ' IS NOT NULL' FROM pg_attribute fa
+                             WHERE fa.attrelid = co.conrelid AND fa.attnum = ANY(co.conkey))))
     AND (SELECT array_agg(x ORDER BY x) FROM unnest(i.indkey[0:cardinality(co.conkey) - 1]) x)
         = (SELECT array_agg(x ORDER BY x) FROM unnest(co.conkey) x))
 GROUP BY n.nspname, c.relname, co.conname ORDER BY 1, 2"""
@@ -68,6 +79,7 @@ SELECT format('%I.%I', n.nspname, c.relname),
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_constraint co ON co.conindid = i.indexrelid AND co.conrelid = i.indrelid
+                            AND co.contype IN ('p', 'u', 'x')  -- not a self-referencing FK on the key
 WHERE {_USER}
 GROUP BY n.nspname, c.relname, i.indrelid, i.indkey::text, i.indclass::text, i.indcollation::text,
          i.indoption::text, coalesce(pg_get_expr(i.indexprs, i.indrelid), ''),
@@ -99,26 +111,31 @@ class Finding:
     table: str
     problem: str
     fix: str
+    id: str = ""   # <kind>:<object>, what an accept comment names
+    accepted_in: str | None = None  # the migration whose comment accepted it
 
 
 @dataclass(frozen=True)
 class ConstraintsReport:
     findings: list[Finding] = field(default_factory=list)
     note: str | None = None
+    accepted: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.findings
 
     def summary(self) -> str:
+        also = f"; {len(self.accepted)} accepted" if self.accepted else ""
         if self.findings:
             first = self.findings[0]
-            return f"{len(self.findings)} problem(s); first: {first.table}: {first.problem}"
-        return "no missing indexes, keys or other schema smells" + (f"; {self.note}" if self.note else "")
+            return f"{len(self.findings)} problem(s){also}; first: {first.table}: {first.problem}"
+        return ("no missing indexes, keys or other schema smells" + (also.replace(";", ",", 1) if also else "")
+                + (f"; {self.note}" if self.note else ""))
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "summary": self.summary(), "note": self.note,
-                "findings": [asdict(f) for f in self.findings]}
+                "findings": [asdict(f) for f in self.findings], "accepted": [asdict(f) for f in self.accepted]}
 
 
 def _index_name(table: str, columns: list[str]) -> str:
@@ -127,8 +144,23 @@ def _index_name(table: str, columns: list[str]) -> str:
     return name[:63]
 
 
+def _ident(name: str) -> str:
+    """A name as PostgreSQL would print it: quoted only when it must be."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def _slug(kind: str) -> str:
+    return kind.replace(" ", "-")
+
+
 def inspect(db: Database, sequence_limit: float = 0.75) -> ConstraintsReport:
     """Every smell in the database ``db`` is connected to (reads only)."""
+    found = [replace(f, id=f"{_slug(f.kind)}:{f.id}") for f in _inspect(db, sequence_limit)]
+    return ConstraintsReport(found)
+
+
+def _inspect(db: Database, sequence_limit: float) -> list[Finding]:
+    """The findings, each with the object part of its id."""
     found: list[Finding] = []
     for table, name, columns, _ in db.rows(_UNINDEXED_FK):
         cols = ", ".join(columns)
@@ -136,25 +168,27 @@ def inspect(db: Database, sequence_limit: float = 0.75) -> ConstraintsReport:
             "unindexed foreign key", table,
             f"foreign key {name} ({cols}) has no index that starts with its columns: deleting or updating a "
             "referenced row scans the whole table",
-            f"CREATE INDEX CONCURRENTLY {_index_name(table, list(columns))} ON {table} ({cols});"))
+            f"CREATE INDEX CONCURRENTLY {_index_name(table, list(columns))} ON {table} ({cols});",
+            f"{table}.{_ident(name)}"))
     for table, unique_index in db.rows(_NO_PRIMARY_KEY):
         fix = (f"ALTER TABLE {table} ADD PRIMARY KEY USING INDEX {unique_index};" if unique_index
                else f"ALTER TABLE {table} ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;")
-        found.append(Finding("no primary key", table, "table has no primary key", fix))
+        found.append(Finding("no primary key", table, "table has no primary key", fix, table))
     for table, index in db.rows(_INVALID_INDEX):
         found.append(Finding("invalid index", table,
                              f"index {index} is invalid (a failed concurrent build): written to, never read",
-                             f"REINDEX INDEX CONCURRENTLY {index};"))
+                             f"REINDEX INDEX CONCURRENTLY {index};", index))
     for table, indexes, droppable in db.rows(_DUPLICATE_INDEX):
         keep = indexes[0]
         for index, free in zip(indexes[1:], droppable[1:], strict=True):
             fix = (f"DROP INDEX CONCURRENTLY {index};" if free
                    else f"-- {index} backs a constraint; drop the other one: DROP INDEX CONCURRENTLY {keep};")
-            found.append(Finding("duplicate index", table, f"index {index} duplicates {keep}", fix))
+            found.append(Finding("duplicate index", table, f"index {index} duplicates {keep}", fix, index))
     for table, name, kind in db.rows(_NOT_VALID):
         found.append(Finding("not valid", table,
                              f"{kind} constraint {name} is NOT VALID: existing rows were never checked",
-                             f"ALTER TABLE {table} VALIDATE CONSTRAINT {db.identifier(name)};"))
+                             f"ALTER TABLE {table} VALIDATE CONSTRAINT {db.identifier(name)};",
+                             f"{table}.{_ident(name)}"))
     for name, last, top, bottom, step, data_type, owner in db.rows(_SEQUENCES):
         used = (last - bottom) / (top - bottom) if step > 0 else (top - last) / (top - bottom)
         if used < sequence_limit:
@@ -164,17 +198,61 @@ def inspect(db: Database, sequence_limit: float = 0.75) -> ConstraintsReport:
                else f"ALTER SEQUENCE {name} AS bigint;" if data_type != "bigint"
                else f"-- {name} is bigint already: plan a new key scheme")
         found.append(Finding("sequence", owner.rsplit(".", 1)[0] if owner else name,
-                             f"sequence {name} ({data_type}) has used {used:.0%} of its range", fix))
-    return ConstraintsReport(found)
+                             f"sequence {name} ({data_type}) has used {used:.0%} of its range", fix, name))
+    return found
+
+
+_ACCEPT = re.compile(r"--\s*pgshift:\s*accept\s+(?P<what>[^\n]+)", re.IGNORECASE)
+
+
+def accepts(sql: str) -> set[str]:
+    """What a migration's ``-- pgshift: accept`` comments name: finding ids or kinds."""
+    return {w.strip() for found in _ACCEPT.finditer(sql) for w in re.split(r"[,\s]+", found.group("what"))
+            if w.strip()}
+
+
+def accepted_by(finding: Finding, migrations: list[Migration]) -> str | None:
+    """The migration whose comment accepts ``finding``, for a caller that inspects once (a deploy's
+    rehearsal): one naming its id, or its kind and mentioning its table."""
+    kind = finding.id.split(":", 1)[0]
+    table = re.compile(rf"\b{re.escape(finding.table.rsplit('.', 1)[-1].strip(chr(34)))}\b", re.IGNORECASE)
+    for m in migrations:
+        tokens = accepts(m.sql)
+        if finding.id in tokens or (kind in tokens and table.search(m.sql)):
+            return m.id
+    return None
 
 
 def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits,
         sequence_limit: float = 0.75) -> ConstraintsReport:
-    """Apply every migration to a scratch database and inspect the result."""
+    """Apply every migration to a scratch database and inspect the result.
+
+    A migration with an accept comment is inspected before and after it, so that ``accept <kind>``
+    covers exactly the findings it made."""
+    named: dict[str, str] = {}     # finding id -> the migration that accepts it by id
+    made: dict[str, str] = {}      # finding id -> the migration that made it and accepts its kind
+    note = None
     with throwaway.empty(admin) as url, Database.connect(url) as db:
-        applied: ForwardReport = apply_all(db, migrations, limits)
+        for m in migrations:
+            if m.empty:
+                continue
+            tokens = accepts(m.sql)
+            earlier = {f.id for f in inspect(db, sequence_limit).findings} if tokens else set()
+            try:
+                apply_one(db, migrations, m, limits)
+            except MigrationError:
+                note = f"checked the schema before {m.path.name}, which does not apply"
+                break
+            for token in tokens:
+                named.setdefault(token, m.id)
+            if tokens:
+                for f in inspect(db, sequence_limit).findings:
+                    if f.id not in earlier and f.id.split(":", 1)[0] in tokens:
+                        made.setdefault(f.id, m.id)
         report = inspect(db, sequence_limit)
-    failed = applied.failure
-    if failed is not None:
-        return ConstraintsReport(report.findings, f"checked the schema before {failed.file}, which does not apply")
-    return report
+    failing: list[Finding] = []
+    accepted: list[Finding] = []
+    for f in report.findings:
+        by = named.get(f.id) or made.get(f.id)
+        (failing if by is None else accepted).append(f if by is None else replace(f, accepted_in=by))
+    return ConstraintsReport(failing, note, accepted)

@@ -62,6 +62,15 @@ SELECT conrelid, contype, conkey, confrelid, confkey, pg_get_expr(conbin, conrel
 FROM pg_constraint WHERE conrelid = ANY(%s) AND contype IN ('p', 'u', 'f', 'c')
 ORDER BY conrelid, conname"""
 
+# Unique indexes that back no constraint: a plain one caps the rows like a unique constraint; a
+# partial or expression one cannot be reasoned about from the columns, so it stays in place while
+# loading and the insert skips the rows that would break it (ON CONFLICT DO NOTHING).
+_UNIQUE_INDEXES = """
+SELECT i.indrelid, (i.indkey::int2[])[0:i.indnkeyatts - 1], i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
+FROM pg_index i WHERE i.indrelid = ANY(%s) AND i.indisunique
+AND NOT EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid)
+ORDER BY i.indrelid, i.indexrelid"""
+
 _ANY_LIST = re.compile(r"^\(*\"?(\w+)\"?\)?(?:::[\w ]+)? = ANY \(+(ARRAY\[.*?\])\)?(?:::[\w \[\]]+)?\)+$")
 _TEXT_TYPES = {"text", "varchar", "bpchar", "citext", "name"}
 
@@ -91,6 +100,12 @@ class _Table:
     unique: list[list[int]] = field(default_factory=list)
     fks: list[tuple[list[int], int, list[int]]] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
+    skips_conflicts: bool = False  # a partial or expression unique index: duplicates are left out
+
+    @property
+    def counted(self) -> bool:
+        """Whether the rows made must be counted: some generated ones may have been left out."""
+        return bool(self.checks) or self.skips_conflicts
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,11 @@ def _load(db: Database) -> tuple[list[_Table], set[int]]:
             table.fks.append((list(keys), ref, list(refkeys)))
         elif expr:
             table.checks.append(expr)
+    for relid, keys, partial in db.rows(_UNIQUE_INDEXES, [oids]):
+        if partial or 0 in keys:  # 0: an expression among the key columns
+            tables[relid].skips_conflicts = True
+        else:
+            tables[relid].unique.append(list(keys))
     nonempty = {oid for oid, t in tables.items()
                 if db.one(f"SELECT EXISTS (SELECT 1 FROM {t.name})") == (True,)}
     return list(tables.values()), nonempty
@@ -326,10 +346,11 @@ def _statement(db: Database, table: _Table, n: int, counts: dict[int, int], name
         targets.append(_q(db, col.name))
     where = " AND ".join(f"({check}) IS NOT FALSE" for check in table.checks) or "true"
     identity = " OVERRIDING SYSTEM VALUE" if any(c.identity for c in table.columns) else ""
+    conflicts = " ON CONFLICT DO NOTHING" if table.skips_conflicts else ""
     cols = ", ".join(targets)
     return (f"INSERT INTO {table.name} ({cols}){identity} SELECT {cols} FROM "
             f"(SELECT {', '.join(select)} FROM generate_series(__LO__, __HI__) AS g {' '.join(joins)}) s "
-            f"WHERE {where}"), None, plain
+            f"WHERE {where}{conflicts}"), None, plain
 
 
 def _column_names(db: Database, relid: int, nums: list[int]) -> list[tuple[int, str]]:
@@ -359,6 +380,7 @@ def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], No
     started = time.monotonic()
     pool = bulkload.Pool(db.url, workers, setup)
     aside = bulkload.set_aside(db, [t.oid for t in tables if t.oid not in nonempty])
+    broken: str | None = None
     try:
         for level in _levels(tables):
             jobs: list[tuple[_Table, int, list[str]]] = []
@@ -384,12 +406,15 @@ def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], No
                 error = next((d[1] for d in done if d[1]), None)
                 note = f"skipped: {error}" if error else None
                 made = planned
-                if error is not None or table.checks:
+                if error is not None or table.counted:
                     made = int((db.one(f"SELECT count(*) FROM {table.name}") or (0,))[0])
                     if error is not None and made:
                         note = f"{made:,} of {planned:,} rows (part of the load failed: {error})"
                     if error is None and made < planned:
-                        note = f"{planned - made} generated row(s) broke a CHECK and were left out"
+                        broke = ("a CHECK or a partial or expression unique index" if table.checks
+                                 and table.skips_conflicts else "a CHECK" if table.checks
+                                 else "a partial or expression unique index")
+                        note = f"{planned - made} generated row(s) broke {broke} and were left out"
                 counts[table.oid] = made
                 if error is None and made == planned:
                     formulas[table.oid] = candidates[table.oid]
@@ -402,10 +427,14 @@ def fill(db: Database, rows: int, workers: int = 0, progress: Callable[[str], No
         if progress is not None and aside:
             progress(f"rebuilding {len(aside)} index(es) set aside while loading")
         try:
-            bulkload.put_back(db, pool, aside, [t.name for t in tables if t.oid not in nonempty])
+            broken = bulkload.put_back(db, pool, aside, [t.name for t in tables if t.oid not in nonempty])
         finally:
             pool.close()
     index_seconds = time.monotonic() - indexing
+    if broken is not None:  # the tables were emptied to put the index back: say so, measure without data
+        emptied = f"emptied: generated rows broke a unique index ({broken})"
+        results = [r if r.note == "had rows already: kept" else TableFill(r.table, r.planned, 0, r.ms, emptied)
+                   for r in results]
     seconds = time.monotonic() - started
     changed = snapshot.diff(before, snapshot.take(db))
     if changed:

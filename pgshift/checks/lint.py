@@ -157,6 +157,7 @@ class _Linter:
     def __init__(self, existing: set[str], every: bool = False) -> None:
         self.every = every
         self.existing = {name.rsplit(".", 1)[-1].lower() for name in existing}
+        self.indexes: dict[str, str] = {}  # index -> its table, for the indexes the migrations create
 
     def migration(self, m: Migration, check: bool) -> tuple[list[LintFinding], int]:
         try:
@@ -190,8 +191,17 @@ class _Linter:
         name = _name(rel)
         return name in self.existing and name not in created
 
+    def _index_on_old(self, obj: dict[str, Any], created: set[str]) -> bool:
+        """Whether a dropped index may be on a table that existed before this run: yes unless a
+        migration made it, on a table made in this run."""
+        items = obj.get("List", {}).get("items", [])
+        table = self.indexes.get(str(items[-1]["String"]["sval"]).lower()) if items else None
+        return table is None or (table in self.existing and table not in created)
+
     def _track(self, node: dict[str, Any], created: set[str]) -> None:
         (kind, body), = node.items()
+        if kind == "IndexStmt" and body.get("idxname"):
+            self.indexes[str(body["idxname"]).lower()] = _name(body.get("relation", {}))
         if kind in ("CreateStmt", "CreateTableAsStmt"):
             rel = body.get("relation") or body.get("into", {}).get("rel", {})
             created.add(_name(rel))
@@ -225,7 +235,8 @@ class _Linter:
             if remove == "OBJECT_INDEX":
                 if body.get("concurrent") and forced:
                     hits.append(("concurrently-in-transaction", {}))
-                elif not body.get("concurrent"):
+                elif not body.get("concurrent") and any(self._index_on_old(obj, created)
+                                                        for obj in body.get("objects", [])):
                     hits.append(("require-concurrent-index-deletion", {}))
             elif remove == "OBJECT_TABLE":
                 for obj in body.get("objects", []):

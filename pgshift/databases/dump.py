@@ -157,6 +157,18 @@ def contents(path: Path) -> list[str]:
     return [ln for ln in done.stdout.splitlines() if ln and not ln.startswith(";")]
 
 
+def archive_database(path: Path) -> str | None:
+    """The database a custom-format archive was dumped from, as its header names it; None if it does not."""
+    program = pgbin.program("pg_restore")
+    try:
+        done = subprocess.run([str(program), "--list", str(path)], capture_output=True, text=True,
+                              timeout=300, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"^;\s+dbname: (.+)$", done.stdout, re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
 def restore(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, objects: int | None = None,
             progress: OnProgress | None = None, connect_timeout: int = 10) -> None:
     """Restore the backup at ``path`` into the (new, empty) database of ``url``; stop at the first error."""

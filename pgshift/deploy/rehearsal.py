@@ -117,6 +117,8 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
             for f in constraints.inspect(db, sequence_limit).findings:
                 if (f.kind, f.table, f.problem) in smells_before:
                     notes.append(f"constraints (already there): {f.table}: {f.problem}")
+                elif (by := constraints.accepted_by(f, todo)) is not None:
+                    notes.append(f"constraints (accepted in {by}): {f.id}: {f.problem}")
                 else:
                     problems.append(f"constraints: the migrations leave {f.table}: {f.problem}; fix: {f.fix}")
     if swept:
@@ -135,36 +137,41 @@ def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limi
     after: list[snapshot.Snapshot] = []
     first: list[performance.Measured] = []
     for m in todo:
-        before.append(snapshot.take(db))
+        before.append(backward.take(db))
         measured = performance.measure(db, migrations, [m], limits, thresholds)[0]
         if measured.state == "not measured":
             problems.append(f"on a copy of the target, {_bare(measured.problems[0].removeprefix('does not apply: '))}")
             return [_timing(x) for x in first]
         first.append(measured)
         problems.extend(f"{m.path.name} on a copy of the target {p}" for p in measured.problems)
-        after.append(snapshot.take(db))
+        after.append(backward.take(db))
         locks = ", ".join(f"{lock.mode} on {lock.table}" for lock in measured.locks)
         say(f"rehearsed {m.id}: {measured.duration_ms} ms; {locks or 'no lock on a table that existed before'}")
     if problems:
         return [_timing(x) for x in first]
     down: dict[str, int] = {}
     up: dict[str, int] = {}
+    reached = 0  # todo[:reached] stay applied: a forward-only migration cannot be rolled back
     for k in reversed(range(len(todo))):  # newest first: down, compare, up, compare, down again
         trip = backward.round_trip(db, migrations, todo[k], limits, before[k], after[k])
+        if trip.state == "skipped":
+            say(f"not rolled back: {todo[k].id} ({trip.problem}), nor what is older")
+            reached = k + 1
+            break
         if trip.state != "ok":
             shown = f": {'; '.join(trip.diff[:3])}" if trip.diff else ""
             problems.append(f"on a copy of the target, {trip.file}: {_bare(trip.problem or 'failed')}{shown}")
             break
         down[trip.id], up[trip.id] = trip.rollback_ms or 0, trip.reapply_ms or 0
     if not problems:
-        for k, m in enumerate(todo):  # all of them again, in order, as the deploy will
+        for k, m in enumerate(todo[reached:], start=reached):  # all of them again, in order, as the deploy will
             try:
                 apply_one(db, migrations, m, limits)
             except MigrationError as error:
                 problems.append(f"on a copy of the target, {m.path.name} does not apply again after the "
                                 f"rollbacks: {_bare(str(error))}")
                 break
-            changed = snapshot.diff(after[k], snapshot.take(db))
+            changed = snapshot.diff(backward.by_name(after[k]), backward.by_name(backward.take(db)))
             if changed:
                 problems.append(f"{m.path.name} applied again gives a different schema: {'; '.join(changed[:3])}")
                 break

@@ -68,6 +68,8 @@ def verify(migrations: list[Migration], records: dict[str, history.Record]) -> l
     records = squashed.mapped(migrations, records)
     for rec in records.values():
         if rec.state != "applied":
+            if rec.id not in files and not rec.transactional and rec.statements_done:
+                raise MigrationError(f"{rec.id} {history.stopped_without_file(rec)}")
             continue
         found = files.get(rec.id)
         if found is None:
@@ -98,6 +100,8 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
           progress: Progress | None = None) -> ApplyResult:
     """Apply every pending migration (up to and including ``upto``) under the migration lock."""
     say = progress or (lambda _msg: None)
+    if upto is not None and upto not in {m.id for m in migrations}:  # before anything is written
+        raise ConfigError(f"--to {upto}: no such migration; see inv status for the ids")
     with migration_lock(db, limits.lock_wait, progress):
         _failpoint("locked")
         records = history.records(db)
@@ -109,8 +113,6 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
             records = history.records(db)
         pending = verify(migrations, records)
         if upto is not None:
-            if upto not in {m.id for m in migrations}:
-                raise ConfigError(f"--to {upto}: no such migration; see inv status for the ids")
             pending = [p for p in pending if p.migration.id <= upto]
         runnable = [p for p in pending if not p.migration.empty]
         done: list[Applied] = []

@@ -85,6 +85,14 @@ class Record(NamedTuple):
     error: str | None
 
 
+def stopped_without_file(rec: Record) -> str:
+    """What to say of a record stopped part-way whose file is gone: its statements so far are in effect."""
+    return (f"stopped after statement {rec.statements_done} of {rec.statements_total} and "
+            f"migrations/{rec.id}.sql is gone, so the database holds part of it; restore the file from version "
+            f"control and run inv dev.migrate to finish it, or undo those statements by hand and run "
+            f"inv dev.mark {rec.id} --reverted")
+
+
 def exists(db: Database) -> bool:
     return db.has_relation("pgshift.migrations")
 

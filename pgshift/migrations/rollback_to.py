@@ -89,6 +89,11 @@ def plan(db: Database, migrations: list[Migration], to: str) -> RollbackPlan:
             problems.append(f"{ident} is applied but migrations/{ident}.sql is missing: restore it from version "
                             "control")
             continue
+        if m.forward_only:
+            problems.append(f"{ident} is forward-only ('-- forward_only: true' in {ident}.sql): it has no rollback "
+                            "by design, so nothing older can be reached by rolling back; restore a backup instead "
+                            "(inv rollback.interactive)")
+            continue
         sql = m.rollback_sql()
         if sql is None:
             problems.append(f"{ident} has no rollback file: write migrations/{ident}.rollback.sql")

@@ -26,6 +26,7 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 ROLLBACK_SUFFIX = ".rollback.sql"
 NOT_MIGRATIONS = {"seed.sql", "schema.sql"}
 _HEADER = re.compile(r"^--\s*transactional\s*:\s*(true|false)\s*$", re.IGNORECASE | re.MULTILINE)
+_FORWARD_ONLY = re.compile(r"^--\s*forward_only\s*:\s*true\s*$", re.IGNORECASE | re.MULTILINE)
 # The line that marks the template ``dev.migrate NAME`` writes: a file that still has it and no statement
 # is not written yet, so it is not applied. Any other file with no statement (a placeholder whose
 # statements moved elsewhere) is applied as a no-op and recorded, its checksum guarding later edits. Files
@@ -40,8 +41,15 @@ def transactional_header(sql: str) -> bool | None:
     return None if found is None else found.group(1).lower() == "true"
 
 
-def normalise(raw: bytes) -> str:
-    text = raw.decode("utf-8-sig")
+def normalise(raw: bytes, name: str | Path = "the file") -> str:
+    """The text of a file's bytes; ConfigError naming ``name`` and the offending byte unless UTF-8."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw.count(b"\n", 0, start) + 1
+        raise ConfigError(f"{name}: byte 0x{raw[start]:02X} at offset {start} (line {line}) "
+                          "is not UTF-8; save the file as UTF-8 (iconv -f latin1 -t utf-8 converts Latin-1)") from None
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
@@ -91,8 +99,14 @@ class Migration:
         """A ``-- transactional: false`` (or true) header line, if the author wrote one."""
         return transactional_header(self.sql)
 
+    @property
+    def forward_only(self) -> bool:
+        """A ``-- forward_only: true`` header line: the migration has no rollback by design (an enum's
+        ``ADD VALUE``, a data fix), so no check expects one and no rollback crosses it."""
+        return _FORWARD_ONLY.search(self.sql) is not None
+
     def rollback_sql(self) -> str | None:
-        return None if self.rollback_path is None else normalise(self.rollback_path.read_bytes())
+        return None if self.rollback_path is None else normalise(self.rollback_path.read_bytes(), self.rollback_path)
 
 
 def read(folder: Path) -> list[Migration]:
@@ -122,8 +136,8 @@ def read(folder: Path) -> list[Migration]:
                           "restore it or delete the rollback file")
     prefix = os.path.join(folder, "")
     forward.sort()
-    return [Migration(id=i, folder=folder, sql=normalise(_read(f"{prefix}{i}.sql")), has_rollback=i in rollbacks)
-            for i in forward]
+    return [Migration(id=i, folder=folder, sql=normalise(_read(f"{prefix}{i}.sql"), f"{prefix}{i}.sql"),
+                      has_rollback=i in rollbacks) for i in forward]
 
 
 def _read(path: str) -> bytes:

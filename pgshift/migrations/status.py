@@ -92,8 +92,10 @@ def states(migrations: list[Migration], records: dict[str, history.Record]) -> l
                                         f"{where}{rec.error or 'interrupted'}"))
     for rec in records.values():
         if rec.id not in files:
+            half = rec.state != "applied" and not rec.transactional and rec.statements_done
             found.append(MigrationState(rec.id, "missing", rec.applied_at, rec.duration_ms,
-                                        detail=squashed.stranded(migrations, rec.id)
+                                        detail=history.stopped_without_file(rec) if half else
+                                        squashed.stranded(migrations, rec.id)
                                         or "recorded, but the file is gone"))
     return sorted(found, key=lambda s: s.id)
 

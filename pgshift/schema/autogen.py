@@ -55,7 +55,7 @@ def generate(settings: Settings, db: Database, name: str, existing: list[source.
     ``existing`` (the folder as read)."""
     source.check_name(name, existing)
     path = declared_path(settings)
-    declared = source.normalise(path.read_bytes())
+    declared = source.normalise(path.read_bytes(), path)
 
     def loaded(scratch: Shadow) -> diff.Schema:
         load(scratch.db, declared, path.name)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pgshift.databases import target
 from pgshift.databases.db import Database
-from pgshift.errors import Refused
+from pgshift.errors import ConfigError, Refused
 from pgshift.schema import catalog, models_path
 from pgshift.schema.catalog import Catalog, Column, Table
 from pgshift.settings import Settings
@@ -84,6 +84,8 @@ def refuse_foreign(path: Path) -> None:
 def run(settings: Settings, output: Path | None = None) -> GenerateResult:
     """Write the models module for the target's schema, then check that it imports cleanly."""
     path = output or models_path(settings)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: {path.parent} is a file, not a folder; give another --output")
     refuse_foreign(path)  # before connecting: nothing is read for a file we will not write
     with target.connect(settings) as db:
         result = write(db, path)
@@ -215,6 +217,10 @@ def _render_table(table: Table, found: Catalog, names: _Names) -> str:
         attr = attributes[column.name]
         lines.append(f"    {attr}: Mapped[{_python_type(column, names)}] = mapped_column("
                      f"{_column_args(column, attr, table, names)})")
+    if not table.primary_key:  # SQLAlchemy maps no table without one; the table itself keeps none
+        keys = ", ".join(repr(attributes[c.name]) for c in table.columns)
+        lines += ["    # no primary key in the database: mapped on all its columns, so rows are told apart by value",
+                  f"    __mapper_args__ = {{'primary_key': [{keys}]}}"]
     relations = _relationships(table, found, names)
     if relations:
         lines += ["", *relations]

@@ -81,7 +81,7 @@ def run_seed(db: Database, path: Path) -> None:
             raise MigrationError(f"{path.name} has no seed(db) function; define one")
         module.seed(db)
         return
-    sql = source.normalise(path.read_bytes())
+    sql = source.normalise(path.read_bytes(), path)
     prefix = "BEGIN;\n"
     try:
         db.execute(f"{prefix}{sql}\n;\nCOMMIT;")
