@@ -420,12 +420,16 @@ def backups(settings: Settings) -> list[Backup]:
 
 
 def restore(settings: Settings, file: str | Path, *, confirm: Confirm | None = None,
-            progress: OnDumpProgress | None = None, force: bool = False) -> RestoreResult:
+            progress: OnDumpProgress | None = None, force: bool = False,
+            on_restored: Callable[[RestoreResult], None] | None = None) -> RestoreResult:
     """Replace the target with a backup, all or nothing. Without ``confirm`` production is refused; an
-    archive with no manifest that was dumped from another database is refused unless ``force``."""
+    archive with no manifest that was dumped from another database is refused unless ``force``.
+    ``on_restored`` hears the result once the restored database is in place, before the replaced
+    copy is dropped (that drop waits for a checkpoint)."""
     from pgshift.backups import restore as backups_restore
 
-    return backups_restore.restore(settings, file, confirm=confirm, progress=progress, force=force)
+    return backups_restore.restore(settings, file, confirm=confirm, progress=progress, force=force,
+                                   on_restored=on_restored)
 
 
 def cleanup(settings: Settings, *, dry_run: bool = False) -> CleanupPlan:

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "backup_format": "custom",   # custom (pg_dump -Fc -Z0, .dump) or plain (.sql); see pgshift/dump.py
     "backup_keep_count": 10,     # cleanup keeps the newest N backups of each environment...
     "backup_keep_days": 14.0,    # ...and every backup younger than this many days
+    "backup_parallel_bytes": 1_000_000_000,  # from this size (bytes) up, backups are -Fd with parallel jobs
+    "rehearsal_sample_rows": 10_000,  # rows per table a rehearsal copies when the target is in use; 0: all
     "maintenance_on_hook": "",   # command run when maintenance turns on: a YAML list, or a string split
     "maintenance_off_hook": "",  # like a shell would (never run by one); "" for none
     "hook_timeout": 30.0,        # seconds a maintenance hook may run
@@ -87,6 +89,8 @@ class Settings:
     backup_format: str = DEFAULTS["backup_format"]
     backup_keep_count: int = DEFAULTS["backup_keep_count"]
     backup_keep_days: float = DEFAULTS["backup_keep_days"]
+    backup_parallel_bytes: int = DEFAULTS["backup_parallel_bytes"]
+    rehearsal_sample_rows: int = DEFAULTS["rehearsal_sample_rows"]
     maintenance_on_hook: tuple[str, ...] = ()
     maintenance_off_hook: tuple[str, ...] = ()
     hook_timeout: float = DEFAULTS["hook_timeout"]
@@ -358,6 +362,8 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         backup_format=_choice(config, "backup_format", ("custom", "plain")),
         backup_keep_count=_whole(config, "backup_keep_count"),
         backup_keep_days=_number(config, "backup_keep_days"),
+        backup_parallel_bytes=_whole(config, "backup_parallel_bytes"),
+        rehearsal_sample_rows=_whole(config, "rehearsal_sample_rows"),
         maintenance_on_hook=_command(config, "maintenance_on_hook"),
         maintenance_off_hook=_command(config, "maintenance_off_hook"),
         hook_timeout=_number(config, "hook_timeout", positive=True),

@@ -32,11 +32,15 @@ def _restore(c: Context, path: str, confirm_always: bool, yes: bool, force: bool
     config = settings(c)
     confirm = _confirmation(yes, confirm_always or config.is_production)
     meter = _backup.Meter()
+
+    def restored(result: api.RestoreResult) -> None:  # reported before the replaced copy is dropped
+        meter.close()
+        _backup.show_restore(result, config)
+
     try:
-        result = api.restore(config, path, confirm=confirm, progress=meter, force=force)
+        api.restore(config, path, confirm=confirm, progress=meter, force=force, on_restored=restored)
     finally:
         meter.close()
-    _backup.show_restore(result, config)
 
 
 @task(name="list", help={"json": "print a JSON array instead of a table"})

@@ -96,6 +96,8 @@ KEYS: dict[str, tuple[object, object, object, str]] = {
     "backup_format": ("PLAIN", "plain", "tar", "backup_format='tar' is not one of: custom, plain"),
     "backup_keep_count": ("0", 0, "ten", "backup_keep_count='ten' is not a whole number"),
     "backup_keep_days": ("7.5", 7.5, "-2", "0 or more"),
+    "backup_parallel_bytes": ("5e9", 5_000_000_000, "1GB", "backup_parallel_bytes='1GB' is not a whole number"),
+    "rehearsal_sample_rows": ("0", 0, "-1", "rehearsal_sample_rows='-1' must be 0 or more"),
     "maintenance_on_hook": ("./bin/drain --on", ("./bin/drain", "--on"), "'unclosed", "cannot be split"),
     "maintenance_off_hook": (["./bin/drain", "--off"], ("./bin/drain", "--off"), [1, 2], "must be a list of strings"),
     "hook_timeout": ("5", 5.0, "0", "hook_timeout='0' must be a number of seconds above 0"),

@@ -5,7 +5,9 @@ with mode 0600; when it succeeds the file is fsynced while it is read back for i
 overlap), its table of contents is read back, the manifest is written (temporary name, fsync,
 rename), and only then is the file renamed to its final name and the folder fsynced. A failure or an
 interruption removes the partial file; a ``kill -9`` leaves a hidden partial that no listing shows,
-which the next backup (once that process is gone) and ``prod.cleanup`` remove.
+which the next backup (once that process is gone) and ``prod.cleanup`` remove. A database of
+``backup_parallel_bytes`` or more is backed up in the directory format instead
+(``pgshift.backups.directory``), the same way under a hidden partial folder.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pgshift.backups import directory
 from pgshift.backups.inventory import STAMP, Backup, Manifest, describe, manifest_path, scan, sweep
 from pgshift.databases import dump, target
 from pgshift.databases.db import Database
@@ -65,7 +68,10 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
         row = db.one("SELECT coalesce(sum(relpages::bigint), 0) * current_setting('block_size')::bigint "
                      "FROM pg_class WHERE relkind IN ('r', 'm', 't')")
         estimate = int(row[0]) if row else None
+        db_size = db.one("SELECT pg_database_size(current_database())")
     fmt = settings.backup_format
+    if fmt == "custom" and db_size is not None and int(db_size[0]) >= settings.backup_parallel_bytes:
+        fmt = "directory"
     folder = settings.backups_dir
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -83,10 +89,13 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
     try:
         dump.dump(url, partial, fmt, server_version, lock_wait=settings.lock_wait, estimate=estimate,
                   progress=progress, connect_timeout=settings.connect_timeout)
-        sha256, size, headers = _synced_digest(partial, plain=fmt == "plain")
-        objects = len(dump.contents(partial)) if fmt == "custom" else _plain_complete(partial, headers)
+        if fmt == "directory":
+            sha256, headers = directory.seal(partial), 0
+        else:
+            sha256, _, headers = _synced_digest(partial, plain=fmt == "plain")
+        objects = _plain_complete(partial, headers) if fmt == "plain" else len(dump.contents(partial))
         manifest = Manifest(
-            file=final.name, format=fmt, sha256=sha256, size=size, database=url.dbname,
+            file=final.name, format=fmt, sha256=sha256, size=dump.size_of(partial), database=url.dbname,
             environment=settings.environment, server_version=dump.version_text(server_version),
             pg_dump_version=dump.tool_version(dump.tool("pg_dump", server_version)),
             migration_head=migration_head, taken_at=taken.isoformat(),
@@ -104,7 +113,7 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
         raise
     finally:
         if not finished:
-            partial.unlink(missing_ok=True)
+            directory.remove(partial)
             if not final.exists():
                 meta.unlink(missing_ok=True)
     return replace(describe(final), swept=tuple(swept), swept_bytes=swept_bytes)
@@ -112,22 +121,26 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
 
 def verify(path: Path) -> Backup:
     """Check a backup thoroughly before it is used: present, whole, checksum and contents readable."""
-    if path.is_dir():
+    if path.is_dir() and path.suffix != dump.FORMATS["directory"]:
         raise BackupInvalid(f"{path} is a folder, not a backup file; inv rollback.list shows the backups there are")
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         raise BackupInvalid(f"{path} does not exist; inv rollback.list shows the backups there are")
     backup = describe(path)
     if backup.state == "damaged":
         raise BackupInvalid(f"{path.name} is damaged ({backup.note}); pick another backup (inv rollback.list)")
-    sha256, _, headers = _digest(path, plain=backup.format == "plain")
+    try:
+        sha256, _, headers = (directory.check(path), 0, 0) if path.is_dir() else _digest(
+            path, plain=backup.format == "plain")
+    except directory.Mismatch as exc:
+        raise BackupInvalid(f"{path.name} is damaged: {exc}; pick another backup (inv rollback.list)") from None
     if backup.manifest is not None and sha256 != backup.manifest.sha256:
         raise BackupInvalid(f"{path.name} does not match its manifest's checksum: the file changed after it "
                             "was written; pick another backup (inv rollback.list)")
     try:
-        if backup.format == "custom":
-            dump.contents(path)
-        else:
+        if backup.format == "plain":
             _plain_complete(path, headers)
+        else:
+            dump.contents(path)
     except (ToolError, BackupInvalid) as exc:
         raise BackupInvalid(f"{exc}; pick another backup (inv rollback.list)") from None
     return backup
@@ -145,9 +158,12 @@ def _reserve(folder: Path, environment: str, taken: datetime, ext: str) -> tuple
         if final.exists() or manifest_path(final).exists():
             continue
         partial = folder / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.partial"
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        if ext == dump.FORMATS["directory"]:
+            partial.mkdir(mode=0o700)
+        else:
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         if [p for p in folder.glob(f".{glob.escape(final.name)}.*.partial") if p != partial]:
-            partial.unlink()
+            directory.remove(partial)
             continue
         return final, partial
     raise AssertionError("unreachable")

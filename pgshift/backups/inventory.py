@@ -6,21 +6,23 @@ before the backup file is renamed into place, so a file that lists with a manife
 ``.sql`` or ``.dump`` without a manifest (older scripts made bare ``.sql`` files) lists as unverified.
 What a killed backup left (its partial file, once its pid is gone) is swept by the next backup and by
 ``prod.cleanup``.
+A big database's backup is a ``.dir`` folder (``pgshift.backups.directory``), listed the same way.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pgshift.databases.dump import FORMATS
+from pgshift.databases.dump import FORMATS, size_of
 from pgshift.databases.pids import alive
 
-NAME = re.compile(r"^backup_(?P<env>[a-z0-9-]+)_(?P<ts>\d{8}_\d{6})(?:_\d+)?\.(?P<ext>dump|sql)$")
+NAME = re.compile(r"^backup_(?P<env>[a-z0-9-]+)_(?P<ts>\d{8}_\d{6})(?:_\d+)?\.(?P<ext>dump|sql|dir)$")
 PARTIAL = re.compile(r"^\.(?P<file>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.partial$")
 STAMP = "%Y%m%d_%H%M%S"
 
@@ -96,9 +98,20 @@ def format_of(path: Path) -> str:
     return "custom"
 
 
+class _Stat(NamedTuple):
+    st_size: int
+    st_mtime: float
+
+
+def _stat(path: Path) -> _Stat:
+    """A backup's size and time: a directory backup's size is that of its files."""
+    found = path.stat()
+    return _Stat(size_of(path) if path.is_dir() else found.st_size, found.st_mtime)
+
+
 def describe(path: Path) -> Backup:
     """A backup file as the listing shows it (cheap: reads the manifest and one stat, not the data)."""
-    stat = path.stat()
+    stat = _stat(path)
     found = NAME.match(path.name)
     environment = found["env"] if found else "?"
     taken = (datetime.strptime(found["ts"], STAMP).replace(tzinfo=UTC) if found
@@ -132,6 +145,8 @@ _PLAIN_END = b"PostgreSQL database dump complete"
 
 def _ends_broken(path: Path, fmt: str) -> str:
     """Why the file's first or last bytes are not a pg_dump file's, or "" (a cheap check, not the checksum)."""
+    if fmt == "directory":  # its table of contents is an archive header like a custom file's
+        path, fmt = path / "toc.dat", "custom"
     try:
         with path.open("rb") as handle:
             start = handle.read(len(_CUSTOM_MAGIC))
@@ -152,7 +167,8 @@ def scan(folder: Path) -> list[Backup]:
         return []
     found = []
     for entry in folder.iterdir():
-        if entry.name.startswith(".") or entry.suffix not in FORMATS.values() or not entry.is_file():
+        if entry.name.startswith(".") or entry.suffix not in FORMATS.values() or not (
+                entry.is_file() or (entry.is_dir() and entry.suffix == FORMATS["directory"])):
             continue
         try:
             found.append(describe(entry))
@@ -166,7 +182,7 @@ def sizes(paths: list[Path]) -> tuple[int, ...]:
     found = []
     for path in paths:
         try:
-            found.append(path.stat().st_size)
+            found.append(size_of(path))
         except FileNotFoundError:
             found.append(0)
     return tuple(found)
@@ -178,7 +194,7 @@ def sweep(folder: Path) -> tuple[list[Path], int]:
     removed, freed = [], 0
     for path, size in zip(stale, sizes(stale), strict=True):
         try:
-            path.unlink()
+            shutil.rmtree(path) if path.is_dir() else path.unlink()  # a directory backup's partial folder
         except FileNotFoundError:
             continue  # another sweep got there first
         except OSError:

@@ -5,12 +5,21 @@ readable), confirm, take the migration lock, take a safety backup of the current
 SKIP_BACKUP), restore into a scratch database shaped like the target, then swap names in one commit
 (see ``pgshift.backups.swap``). Until the swap the target is never written to, so a failure or a kill at any
 point before it leaves the target exactly as it was.
+
+The replaced database is dropped last, after ``on_restored`` has reported the result: PostgreSQL
+checkpoints on DROP DATABASE, which on a big database takes as long as flushing what the restore
+wrote, and nobody should wait for that to learn the restore is done. From the swap on, the old copy
+carries a throwaway name (``pgshift_old_..._<target>``), so a kill before or during the drop leaves it
+named and recognisable, and the next command that makes a throwaway database drops it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +61,20 @@ class RestoreResult:
     safety_backup: Backup | None
     duration_s: float
     warnings: tuple[str, ...] = ()
+    replaced: str = ""           # the name the replaced database had until it was dropped
 
     def as_json(self) -> dict[str, Any]:
         return {"backup": str(self.backup), "database": self.database, "migration_head": self.migration_head,
                 "safety_backup": str(self.safety_backup.path) if self.safety_backup else None,
-                "duration_s": round(self.duration_s, 3), "warnings": list(self.warnings)}
+                "duration_s": round(self.duration_s, 3), "warnings": list(self.warnings), "replaced": self.replaced}
+
+
+def failpoint(name: str) -> None:
+    """Crash-test hook, as in ``pgshift.migrations.apply``: PGSHIFT_FAILPOINT=<name> dies by SIGKILL here.
+    Boundaries: ``restore:swapped`` (in place, not yet reported), ``restore:reported`` (reported, the
+    replaced database not yet dropped)."""
+    if os.environ.get("PGSHIFT_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def locate(settings: Settings, path: str | Path) -> Path:
@@ -93,9 +111,11 @@ def unverified(backup: Backup, database: str, *, force: bool) -> tuple[str, ...]
 
 
 def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = None,
-            progress: dump.OnProgress | None = None, force: bool = False) -> RestoreResult:
+            progress: dump.OnProgress | None = None, force: bool = False,
+            on_restored: Callable[[RestoreResult], None] | None = None) -> RestoreResult:
     """Replace the target database with the backup at ``path``; ``force`` restores an archive without a
-    manifest that names another database."""
+    manifest that names another database. ``on_restored`` hears the result as soon as the restored
+    database is in place, before the replaced one is dropped."""
     started = time.monotonic()
     backup = files.verify(locate(settings, path))
     if backup.environment == "production" and not settings.is_production:
@@ -146,8 +166,13 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
     except BaseException:
         throwaway.drop_quietly(url, scratch, settings.connect_timeout)
         raise
-    # Done: the restored database is in place. Dropping the one it replaced is tidying up; if that
-    # fails, the next restore drops it.
+    # Done: the restored database is in place. Dropping the one it replaced is tidying up, after the
+    # report; if it fails, the next command that makes a throwaway database drops it.
+    failpoint("restore:swapped")
+    result = RestoreResult(backup.path, url.dbname, head, safety, time.monotonic() - started, warnings, replaced)
+    if on_restored is not None:
+        on_restored(result)
+    failpoint("restore:reported")
     with contextlib.suppress(PgShiftError), throwaway.admin(url, settings.connect_timeout) as admin:
         swap.drop_replaced(admin, replaced)
-    return RestoreResult(backup.path, url.dbname, head, safety, time.monotonic() - started, warnings)
+    return result

