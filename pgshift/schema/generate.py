@@ -140,6 +140,13 @@ def check(module_path: Path, found: Catalog, path: Path) -> None:
     ``found``; a failure is one line naming the table (and column or index) and leaves ``path`` as it was."""
     from pgshift.schema import orm
 
+    text = module_path.read_text()
+    try:
+        compile(text, path.name, "exec")
+    except SyntaxError as error:
+        raise MigrationError(f"the new {path.name} does not parse ({error.msg}, line {error.lineno}, in "
+                             f"{_table_at(text, error.lineno or 0)}); {path} was left as it was (this is a pgshift "
+                             "bug worth reporting, with that table's definition)") from None
     module = orm.load(module_path, path.name)
     problem = mismatch(found, orm.describe(module))
     if problem:
@@ -191,6 +198,20 @@ def _column_mismatch(column: Column, shape: orm_shapes.ColumnShape) -> str:
     if shape.type != column.type:
         return f"type {column.type} in the database but {shape.type} in the module"
     return ""
+
+
+def _table_at(text: str, line: int) -> str:
+    """The table whose class holds ``line`` of a rendered module ("the module's head" before any)."""
+    lines = text.splitlines()
+    starts = [n for n, source in enumerate(lines, start=1) if source.startswith("class ")]
+    first = max((n for n in starts if n <= line), default=0)
+    after = min((n for n in starts if n > first), default=len(lines) + 1)
+    block = "\n".join(lines[first - 1:after - 1]) if first else ""
+    table = re.search(r"^    __tablename__ = (['\"])(.*)\1$", block, re.MULTILINE)
+    if table is None:
+        return "the module's head"
+    schema = re.search(r"\{'schema': (['\"])(.*)\1\}", block)
+    return f"table {_qualified(schema.group(2) if schema else 'public', table.group(2))}"
 
 
 def _qualified(schema: str, name: str) -> str:
