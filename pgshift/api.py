@@ -49,10 +49,11 @@ Progress = Callable[[str], None]
 
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
     "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "baseline", "checks", "cleaned_up",
-    "cleanup", "constraints", "deploy", "deploy_status", "fleet_deploy", "fleet_plan", "fleet_status", "forward",
-    "generate_models", "import_migrations", "lint", "lock_notes", "maintenance", "mark", "migrate", "order",
-    "performance", "plan", "rebase", "redact", "repair", "reset", "reset_allowed", "restore", "rollback_to", "schema",
-    "squash", "status", "stop_server", "switch_maintenance",
+    "cleanup", "constraints", "deploy", "deploy_abort", "deploy_complete", "deploy_pause", "deploy_status",
+    "fleet_deploy", "fleet_plan", "fleet_status", "forward", "generate_models", "import_migrations", "lint",
+    "lock_notes", "maintenance", "mark", "migrate", "order", "performance", "plan", "rebase", "redact", "repair",
+    "reset", "reset_allowed", "restore", "rollback_to", "schema", "squash", "status", "stop_server",
+    "switch_maintenance",
 ]
 
 
@@ -66,7 +67,7 @@ def status(settings: Settings, *, drift: bool = True) -> Status:
     from pgshift.migrations import history, source
     from pgshift.migrations.status import collect
 
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:
         records = history.records(db)
         found = collect(db, migrations, settings.describe_target(), settings.environment, records)
@@ -90,24 +91,31 @@ class MigrateResult:
     generated: Generated | None = None  # set when the migration was generated from schema.sql
     remaining: list[str] = field(default_factory=list)  # what still differs from schema.sql afterwards
     models: Path | None = None  # the models module, regenerated after the change
+    findings: list[str] = field(default_factory=list)  # lint and constraints on the migration just written
 
 
 def migrate(settings: Settings, name: str | None = None, *, create_only: bool = False, upto: str | None = None,
             empty: bool = False, allow_data_loss: bool = False, progress: Progress | None = None,
-            confirm: Confirm | None = None, allow_out_of_order: bool = False) -> MigrateResult:
+            confirm: Confirm | None = None, allow_out_of_order: bool = False,
+            expand_contract: bool = False) -> MigrateResult:
     """Create a migration pair named ``name`` (if given), then apply every pending migration.
 
     With ``schema.sql`` present the new migration is generated from the difference between it and the
-    migrated database; ``empty`` asks for the hand-written template instead."""
+    migrated database; ``empty`` asks for the hand-written template instead. ``expand_contract`` writes
+    a zero-downtime rename instead, for the first column schema.sql marks ``-- renamed from OLD`` whose
+    old name the database still has (expand, backfill and contract phases; see docs/migrations.md); run
+    it once per rename."""
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
     from pgshift.schema import declared_path
 
     allowed = allow_out_of_order or settings.allow_out_of_order
+    if expand_contract:
+        return _migrate_rename(settings, name, create_only=create_only, progress=progress, allowed=allowed)
     if name and not empty and declared_path(settings).exists():
         return _migrate_to_schema(settings, name, create_only=create_only, upto=upto, progress=progress,
                                   allow_data_loss=allow_data_loss, confirm=confirm, allow_out_of_order=allowed)
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     created = source.create(settings.migrations_dir, name, existing=migrations) if name else None
     if created is not None:
         _new_head(settings, created)
@@ -120,6 +128,49 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
         result = apply.apply(db, migrations, apply.Limits.of(settings), upto=upto, progress=progress)
         _record_late(db, late, result)
     return MigrateResult(created, result)
+
+
+def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, progress: Progress | None,
+                    allowed: bool) -> MigrateResult:
+    """``migrate`` with ``expand_contract``: the rename template filled in from schema.sql's hint."""
+    from pgshift.databases import target
+    from pgshift.migrations import apply, drift, rename, source
+    from pgshift.schema import declared_path
+
+    path = declared_path(settings)
+    if not name or not path.exists():
+        raise ConfigError("--expand-contract needs NAME and a schema.sql whose renamed column says "
+                          "'-- renamed from OLD'; or write the migration by hand (docs/migrations.md, Zero-downtime)")
+    hints = rename.hints(path.read_text())
+    migrations = source.read(settings.migrations_dir)
+    source.check_name(name, migrations)
+    with target.connect(settings) as db, drift.kept(db, migrations):
+        late = _in_order(db, migrations, allowed)
+        before = apply.apply(db, migrations, apply.Limits.of(settings), progress=progress)
+        _record_late(db, late, before)
+        outstanding = [h for h in hints if _has_column(db, h.table, h.old) and not _has_column(db, h.table, h.new)]
+        if not outstanding:
+            raise ConfigError(f"{path.name} declares no rename the database still needs: mark the column "
+                              "'-- renamed from OLD' while the database still has OLD")
+        hint = outstanding[0]
+        row = db.one("SELECT format_type(a.atttypid, a.atttypmod), a.atttypid = to_regtype(%s) FROM pg_attribute a "
+                     "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+                     [hint.type, hint.table, hint.old.strip('"')])
+        if row is not None and not row[1]:  # a type change as well: cast both ways
+            hint = hint._replace(old_type=str(row[0]))
+        created = source.create(settings.migrations_dir, name, existing=migrations,
+                                render=lambda ident: rename.render(ident, hint))
+        _new_head(settings, created)
+        if create_only:
+            return MigrateResult(created, before)
+        after = apply.apply(db, [*migrations, created], apply.Limits.of(settings), progress=progress)
+    return MigrateResult(created, apply.ApplyResult(before.applied + after.applied, after.empty))
+
+
+def _has_column(db: Any, table: str, column: str) -> bool:
+    row = db.one("SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s "
+                 "AND NOT attisdropped AND attnum > 0", [table, column.strip('"')])
+    return bool(row and row[0])
 
 
 def _new_head(settings: Settings, created: Migration) -> None:
@@ -160,7 +211,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
     if upto:
         raise ConfigError("--to cannot be combined with NAME while schema.sql exists: the new migration is "
                           "the difference from the fully migrated database; run inv dev.migrate --to ID first")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     source.check_name(name, migrations)
     declared = declared_path(settings)
     source.normalise(declared.read_bytes(), declared)  # not UTF-8: refused before any work
@@ -173,6 +224,9 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
         late = _in_order(db, migrations, allow_out_of_order)
         before = apply.apply(db, migrations, limits, progress=progress)
         _record_late(db, late, before)
+        from pgshift.checks import constraints
+
+        smells = {f.id for f in constraints.inspect(db, settings.sequence_limit).findings}
         say("comparing the database with schema.sql")
         generated = autogen.generate(settings, db, name, migrations, allow_data_loss=allow_data_loss,
                                      confirm=confirm)
@@ -183,6 +237,7 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
             return MigrateResult(generated.migration, before, generated)
         after = apply.apply(db, [*migrations, generated.migration], limits, progress=progress)
         remaining = [c.sql for c in autogen.remaining(db, generated.desired).changes]
+        findings = _findings_of(db, [*migrations, generated.migration], generated.migration, smells)
         models = models_path(settings)
         refreshed = None
         from pgshift.schema import generate
@@ -191,7 +246,19 @@ def _migrate_to_schema(settings: Settings, name: str, *, create_only: bool, upto
             refreshed = generate.write(db, models).path
     shadow.finish()
     done = apply.ApplyResult(before.applied + after.applied, after.empty)
-    return MigrateResult(generated.migration, done, generated, remaining, refreshed)
+    return MigrateResult(generated.migration, done, generated, remaining, refreshed, findings)
+
+
+def _findings_of(db: Any, migrations: list[Migration], written: Migration, smells: set[str]) -> list[str]:
+    """What lint and the constraints check find in the migration just written and applied: a foreign key
+    declared in schema.sql without an index is said here, not first by a deploy's rehearsal."""
+    from pgshift.checks import constraints, lint
+
+    found = [f"lint: {f.file}, line {f.line}: {f.message} [{f.rule}]"
+             for f in lint.lint(migrations, only={written.id}).findings]
+    found += [f"constraints: {f.table}: {f.problem}; fix: {f.fix}" for f in constraints.inspect(db).findings
+              if f.id not in smells and constraints.accepted_by(f, [written]) is None]
+    return found
 
 
 def reset(settings: Settings, *, confirm: Confirm) -> ResetResult:
@@ -280,12 +347,13 @@ def forward(settings: Settings, given: Inputs | None = None) -> ForwardReport:
     return check.forward(i.admin, i.migrations, i.limits)
 
 
-def backward(settings: Settings, given: Inputs | None = None) -> BackwardReport:
-    """Up, down, up for every migration on a scratch database: the schema must round-trip."""
+def backward(settings: Settings, given: Inputs | None = None, *, strict_order: bool = False) -> BackwardReport:
+    """Up, down, up for every migration on a scratch database: the schema must round-trip. Columns are
+    compared by name, their order a note; ``strict_order`` fails a changed order too."""
     from pgshift.checks import backward as check
 
     i = _inputs(settings, given)
-    return check.run(i.admin, i.migrations, i.limits)
+    return check.run(i.admin, i.migrations, i.limits, strict_order)
 
 
 def constraints(settings: Settings, given: Inputs | None = None) -> ConstraintsReport:
@@ -293,7 +361,7 @@ def constraints(settings: Settings, given: Inputs | None = None) -> ConstraintsR
     from pgshift.checks import constraints as check
 
     i = _inputs(settings, given)
-    return check.run(i.admin, i.migrations, i.limits, settings.sequence_limit)
+    return check.run(i.admin, i.migrations, i.limits, settings.sequence_limit, i.accept)
 
 
 def lint(settings: Settings, every: bool = False, given: Inputs | None = None) -> LintReport:
@@ -301,7 +369,8 @@ def lint(settings: Settings, every: bool = False, given: Inputs | None = None) -
     from pgshift.checks import lint as check
 
     i = _inputs(settings, given, scratch_databases=False)
-    return check.lint(i.migrations, None if every else i.pending, existing=set() if every else i.tables)
+    return check.lint(i.migrations, None if every else i.pending, existing=set() if every else i.tables,
+                      sizes=None if every else i.sizes)
 
 
 def performance(settings: Settings, rows: int, given: Inputs | None = None,
@@ -398,6 +467,45 @@ def deploy_status(settings: Settings, limit: int = 10, *, drift: bool = True) ->
     return state.collect(settings, limit, drift=drift)
 
 
+def deploy_pause(settings: Settings, *, resume: bool = False) -> int:
+    """Pause every unfinished backfill through its control row (``resume=True`` lets it go on): the
+    running backfill sees it before its next batch. Returns how many backfills it set."""
+    from pgshift.databases import target
+    from pgshift.migrations import window
+
+    with target.connect(settings) as db:
+        return window.pause(db, not resume)
+
+
+def deploy_complete(settings: Settings, *, migration: str | None = None, force: bool = False,
+                    reason: str | None = None, progress: Progress | None = None) -> list[str]:
+    """Run the contract phase of every expanded migration (or ``migration``), under the migration lock.
+    Refused while its backfill is unfinished or sessions of the old release (``old_release``, an
+    ``application_name`` LIKE pattern) are connected; ``force`` with a ``reason`` overrides the latter,
+    recorded. Returns the ids completed."""
+    from pgshift.databases import target
+    from pgshift.migrations import source, window
+    from pgshift.migrations.budget import Limits
+
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return window.complete(db, migrations, Limits.of(settings), old_release=settings.old_release, force=force,
+                               reason=reason, only=migration, say=progress)
+
+
+def deploy_abort(settings: Settings, *, migration: str | None = None,
+                 progress: Progress | None = None) -> list[str]:
+    """Undo every expanded migration not completed (or ``migration``), newest first: its abort section or
+    else its rollback file, with its record, in one transaction each. Returns the ids aborted."""
+    from pgshift.databases import target
+    from pgshift.migrations import source, window
+    from pgshift.migrations.budget import Limits
+
+    migrations = source.read(settings.migrations_dir)
+    with target.connect(settings) as db:
+        return window.abort(db, migrations, Limits.of(settings), only=migration, say=progress)
+
+
 def maintenance(settings: Settings) -> tuple[Maintenance, bool]:
     """The maintenance flag, and whether a deploy that died left it on."""
     from pgshift.deploy import manual
@@ -454,7 +562,7 @@ def baseline(settings: Settings, *, confirm: Confirm | None = None, reason: str 
     from pgshift.migrations import source
     from pgshift.schema import baseline as schema_baseline
 
-    schema_baseline.guard(settings, source.read(settings.migrations_dir))  # before connecting
+    schema_baseline.guard(settings, source.of(settings))  # before connecting
     with target.connect(settings) as db:
         return schema_baseline.baseline(settings, db, confirm=confirm, reason=reason)
 
@@ -492,7 +600,7 @@ def order(settings: Settings) -> OrderReport:
     from pgshift.migrations import order as migrations_order
     from pgshift.migrations import source
 
-    return migrations_order.check(settings.migrations_dir, source.read(settings.migrations_dir),
+    return migrations_order.check(settings.migrations_dir, source.of(settings),
                                   settings.main_branch)
 
 
@@ -519,7 +627,7 @@ def mark(settings: Settings, ident: str, *, applied: bool, confirm: Confirm | No
     from pgshift.migrations import source
 
     _guard_production(settings, confirm, f"marking {ident} {'applied' if applied else 'reverted'}")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:
         return migrations_repair.mark(db, migrations, ident, applied=applied, lock_wait=settings.lock_wait,
                                       reason=reason)
@@ -534,7 +642,7 @@ def repair(settings: Settings, *, accept_edit: list[str] | None = None, confirm:
     from pgshift.migrations import source
 
     _guard_production(settings, confirm, "repairing the migration record")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:
         return migrations_repair.repair(db, migrations, accept_edit=accept_edit or [], lock_wait=settings.lock_wait,
                                         reason=reason)

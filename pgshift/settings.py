@@ -49,6 +49,13 @@ DEFAULTS: dict[str, Any] = {
     "preflight_drift": True,     # deploy preflight checks drift (replays the applied migrations: ~1-2 s)
     "allow_out_of_order": False,  # apply a pending migration older than the newest applied (recorded)
     "main_branch": "main",       # inv test: migrations a branch adds must sort after those on this branch
+    "forward_only": False,       # the history has no rollbacks by design: backward skips, rollbacks refused
+    "accept": [],                # constraints finding ids judged acceptable, e.g. ["fk_index:public.audit.user_id"]
+    "backfill_batch_seconds": 0.1,   # a backfill's target batch time: its batch size adapts to it
+    "backfill_max_replay_lag": 10.0,  # seconds of replica replay lag that pause a backfill; 0: not checked
+    "backfill_max_xact_seconds": 60.0,  # another transaction open this long pauses a backfill; 0: not checked
+    "backfill_max_active": 0,    # this many other active sessions pause a backfill; 0: no ceiling
+    "old_release": "",           # deploy.complete: application_name LIKE pattern of the old app's sessions
 }
 
 
@@ -87,6 +94,13 @@ class Settings:
     preflight_drift: bool = True
     allow_out_of_order: bool = False
     main_branch: str = "main"
+    forward_only: bool = False
+    accept: tuple[str, ...] = ()
+    backfill_batch_seconds: float = DEFAULTS["backfill_batch_seconds"]
+    backfill_max_replay_lag: float = DEFAULTS["backfill_max_replay_lag"]
+    backfill_max_xact_seconds: float = DEFAULTS["backfill_max_xact_seconds"]
+    backfill_max_active: int = DEFAULTS["backfill_max_active"]
+    old_release: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -182,6 +196,14 @@ def _text(config: Mapping[str, Any], key: str) -> str:
     return str(value).strip()
 
 
+def _pattern(config: Mapping[str, Any], key: str) -> str:
+    """A LIKE pattern, empty allowed (for none)."""
+    value = _given(config, key)
+    if not isinstance(value, str):
+        raise ConfigError(f"config pgshift.{key}={value!r} must be an application_name pattern, like 'shop-v41%'")
+    return value.strip()
+
+
 def _database_name(config: Mapping[str, Any], key: str) -> str:
     name = _text(config, key)
     if len(name.encode()) > 63 or "\x00" in name:
@@ -207,6 +229,17 @@ def _yes_no(config: Mapping[str, Any], key: str) -> bool:
     if text in ("", *_FALSE):
         return False
     raise ConfigError(f"config pgshift.{key}={value!r} is not a yes/no value; use {_WORDS}")
+
+
+def _names(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """A list of names (a comma-separated string from the environment)."""
+    value = _given(config, key)
+    if isinstance(value, str):
+        value = [v for v in (part.strip() for part in value.split(",")) if v]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"config pgshift.{key} must be a list of finding ids, e.g. "
+                          "[\"fk_index:public.audit.user_id\"] (see the id column of inv test.constraints)")
+    return tuple(v.strip() for v in value)
 
 
 def _command(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -332,4 +365,11 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         preflight_drift=_yes_no(config, "preflight_drift"),
         allow_out_of_order=_yes_no(config, "allow_out_of_order"),
         main_branch=_text(config, "main_branch"),
+        forward_only=_yes_no(config, "forward_only"),
+        accept=_names(config, "accept"),
+        backfill_batch_seconds=_number(config, "backfill_batch_seconds", positive=True),
+        backfill_max_replay_lag=_number(config, "backfill_max_replay_lag"),
+        backfill_max_xact_seconds=_number(config, "backfill_max_xact_seconds"),
+        backfill_max_active=_whole(config, "backfill_max_active"),
+        old_release=_pattern(config, "old_release"),
     )

@@ -119,7 +119,24 @@ def show_state(state: DeployState, json: bool) -> None:
                if state.maintenance_left_by_crash else "")
         out(f"{state.maintenance.describe()}{why}")
     out(f"pending: {', '.join(state.pending)}" if state.pending else "pending: none")
+    show_windows(state)
     if state.drift is not None:
         show_drift(state.drift)
         if state.drift.items:
             finish(ExitCode.FAILED)
+
+
+def show_windows(state: DeployState) -> None:
+    """Phased migrations: expanded (waiting for deploy.complete) or completed, and their backfills."""
+    for w in state.windows:
+        forced = f" (forced: {w.forced_reason})" if w.forced_reason else ""
+        what = "expanded: inv deploy.complete contracts it, inv deploy.abort undoes it" if w.phase == "expanded" \
+            else "completed"
+        out(f"phase {w.id}: {what}{forced}")
+        for f in w.backfills:
+            share = f" ({min(100, 100 * f.rows_scanned // f.rows_total)}%)" if f.rows_total else ""
+            eta = f", ETA {f.eta_s:.0f} s" if f.eta_s is not None else ""
+            held = " PAUSED" if f.paused else ""
+            held += f"; held: {f.throttled}" if f.throttled else ""
+            out(f"  backfill {f.step} ({f.table}): {f.state}, {f.rows_scanned:,} of ~{f.rows_total:,} rows{share}, "
+                f"{f.rows_done:,} changed, {f.rate:,.0f} rows/s{eta}{held}")

@@ -4,7 +4,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from tasks import _deploy, _status
-from tasks._cli import boundary, settings
+from tasks._cli import boundary, out, settings
 
 _HELP = {
     "dry_run": "print the plan (pending SQL, steps, backup) and exit 0 if a deploy would proceed; changes nothing",
@@ -30,3 +30,46 @@ def status(c: Context, json: bool = False, limit: int = 10, drift: bool = True) 
     from pgshift import api
 
     _deploy.show_state(api.deploy_status(settings(c), limit, drift=drift), json)
+
+
+@task
+@boundary
+def pause(c: Context) -> None:
+    """Pause a running backfill (it stops before its next batch); deploy.resume lets it go on."""
+    from pgshift import api
+
+    count = api.deploy_pause(settings(c))
+    out(f"paused {count} backfill(s)" if count else "no unfinished backfill to pause")
+
+
+@task
+@boundary
+def resume(c: Context) -> None:
+    """Let a paused backfill go on."""
+    from pgshift import api
+
+    count = api.deploy_pause(settings(c), resume=True)
+    out(f"resumed {count} backfill(s)" if count else "no unfinished backfill to resume")
+
+
+@task(help={"migration": "complete this expanded migration only (default: every one)",
+            "force": "complete although sessions of the old release are still connected (needs --reason)",
+            "reason": "why --force is right; recorded with the phase"})
+@boundary
+def complete(c: Context, migration: str = "", force: bool = False, reason: str = "") -> None:
+    """Run the contract phase of expanded migrations, once the old release is gone."""
+    from pgshift import api
+
+    done = api.deploy_complete(settings(c), migration=migration or None, force=force, reason=reason or None,
+                               progress=out)
+    out(f"completed: {', '.join(done)}" if done else "nothing to complete: no expanded migration")
+
+
+@task(help={"migration": "abort this expanded migration only (default: every one not completed)"})
+@boundary
+def abort(c: Context, migration: str = "") -> None:
+    """Undo an expand that was not completed: its abort section (or rollback file) and its record."""
+    from pgshift import api
+
+    done = api.deploy_abort(settings(c), migration=migration or None, progress=out)
+    out(f"aborted: {', '.join(done)}" if done else "nothing to abort: no expanded migration")

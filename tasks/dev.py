@@ -23,18 +23,20 @@ from tasks._cli import boundary, out, settings, tty
                            "(else asked, or refused without a terminal)",
         "allow_out_of_order": "apply a pending migration that sorts before the newest applied one (recorded in "
                               "the repair log); else refused, see inv dev.rebase",
+        "expand_contract": "write NAME as a zero-downtime rename (expand, backfill, contract) for the column "
+                           "schema.sql marks '-- renamed from OLD'",
     },
 )
 @boundary
 def migrate(c: Context, name: str | None = None, create_only: bool = False, to: str = "", empty: bool = False,
-            allow_data_loss: bool = False, allow_out_of_order: bool = False) -> None:
+            allow_data_loss: bool = False, allow_out_of_order: bool = False, expand_contract: bool = False) -> None:
     """Create a migration (given NAME), then apply all pending ones."""
     from tasks import _prompts
 
     confirm = _prompts.ask if tty() else None
     result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
                          upto=to or None, progress=out, empty=empty, allow_data_loss=allow_data_loss,
-                         confirm=confirm, allow_out_of_order=allow_out_of_order)
+                         confirm=confirm, allow_out_of_order=allow_out_of_order, expand_contract=expand_contract)
     generated = result.generated
     if generated is not None and generated.in_sync:
         out("the database matches schema.sql: no migration written")
@@ -57,6 +59,11 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
             f"first: {result.remaining[0].splitlines()[0]}; edit the new migration (and its rollback) to cover it")
     if result.models is not None:
         out(f"refreshed {result.models.name} (SQLAlchemy models)")
+    for finding in result.findings:
+        out(f"warning: {finding}")
+    if result.findings:
+        out("the new migration is applied here: add what it lacks to schema.sql and run inv dev.migrate with a "
+            "new NAME, or accept the finding (see inv test.constraints), before it is deployed")
 
 
 @task(help={"json": "print one JSON object instead of a table", "drift": _status.DRIFT_HELP})

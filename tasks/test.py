@@ -43,6 +43,8 @@ def _show_backward(report: BackwardReport) -> None:
     out(table(["migration", "result", "rollback", "re-apply"],
               [(t.id, t.state, _ms(t.rollback_ms), _ms(t.reapply_ms)) for t in report.trips]))
     for trip in report.trips:
+        if trip.state == "ok" and trip.problem:
+            out(f"  note: {trip.file}: {trip.problem}")
         if trip.state == "failed":
             out(f"  {trip.file}: {trip.problem}")
             for line in trip.diff:
@@ -160,11 +162,12 @@ def forward(c: Context, json: bool = False) -> None:
     _single("forward", api.forward(settings(c)), json)
 
 
-@task(help={"json": _JSON})
+@task(help={"json": _JSON, "strict_order": "fail a round trip that changes the order of a table's columns "
+                                           "(by default a note: columns are compared by name)"})
 @boundary
-def backward(c: Context, json: bool = False) -> None:
+def backward(c: Context, json: bool = False, strict_order: bool = False) -> None:
     """Up, down, up for every migration; the schema must round-trip."""
-    _single("backward", api.backward(settings(c)), json)
+    _single("backward", api.backward(settings(c), strict_order=strict_order), json)
 
 
 @task(help={"json": _JSON, "rows": "rows in each table nothing references (default: config perf_rows, 100,000)"})

@@ -84,3 +84,14 @@ def test_a_deploy_rehearsal_lets_an_accepted_finding_through_and_stops_on_anothe
     migrations = source.read(migrations_dir)
     stopped = rehearsal.run(db_url, migrations, [m.id for m in migrations], Limits(), Thresholds(60, 2))
     assert [p for p in stopped.problems if "public.logs" in p], (stopped.problems, stopped.checks)
+
+
+def test_a_finding_accepted_in_the_config_is_listed_as_such_and_passes(
+        task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    write_migration(migrations_dir, "20240101000000_events", "CREATE TABLE events (at timestamptz, body text);")
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    assert inv_here("test.constraints", env=env).returncode == 1
+    env["INVOKE_PGSHIFT_ACCEPT"] = "no-primary-key:public.events"
+    done = inv_here("test.constraints", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "accepted in config pgshift.accept: no-primary-key:public.events" in done.stdout

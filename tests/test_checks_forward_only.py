@@ -72,3 +72,23 @@ def test_deploy_on_failure_rollback_is_refused_over_a_forward_only_migration(
     done = inv_here("deploy", "--dry-run", "--on-failure=rollback", env=env)
     assert done.returncode == 1
     assert "--on-failure=rollback cannot undo 20240102000000_closed: it is forward-only" in done.stdout
+
+
+def test_a_forward_only_history_by_config_needs_no_rollback_files(
+        task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    write_migration(migrations_dir, "20240101000000_accounts", "create table accounts (id bigint primary key);")
+    write_migration(migrations_dir, "20240102000000_email", "alter table accounts add column email text;")
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir), INVOKE_PGSHIFT_PREFLIGHT_DRIFT="0")
+    without = inv_here("test.backward", env=env)
+    assert without.returncode == 1 and "no rollback file" in without.stdout  # rollbacks are expected by default
+
+    env["INVOKE_PGSHIFT_FORWARD_ONLY"] = "true"
+    done = inv_here("test.backward", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "skipped: forward-only: 2 migration(s)" in done.stdout
+    everything = inv_here("test", env=env)
+    assert everything.returncode == 0, everything.stdout + everything.stderr
+    refused = inv_here("deploy", "--dry-run", "--on-failure=rollback", env=env)
+    assert refused.returncode == 1
+    assert ("--on-failure=rollback cannot undo 20240101000000_accounts: it is forward-only (the history is "
+            "forward-only (config pgshift.forward_only: true))") in refused.stdout

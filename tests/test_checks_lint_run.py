@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pgshift.checks import lint
+from pgshift.databases.db import Database
+from pgshift.dburl import DatabaseUrl
 from pgshift.migrations import source
 from tests.conftest import write_migration
 
@@ -20,3 +23,21 @@ def test_dropping_an_index_made_in_this_run_on_a_new_table_is_clean(migrations_d
         ("20240103000000_drop_old", "require-concurrent-index-deletion")]  # an index no migration made: unknown
     later = lint.lint(migrations, only={migrations[1].id}, existing={"public.orders"})
     assert [f.rule for f in later.findings] == ["require-concurrent-index-deletion"]  # orders existed already
+
+
+def test_a_finding_on_a_table_that_exists_names_its_size_on_the_target(db_url: DatabaseUrl, migrations_dir: Path,
+                                                                        make_settings: Any) -> None:
+    from pgshift import api
+
+    write_migration(migrations_dir, "20240101000000_orders", "create table orders (id bigint primary key, total int);")
+    settings = make_settings(db_url)
+    api.migrate(settings)
+    with Database.connect(db_url) as db:
+        db.execute("insert into orders select g, g from generate_series(1, 5000) g; analyze orders")
+    write_migration(migrations_dir, "20240102000000_index_total", "create index orders_total on orders (total);")
+    write_migration(migrations_dir, "20240103000000_fresh", "create table fresh (id int);\n"
+                    "create index fresh_id on fresh (id);")
+    report = api.lint(settings)
+    (finding,) = report.findings
+    assert finding.rule == "require-concurrent-index-creation"
+    assert "(orders on the target: ~5,000 rows, " in finding.message and " MB)" in finding.message

@@ -29,3 +29,24 @@ def test_backward_accepts_a_rollback_that_re_adds_a_dropped_column_last(
                     "ALTER TABLE users ADD COLUMN nickname text;")
     report = backward.run(db_url, source.read(migrations_dir), Limits())
     assert report.ok, report.summary()
+    (trip,) = [t for t in report.trips if t.id == "20240102000000_drop_nickname"]
+    assert trip.state == "ok" and trip.problem == backward.ORDER_NOTE  # said, as a note
+
+    strict = backward.run(db_url, source.read(migrations_dir), Limits(), strict_order=True)
+    assert not strict.ok
+    (failed,) = [t for t in strict.trips if t.state == "failed"]
+    assert failed.id == "20240102000000_drop_nickname" and "differs from before" in (failed.problem or "")
+
+
+def test_inv_test_backward_strict_order_exits_1_and_plain_notes_it(
+        task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    from tests.commands import cli_env, inv_here
+
+    write_migration(migrations_dir, "20240101000000_users", "create table users (id int primary key, nickname text, "
+                    "email text);", "drop table users;")
+    write_migration(migrations_dir, "20240102000000_drop_nickname", "alter table users drop column nickname;",
+                    "alter table users add column nickname text;")
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    plain = inv_here("test.backward", env=env)
+    assert plain.returncode == 0 and "note: 20240102000000_drop_nickname.rollback.sql: column order" in plain.stdout
+    assert inv_here("test.backward", "--strict-order", env=env).returncode == 1

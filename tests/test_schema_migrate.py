@@ -307,3 +307,21 @@ def test_shipped_schema_matches_the_shipped_migrations(db_url: DatabaseUrl, make
     result = api.migrate(settings, "anything")
     assert result.generated is not None and result.generated.in_sync and result.created is None
     assert len(source.read(settings.migrations_dir)) == 3
+
+
+def test_a_written_migration_is_linted_and_its_new_smells_are_said_at_once(
+        task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
+    from tests.commands import cli_env, inv_here
+
+    schema = migrations_dir.parent / "schema.sql"
+    schema.write_text("CREATE TABLE authors (id bigint PRIMARY KEY, name text NOT NULL);\n")
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    first = inv_here("dev.migrate", "authors", env=env)
+    assert first.returncode == 0 and "warning:" not in first.stdout, first.stdout + first.stderr
+    schema.write_text("CREATE TABLE authors (id bigint PRIMARY KEY, name text NOT NULL);\n"
+                      "CREATE TABLE books (id bigint PRIMARY KEY, author_id bigint NOT NULL REFERENCES authors);\n")
+    done = inv_here("dev.migrate", "books", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [line for line in done.stdout.splitlines() if line.startswith("warning: constraints:")]
+    assert len(warnings) == 1 and "public.books" in warnings[0] and "author_id" in warnings[0], done.stdout
+    assert "accept the finding" in done.stdout

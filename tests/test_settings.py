@@ -103,6 +103,14 @@ KEYS: dict[str, tuple[object, object, object, str]] = {
     "preflight_drift": ("off", False, "maybe", "preflight_drift='maybe' is not a yes/no value"),
     "allow_out_of_order": ("yes", True, "2", "allow_out_of_order='2' is not a yes/no value"),
     "main_branch": ("trunk", "trunk", "", "main_branch='' must be a non-empty name"),
+    "forward_only": ("true", True, "always", "forward_only='always' is not a yes/no value"),
+    "accept": ("fk_index:public.a.b, pk:public.c", ("fk_index:public.a.b", "pk:public.c"), [3],
+               "must be a list of finding ids"),
+    "backfill_batch_seconds": ("0.2", 0.2, "0", "backfill_batch_seconds='0' must be a number of seconds above 0"),
+    "backfill_max_replay_lag": ("0", 0.0, "-1", "backfill_max_replay_lag='-1' must be a number of seconds 0 or more"),
+    "backfill_max_xact_seconds": ("30", 30.0, "soon", "backfill_max_xact_seconds='soon' is not a number of seconds"),
+    "backfill_max_active": ("8", 8, "1.5", "backfill_max_active='1.5' is not a whole number"),
+    "old_release": (" shop-v41% ", "shop-v41%", ["v41"], "old_release=['v41'] must be an application_name pattern"),
 }
 
 

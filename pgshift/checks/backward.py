@@ -31,6 +31,7 @@ from pgshift.migrations import apply, refusal, sqltext
 from pgshift.migrations.source import Migration
 
 FORWARD_ONLY = "forward-only ('-- forward_only: true'): no rollback by design"
+FORWARD_ONLY_HISTORY = "forward-only (config pgshift.forward_only: true): no rollbacks by design"
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class BackwardReport:
             first = failed[0]
             return f"{len(failed)} of {tested} rollback(s) fail; first: {first.file}: {first.problem}"
         text = f"{tested} migration(s) round-trip (up, down, up) exactly"
-        one_way = [t.id for t in self.trips if t.state == "skipped" and t.problem == FORWARD_ONLY]
-        skipped = [t.id for t in self.trips if t.state == "skipped" and t.problem != FORWARD_ONLY]
+        forward = (FORWARD_ONLY, FORWARD_ONLY_HISTORY)
+        one_way = [t.id for t in self.trips if t.state == "skipped" and t.problem in forward]
+        skipped = [t.id for t in self.trips if t.state == "skipped" and t.problem not in forward]
         if one_way:
             text += f"; skipped: forward-only: {len(one_way)} migration(s), newest {one_way[0]}"
         if skipped:
@@ -157,18 +159,30 @@ def by_name(snap: snapshot.Snapshot) -> snapshot.Snapshot:
                               for k, v in snap.objects.items()})
 
 
+ORDER_NOTE = "column order differs after the round trip (a re-added column goes last); --strict-order fails it"
+
+
+def _differs(expected: snapshot.Snapshot, now: snapshot.Snapshot, strict: bool) -> tuple[list[str], bool]:
+    """The differences that fail the trip, and whether column order alone differs (a note, unless
+    ``strict``, where it is a difference)."""
+    if strict:
+        return snapshot.diff(expected, now), False
+    changed = snapshot.diff(by_name(expected), by_name(now))
+    return changed, not changed and bool(snapshot.diff(expected, now))
+
+
 def _rollback_file(m: Migration) -> str:
     return m.rollback_path.name if m.rollback_path else f"{m.id}.rollback.sql"
 
 
 def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: apply.Limits,
-               before: snapshot.Snapshot, after: snapshot.Snapshot) -> RoundTrip:
+               before: snapshot.Snapshot, after: snapshot.Snapshot, strict: bool = False) -> RoundTrip:
     """Down, compare with ``before``; up, compare with ``after``; down again. ``m`` is the newest applied.
 
     On "ok" the database is back where it was before ``m``; on "failed" its state is unknown."""
     name = _rollback_file(m)
     if m.forward_only:
-        return RoundTrip(m.id, name, "skipped", FORWARD_ONLY)
+        return RoundTrip(m.id, name, "skipped", FORWARD_ONLY_HISTORY if m.one_way else FORWARD_ONLY)
     if refusal.refused(m) is not None:  # a baseline: no down by design; the walk stops at it
         return RoundTrip(m.id, name, "skipped", f"its rollback is refused: {refusal.refused(m)}")
     if m.rollback_path is None:
@@ -177,7 +191,7 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
         down_ms = apply.rollback(db, m, limits)
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"the rollback fails: {error}")
-    changed = snapshot.diff(by_name(before), by_name(take(db)))
+    changed, reordered = _differs(before, take(db), strict)
     if changed:
         return RoundTrip(m.id, name, "failed",
                          f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
@@ -187,7 +201,7 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: {error}",
                          rollback_ms=down_ms)
-    changed = snapshot.diff(by_name(after), by_name(take(db)))
+    changed, again = _differs(after, take(db), strict)
     if changed:
         return RoundTrip(m.id, name, "failed",
                          f"{m.path.name} applied again after its rollback gives a different schema", changed,
@@ -196,7 +210,8 @@ def round_trip(db: Database, migrations: list[Migration], m: Migration, limits: 
         apply.rollback(db, m, limits)
     except MigrationError as error:
         return RoundTrip(m.id, name, "failed", f"the rollback fails the second time: {error}", [], down_ms, up_ms)
-    return RoundTrip(m.id, name, "ok", rollback_ms=down_ms, reapply_ms=up_ms)
+    return RoundTrip(m.id, name, "ok", ORDER_NOTE if reordered or again else None, rollback_ms=down_ms,
+                     reapply_ms=up_ms)
 
 
 def _one_transaction(m: Migration) -> bool:
@@ -216,7 +231,7 @@ def _where(name: str, sql: str, failure: SqlFailure, offset: int = 0) -> str:
 
 
 def _trip_in_transaction(db: Database, m: Migration, limits: apply.Limits, before: snapshot.Snapshot,
-                         after: snapshot.Snapshot) -> RoundTrip:
+                         after: snapshot.Snapshot, strict: bool = False) -> RoundTrip:
     """Down, compare with ``before``; up, compare with ``after``: inside one transaction that is then
     rolled back, so whatever happens the database is left as it was, ``m`` applied."""
     name = _rollback_file(m)
@@ -231,7 +246,7 @@ def _trip_in_transaction(db: Database, m: Migration, limits: apply.Limits, befor
             return RoundTrip(m.id, name, "failed", f"the rollback fails: {_where(name, sql, failure, len(prefix))}: "
                              f"{failure}; nothing of the rollback was applied")
         down_ms = int((time.monotonic() - started) * 1000)
-        changed = snapshot.diff(by_name(before), by_name(take(db)))
+        changed, reordered = _differs(before, take(db), strict)
         if changed:
             return RoundTrip(m.id, name, "failed",
                              f"after the rollback the schema differs from before {m.path.name} ({len(changed)} "
@@ -243,19 +258,20 @@ def _trip_in_transaction(db: Database, m: Migration, limits: apply.Limits, befor
             return RoundTrip(m.id, name, "failed", f"{m.path.name} does not apply again after its rollback: "
                              f"{_where(m.path.name, m.sql, failure)}: {failure}", rollback_ms=down_ms)
         up_ms = int((time.monotonic() - started) * 1000)
-        changed = snapshot.diff(by_name(after), by_name(take(db)))
+        changed, again = _differs(after, take(db), strict)
         if changed:
             return RoundTrip(m.id, name, "failed",
                              f"{m.path.name} applied again after its rollback gives a different schema", changed,
                              down_ms, up_ms)
-        return RoundTrip(m.id, name, "ok", rollback_ms=down_ms, reapply_ms=up_ms)
+        return RoundTrip(m.id, name, "ok", ORDER_NOTE if reordered or again else None, rollback_ms=down_ms,
+                         reapply_ms=up_ms)
     finally:
         if db.in_transaction:
             db.execute("ROLLBACK")
 
 
 def _trip(work: _Scratch, applied: list[Migration], limits: apply.Limits, before: snapshot.Snapshot,
-          after: snapshot.Snapshot) -> RoundTrip:
+          after: snapshot.Snapshot, strict: bool = False) -> RoundTrip:
     """The round trip of the newest of ``applied``; the scratch database is left with all of them applied."""
     m = applied[-1]
     if m.rollback_path is None and sqltext.is_empty(m.sql):  # a placeholder: nothing to undo, nothing to write
@@ -263,8 +279,8 @@ def _trip(work: _Scratch, applied: list[Migration], limits: apply.Limits, before
     if m.forward_only or refusal.refused(m) is not None or m.rollback_path is None:
         return round_trip(work.db, work.migrations, m, limits, before, after)  # named without running anything
     if _one_transaction(m):
-        return _trip_in_transaction(work.db, m, limits, before, after)
-    trip = round_trip(work.db, work.migrations, m, limits, before, after)  # statement by statement, committed
+        return _trip_in_transaction(work.db, m, limits, before, after, strict)
+    trip = round_trip(work.db, work.migrations, m, limits, before, after, strict)  # statement by statement
     if trip.state == "ok":
         apply_one(work.db, work.migrations, m, limits)  # back up to where the walk is
     else:
@@ -272,8 +288,10 @@ def _trip(work: _Scratch, applied: list[Migration], limits: apply.Limits, before
     return trip
 
 
-def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -> BackwardReport:
-    """Round-trip every migration on a scratch database on ``admin``'s server."""
+def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits,
+        strict_order: bool = False) -> BackwardReport:
+    """Round-trip every migration on a scratch database on ``admin``'s server. Columns are compared by
+    name (a changed order is a note on the trip); ``strict_order``: order counts too."""
     runnable = [m for m in migrations if not m.empty]
     work = _Scratch(admin, migrations, limits)
     try:
@@ -292,7 +310,7 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits) -
                 break
             applied.append(m)
             after = take(work.db)
-            trips.append(_trip(work, applied, limits, before, after))
+            trips.append(_trip(work, applied, limits, before, after, strict_order))
             before = after
             if len(applied) % work.EVERY == 0 and len(applied) <= last_committing:
                 work.save(len(applied))

@@ -211,9 +211,11 @@ def accepts(sql: str) -> set[str]:
             if w.strip()}
 
 
-def accepted_by(finding: Finding, migrations: list[Migration]) -> str | None:
+def accepted_by(finding: Finding, migrations: list[Migration], accept: tuple[str, ...] = ()) -> str | None:
     """The migration whose comment accepts ``finding``, for a caller that inspects once (a deploy's
-    rehearsal): one naming its id, or its kind and mentioning its table."""
+    rehearsal): one naming its id, or its kind and mentioning its table; or the config's ``accept``."""
+    if finding.id in accept:
+        return CONFIG
     kind = finding.id.split(":", 1)[0]
     table = re.compile(rf"\b{re.escape(finding.table.rsplit('.', 1)[-1].strip(chr(34)))}\b", re.IGNORECASE)
     for m in migrations:
@@ -223,12 +225,16 @@ def accepted_by(finding: Finding, migrations: list[Migration]) -> str | None:
     return None
 
 
+CONFIG = "config pgshift.accept"
+
+
 def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits,
-        sequence_limit: float = 0.75) -> ConstraintsReport:
+        sequence_limit: float = 0.75, accept: tuple[str, ...] = ()) -> ConstraintsReport:
     """Apply every migration to a scratch database and inspect the result.
 
     A migration with an accept comment is inspected before and after it, so that ``accept <kind>``
-    covers exactly the findings it made."""
+    covers exactly the findings it made. ``accept`` (config ``pgshift.accept``) names finding ids
+    accepted for the whole project."""
     named: dict[str, str] = {}     # finding id -> the migration that accepts it by id
     made: dict[str, str] = {}      # finding id -> the migration that made it and accepts its kind
     note = None
@@ -253,6 +259,6 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits,
     failing: list[Finding] = []
     accepted: list[Finding] = []
     for f in report.findings:
-        by = named.get(f.id) or made.get(f.id)
+        by = named.get(f.id) or made.get(f.id) or (CONFIG if f.id in accept else None)
         (failing if by is None else accepted).append(f if by is None else replace(f, accepted_in=by))
     return ConstraintsReport(failing, note, accepted)

@@ -28,6 +28,8 @@ class Inputs:
     applied: set[str]             # ids the target has applied
     target: str                   # for printing
     tables: set[str] = field(default_factory=set)  # the target's tables (schema.name), for lint
+    accept: tuple[str, ...] = ()  # constraints findings accepted by the config
+    sizes: dict[str, str] = field(default_factory=dict)  # the target's tables: "~N rows, X MB", for lint
 
     @property
     def pending(self) -> set[str]:
@@ -40,25 +42,32 @@ def gather(settings: Settings, scratch_databases: bool = True) -> Inputs:
         raise Refused("inv test makes scratch databases on the target's server and fills them with generated "
                       "data, which production's server must not carry; point DATABASE_URL at a development "
                       "or CI server, or use inv deploy, which rehearses on a clone")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     url = target.url(settings)
-    applied, tables = _read_target(url, settings.connect_timeout, migrations)
+    applied, tables, sizes = _read_target(url, settings.connect_timeout, migrations)
     admin = throwaway.admin_url(url, settings.connect_timeout) if scratch_databases else url
-    return Inputs(admin, migrations, Limits.of(settings), applied, settings.describe_target(), tables)
+    return Inputs(admin, migrations, Limits.of(settings), applied, settings.describe_target(), tables,
+                  settings.accept, sizes)
 
 
 _TARGET_TABLES = """
-SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT format('%s.%s', n.nspname, c.relname), greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
 AND n.nspname NOT LIKE 'pg\\_%'"""
 
 
-def _read_target(url: DatabaseUrl, connect_timeout: int, migrations: list[Migration]) -> tuple[set[str], set[str]]:
-    """The target's applied migrations and its tables, read only; a database not created yet has none."""
+def _read_target(url: DatabaseUrl, connect_timeout: int,
+                 migrations: list[Migration]) -> tuple[set[str], set[str], dict[str, str]]:
+    """The target's applied migrations, its tables and their sizes (the planner's row estimate and the
+    bytes on disk), read only; a database not created yet has none."""
     try:
         with Database.connect(url, connect_timeout) as db:
             records = squashed.mapped(migrations, history.records(db))
             applied = {r.id for r in records.values() if r.state == "applied"}
-            return applied, {str(r[0]) for r in db.rows(_TARGET_TABLES)}
+            rows = db.rows(_TARGET_TABLES)
     except DatabaseMissing:
-        return set(), set()
+        return set(), set(), {}
+    sizes = {str(name).rsplit(".", 1)[-1].lower(): f"~{count:,} rows, {size / 1e6:,.1f} MB"
+             for name, count, size in rows}
+    return applied, {str(r[0]) for r in rows}, sizes

@@ -154,8 +154,9 @@ def _file_ignored(sql: str) -> set[str]:
 
 
 class _Linter:
-    def __init__(self, existing: set[str], every: bool = False) -> None:
+    def __init__(self, existing: set[str], every: bool = False, sizes: dict[str, str] | None = None) -> None:
         self.every = every
+        self.sizes = sizes or {}  # bare table name -> its size on the target
         self.existing = {name.rsplit(".", 1)[-1].lower() for name in existing}
         self.indexes: dict[str, str] = {}  # index -> its table, for the indexes the migrations create
 
@@ -181,11 +182,18 @@ class _Linter:
                     silenced += 1
                 elif check:
                     found.append(LintFinding(m.id, m.path.name, statement.line, rule,
-                                             RULES[rule].format_map(_Blank(fields))))
+                                             RULES[rule].format_map(_Blank(fields)) + self._size(fields, created)))
             self._track(node, created)
         if not check or self.every:  # applied already (or --every): its tables exist; a pending run's do not
             self.existing |= created
         return found, silenced
+
+    def _size(self, fields: dict[str, str], created: set[str]) -> str:
+        """The size on the target of the table a finding is about, when it existed before the run, so a
+        team can judge the risk: a rewrite of 40 rows is not one of 40 million."""
+        name = fields.get("table", "").rsplit(".", 1)[-1].strip('"').lower()
+        size = self.sizes.get(name) if name and name not in created else None
+        return f" ({name} on the target: {size})" if size else ""
 
     def _is_old(self, rel: dict[str, Any], created: set[str]) -> bool:
         name = _name(rel)
@@ -301,9 +309,11 @@ class _Blank(dict[str, str]):
         return "?"
 
 
-def lint(migrations: list[Migration], only: set[str] | None = None, existing: set[str] | None = None) -> LintReport:
-    """Lint ``only`` these migration ids (default: all); the others are read for the tables they create."""
-    linter = _Linter(existing or set(), every=only is None)
+def lint(migrations: list[Migration], only: set[str] | None = None, existing: set[str] | None = None,
+         sizes: dict[str, str] | None = None) -> LintReport:
+    """Lint ``only`` these migration ids (default: all); the others are read for the tables they create.
+    ``sizes``: the target's tables' sizes, named in findings on them."""
+    linter = _Linter(existing or set(), every=only is None, sizes=sizes)
     found: list[LintFinding] = []
     linted: list[str] = []
     silenced = 0

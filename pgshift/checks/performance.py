@@ -29,7 +29,7 @@ from pgshift.databases import throwaway
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError, PgShiftError
-from pgshift.migrations import apply, history, sqltext, txmode
+from pgshift.migrations import apply, history, phases, sqltext, txmode
 from pgshift.migrations.budget import retrying
 from pgshift.migrations.source import Migration
 from pgshift.settings import Settings
@@ -229,7 +229,8 @@ def measure(db: Database, migrations: list[Migration], pending: list[Migration],
 def _apply_measured(db: Database, migrations: list[Migration], m: Migration,
                     limits: apply.Limits) -> tuple[int, Spans, float]:
     """Apply ``m`` and see its locks: (duration ms, lock spans, the spans' resolution in seconds)."""
-    if txmode.of(m.sql, m.path.name).transactional:
+    # A phased file applies its expand phase and backfill only, which the engine's apply knows.
+    if txmode.of(m.sql, m.path.name).transactional and not phases.has_phases(m.sql):
         duration_ms, spans = _apply_seeing_locks(db, m, limits)
         return duration_ms, spans, 0.0
     watch = LockWatch(db.url, db.pid)

@@ -147,10 +147,10 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
                             "this deploy tries it again")
     if on_failure == "rollback":
         missing = [m.id for m in planned if m.rollback_file is None]
-        one_way = [m.id for m in runnable if m.forward_only]
+        one_way = [m for m in runnable if m.forward_only]
         if one_way:
-            problems.append(f"--on-failure=rollback cannot undo {one_way[0]}: it is forward-only ('-- forward_only: "
-                            "true'), it has no rollback by design; use --on-failure=stop")
+            problems.append(f"--on-failure=rollback cannot undo {one_way[0].id}: it is forward-only "
+                            f"({one_way[0].forward_only_because}), it has no rollback by design; use --on-failure=stop")
         elif missing:
             problems.append(f"--on-failure=rollback needs a rollback file for every pending migration; "
                             f"{missing[0]}.rollback.sql is missing (write it, or use --on-failure=stop)")

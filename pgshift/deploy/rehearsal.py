@@ -68,7 +68,7 @@ class Rehearsal:
 def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limits: apply.Limits,
         thresholds: performance.Thresholds, *, sequence_limit: float = 0.75, connect_timeout: int = 10,
         progress: Callable[[str], None] | None = None,
-        elsewhere: Callable[[], DatabaseUrl] | None = None) -> Rehearsal:
+        elsewhere: Callable[[], DatabaseUrl] | None = None, accept: tuple[str, ...] = ()) -> Rehearsal:
     """Rehearse applying ``pending`` (ids, in order) to a clone of ``url``'s database.
 
     Where the target's role may not create databases, the clone goes to the server ``elsewhere()``
@@ -102,7 +102,7 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
             for f in constraints.inspect(db, sequence_limit).findings:
                 if (f.kind, f.table, f.problem) in smells_before:
                     notes.append(f"constraints (already there): {f.table}: {f.problem}")
-                elif (by := constraints.accepted_by(f, todo)) is not None:
+                elif (by := constraints.accepted_by(f, todo, accept)) is not None:
                     notes.append(f"constraints (accepted in {by}): {f.id}: {f.problem}")
                 else:
                     problems.append(f"constraints: the migrations leave {f.table}: {f.problem}; fix: {f.fix}")

@@ -44,7 +44,7 @@ class RollbackReport:
 
 def plan(settings: Settings, to: str) -> rollback_to.RollbackPlan:
     """What ``rollback.to`` would do, read over a read-only session."""
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:
         db.execute("SET default_transaction_read_only = on")
         return rollback_to.plan(db, migrations, to)
@@ -60,7 +60,7 @@ def run(settings: Settings, to: str, *, dry_run: bool = False, confirm: Confirm 
                              + "; nothing was rolled back")
     if dry_run or not found.steps:
         return report
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     limits = apply.Limits.of(settings)
     if not settings.is_production and settings.environment == "development":
         with target.connect(settings) as db:

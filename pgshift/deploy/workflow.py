@@ -69,7 +69,7 @@ def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop", dry_ru
     """The plan, built over a read-only session: the server itself refuses any write."""
     if on_failure not in ON_FAILURE:
         raise ConfigError(f"--on-failure={on_failure} is not one of: {', '.join(ON_FAILURE)}")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     with target.connect(settings) as db:  # one session: drift first (its shadow is made through it), then
         warnings = _drift_warnings(settings, db, migrations) if settings.preflight_drift else []
         db.execute("SET default_transaction_read_only = on")  # the plan, which the server keeps read-only
@@ -173,7 +173,7 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
                               apply.Limits.of(settings), Thresholds.of(settings),
                               sequence_limit=settings.sequence_limit,
                               connect_timeout=settings.connect_timeout, progress=lambda m: run.say("rehearse", m),
-                              elsewhere=lambda: _embedded_admin(settings))
+                              elsewhere=lambda: _embedded_admin(settings), accept=settings.accept)
     except ConnectionFailed as error:
         instead = ("Deploy without a rehearsal (inv prod.deploy) only if you accept that" if settings.is_production
                    else "Let the role connect to the postgres database and create databases, then deploy again")

@@ -125,7 +125,7 @@ def _each(items: list[Target], parallel: int, read: Callable[[Target], T]) -> li
 
 
 def status(settings: Settings, fleet: Fleet, shard: waves_module.Shard | None, parallel: int | None) -> FleetStatus:
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     states = journal_module.Journal(journal_module.path_for(settings.logs_dir, fleet.name)).last_states()
 
     def read(t: Target) -> TargetStatus:

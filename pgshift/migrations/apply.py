@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ChecksumMismatch, ConfigError, LockTimeout, MigrationError, PgShiftError
-from pgshift.migrations import history, sqltext, squashed, stepwise, txmode
+from pgshift.migrations import backfill, history, phases, sqltext, squashed, stepwise, txmode
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
@@ -115,6 +115,11 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
         if upto is not None:
             pending = [p for p in pending if p.migration.id <= upto]
         runnable = [p for p in pending if not p.migration.empty]
+        phased = any(phases.has_phases(m.sql) for m in migrations)
+        if phased and runnable:  # a phased file runs its expand section; none may touch what an open one touches
+            phases.ensure(db)
+            phases.refuse_overlap(db, [p.migration for p in runnable])
+            runnable = [Pending(phases.runnable(db, p.migration), p.record) for p in runnable]
         done: list[Applied] = []
         index = 0
         while index < len(runnable):
@@ -150,6 +155,8 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
                 # flushing it flushed them: what is reported as applied is durable.
                 error.applied_before = tuple(a.id for a in done)
                 raise
+        if phased:  # the backfills of phased files applied now, or of an earlier run that stopped
+            backfill.run_open(db, migrations, limits, say)
         return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
 
 
@@ -404,9 +411,10 @@ def rollback(db: Database, migration: Migration, limits: Limits) -> int:
         _rollback_statements(db, migration, limits, mode.statements)
         return int((time.monotonic() - started) * 1000)
     prefix = f"RESET ALL; BEGIN; {settings_sql(limits, local=True)}\n"
+    forget = _forget_sql(db, migration)
     try:
         retrying(db, limits, origin, lambda: db.execute(
-            f"{prefix}{sql}\n;\n{history.delete_sql(db, migration.id)};\nCOMMIT;"))
+            f"{prefix}{sql}\n;\n{history.delete_sql(db, migration.id)};{forget}\nCOMMIT;"))
     except LockTimeout as timeout:
         raise LockTimeout(f"{timeout}; nothing of the rollback was applied") from None
     except SqlFailure as failure:
@@ -443,4 +451,11 @@ def _rollback_statements(db: Database, migration: Migration, limits: Limits,
         left = (f"statements 1-{stopped.at} of {len(statements)} are done and journaled; fix the file from "
                 f"statement {stopped.at + 1} on and run again to resume") if stopped.at else "nothing of it ran"
         raise MigrationError(f"{origin}, line {stopped.statement.line}: {stopped.error}; {left}") from None
-    db.execute(f"BEGIN; {history.delete_sql(db, migration.id)}; DELETE FROM pgshift.rollbacks {where}; COMMIT;")
+    db.execute(f"BEGIN; {history.delete_sql(db, migration.id)}; DELETE FROM pgshift.rollbacks {where};"
+               f"{_forget_sql(db, migration)} COMMIT;")
+
+
+def _forget_sql(db: Database, migration: Migration) -> str:
+    """A phased migration rolled back takes its phase and backfill rows with it."""
+    return phases.forget_sql(db, migration.id) if phases.has_phases(migration.sql) and \
+        db.has_relation("pgshift.phases") else ""

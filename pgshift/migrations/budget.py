@@ -29,12 +29,19 @@ class Limits(NamedTuple):
     lock_wait: float = 30.0
     lock_retries: int = 10
     retry_backoff: float = 0.5
+    # A backfill's pace (pgshift.migrations.backfill): its target batch time, and what throttles it.
+    batch_seconds: float = 0.1
+    max_replay_lag: float = 10.0
+    max_xact_seconds: float = 60.0
+    max_active: int = 0
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
         return cls(lock_timeout=settings.lock_timeout, statement_timeout=settings.statement_timeout,
                    lock_wait=settings.lock_wait, lock_retries=settings.lock_retries,
-                   retry_backoff=settings.retry_backoff)
+                   retry_backoff=settings.retry_backoff, batch_seconds=settings.backfill_batch_seconds,
+                   max_replay_lag=settings.backfill_max_replay_lag,
+                   max_xact_seconds=settings.backfill_max_xact_seconds, max_active=settings.backfill_max_active)
 
 
 def pause(limits: Limits, tries: int) -> float:

@@ -230,15 +230,17 @@ class Baseline(NamedTuple):
 
 
 @contextmanager
-def kept(db: Database, migrations: list[Migration], *, always: bool = False) -> Iterator[None]:
+def kept(db: Database, migrations: list[Migration], *, always: bool = False,
+         in_place: bool = False) -> Iterator[None]:
     """Around a run that applies ``migrations``: afterwards, the reference for what is then applied
-    is stored (``always``: even if nothing is pending now, for a run that writes a migration first)."""
+    is stored (``always``: even if nothing is pending now, for a run that writes a migration first;
+    ``in_place``: a run that changes the schema of the same applied set, a contract phase)."""
     baseline = before_apply(db, migrations, always=always)
     try:
         yield
     finally:
         with suppress(PgShiftError):  # best effort: a missing reference costs one replay, later
-            after_apply(db, baseline)
+            after_apply(db, baseline, in_place=in_place)
 
 
 def before_apply(db: Database, migrations: list[Migration], *, always: bool = False) -> Baseline | None:
@@ -255,7 +257,7 @@ def before_apply(db: Database, migrations: list[Migration], *, always: bool = Fa
     return Baseline(applied_key(records), records, before)
 
 
-def after_apply(db: Database, baseline: Baseline | None) -> None:
+def after_apply(db: Database, baseline: Baseline | None, *, in_place: bool = False) -> None:
     """Store the reference for what is applied now: the one before, changed by what this run changed.
 
     Best effort: without the earlier reference (or when anything moved meanwhile) nothing is stored,
@@ -264,7 +266,7 @@ def after_apply(db: Database, baseline: Baseline | None) -> None:
         return
     records = history.records(db)
     key = applied_key(records)
-    if key == baseline.key or _half_done(records):
+    if (key == baseline.key and not in_place) or _half_done(records):
         return
     reference = _load(db, baseline.key)
     if reference is None:

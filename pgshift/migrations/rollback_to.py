@@ -90,7 +90,7 @@ def plan(db: Database, migrations: list[Migration], to: str) -> RollbackPlan:
                             "control")
             continue
         if m.forward_only:
-            problems.append(f"{ident} is forward-only ('-- forward_only: true' in {ident}.sql): it has no rollback "
+            problems.append(f"{ident} is forward-only ({m.forward_only_because}): it has no rollback "
                             "by design, so nothing older can be reached by rolling back; restore a backup instead "
                             "(inv rollback.interactive)")
             continue

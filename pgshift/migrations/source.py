@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 from pgshift.errors import ConfigError
+from pgshift.settings import Settings
 
 ID_PATTERN = re.compile(r"^(?P<stamp>\d{14})_(?P<name>[a-z0-9_]+)$")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -63,6 +64,7 @@ class Migration:
     folder: Path
     sql: str
     has_rollback: bool
+    one_way: bool = False  # the whole history is forward-only (config ``forward_only``)
 
     @cached_property
     def path(self) -> Path:
@@ -102,14 +104,26 @@ class Migration:
     @property
     def forward_only(self) -> bool:
         """A ``-- forward_only: true`` header line: the migration has no rollback by design (an enum's
-        ``ADD VALUE``, a data fix), so no check expects one and no rollback crosses it."""
-        return _FORWARD_ONLY.search(self.sql) is not None
+        ``ADD VALUE``, a data fix), so no check expects one and no rollback crosses it. Or the whole
+        history is forward-only (config ``forward_only``)."""
+        return self.one_way or _FORWARD_ONLY.search(self.sql) is not None
+
+    @property
+    def forward_only_because(self) -> str:
+        """Why it is forward-only, for a message."""
+        return ("the history is forward-only (config pgshift.forward_only: true)" if self.one_way
+                else f"'-- forward_only: true' in {self.id}.sql")
 
     def rollback_sql(self) -> str | None:
         return None if self.rollback_path is None else normalise(self.rollback_path.read_bytes(), self.rollback_path)
 
 
-def read(folder: Path) -> list[Migration]:
+def of(settings: Settings) -> list[Migration]:
+    """The project's migrations, as its settings describe them (the folder; a forward-only history)."""
+    return read(settings.migrations_dir, forward_only=settings.forward_only)
+
+
+def read(folder: Path, *, forward_only: bool = False) -> list[Migration]:
     """Every migration in the folder, in apply order (by id). Raises ConfigError on a stray file."""
     if not folder.is_dir():
         raise ConfigError(f"migrations folder {folder} does not exist; create it or set pgshift.migrations_dir")
@@ -137,7 +151,7 @@ def read(folder: Path) -> list[Migration]:
     prefix = os.path.join(folder, "")
     forward.sort()
     return [Migration(id=i, folder=folder, sql=normalise(_read(f"{prefix}{i}.sql"), f"{prefix}{i}.sql"),
-                      has_rollback=i in rollbacks) for i in forward]
+                      has_rollback=i in rollbacks, one_way=forward_only) for i in forward]
 
 
 def _read(path: str) -> bytes:

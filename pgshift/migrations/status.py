@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pgshift.databases.db import Database
 from pgshift.errors import ExitCode, MigrationError
-from pgshift.migrations import history, squashed
+from pgshift.migrations import history, phases, squashed
 from pgshift.migrations.source import Migration
 
 if TYPE_CHECKING:
@@ -117,4 +117,11 @@ def _how(m: Migration) -> str | None:
 def collect(db: Database, migrations: list[Migration], target: str, environment: str,
             records: dict[str, history.Record] | None = None) -> Status:
     records = history.records(db) if records is None else records
-    return Status(target=target, environment=environment, migrations=states(migrations, records))
+    found = states(migrations, records)
+    if any(phases.has_phases(m.sql) for m in migrations):  # an expanded one says so, until deploy.complete
+        opened = {p.id for p in phases.recorded(db).values() if p.phase == "expanded"}
+        found = [s._replace(detail=EXPANDED) if s.id in opened and s.state == "applied" else s for s in found]
+    return Status(target=target, environment=environment, migrations=found)
+
+
+EXPANDED = "expanded: inv deploy.complete runs its contract phase, inv deploy.abort undoes it"

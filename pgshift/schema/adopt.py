@@ -165,7 +165,7 @@ def adopt_prisma_records(db: Database, settings: Settings, sources: list[_Source
                          reason: str | None) -> None:
     """Turn ``_prisma_migrations`` into our records, under the migration lock, in one transaction."""
     by_name = {s.path.parent.name: s for s in sources}
-    migrations = {m.id: m for m in source.read(settings.migrations_dir)}
+    migrations = {m.id: m for m in source.of(settings)}
     with migration_lock(db, settings.lock_wait):
         rows = prisma_records(db)
         if not rows:

@@ -62,7 +62,7 @@ def guard(settings: Settings, migrations: list[source.Migration]) -> None:
 
 def baseline(settings: Settings, db: Database, *, confirm: Confirm | None = None,
              reason: str | None = None) -> Baseline:
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     guard(settings, migrations)
     if settings.is_production:
         if confirm is None:

@@ -42,17 +42,20 @@ def check(settings: Settings, db: Database, migrations: list[Migration], limits:
 
 def _replay(settings: Settings, db: Database, migrations: list[Migration], limits: Limits,
             records: dict[str, history.Record]) -> Drift:
-    from pgshift.migrations import apply, squashed
+    from pgshift.migrations import apply, phases, squashed, window
     from pgshift.schema import diff
     from pgshift.schema.shadow import Prepared
 
     applied = squashed.mapped(migrations, records)  # a squash stands for the migrations it replaced
     replay = [m for m in migrations if m.id in applied and applied[m.id].state == "applied"]
     version = db.server_version // 10000
+    completed = {p.id for p in phases.recorded(db).values() if p.phase == "completed"} \
+        if any(phases.has_phases(m.sql) for m in replay) else set()
 
     def replayed(scratch: Shadow) -> snapshot.Snapshot | diff.Schema:
         try:
             apply.apply(scratch.db, replay, limits)
+            window.replay_contracts(scratch.db, replay, completed, limits)  # what deploy.complete ran live
         except MigrationError as error:
             raise MigrationError(f"replaying the applied migrations into a shadow database on {scratch.where} "
                                  f"failed, so drift cannot be checked: {error}") from None

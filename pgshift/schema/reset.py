@@ -52,7 +52,7 @@ def reset(settings: Settings, confirm: Confirm, limits: apply.Limits) -> ResetRe
     if not confirm(Question(f"drop {url.dbname} on {settings.describe_target()} and rebuild it from the "
                             "migrations and the seed?")):
         raise Aborted("nothing was changed")
-    migrations = source.read(settings.migrations_dir)
+    migrations = source.of(settings)
     admin = throwaway.admin_url(url, settings.connect_timeout)
     target.drop_database(admin, url.dbname, settings.connect_timeout)
     target.create_database(admin, url.dbname, settings.connect_timeout)

@@ -1,0 +1,275 @@
+"""The backfill engine: a phased migration's ``-- pgshift: backfill`` lines, run in short batches.
+
+It walks the table in primary-key order (keyset: each batch starts after the last key done, so no
+``OFFSET`` over rows already passed). Each batch is its own transaction under ``lock_timeout``, retried
+by the lock budget, and the batch's journal step (last key done, rows done) commits in that same
+transaction, in ``pgshift.backfills``: after a ``kill -9`` the next run starts at the next batch, and no
+row is written twice or missed. The batch size follows a target batch time.
+
+Before each batch it reads its control row and the server's state: a pause asked for
+(``deploy.pause``), replica replay lag over ``max_replay_lag`` (``pg_stat_replication``), another
+transaction in this database open longer than ``max_xact_seconds`` (its xmin holds back vacuum; our own
+sessions do not count), or ``max_active`` other active sessions. Any of them holds the backfill, says
+which, and writes it in the journal for ``deploy.status``, until it clears.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from pgshift.databases.db import Database, SqlFailure
+from pgshift.errors import LockTimeout, MigrationError
+from pgshift.migrations import phases
+from pgshift.migrations.budget import Limits, retrying, settings_sql
+from pgshift.migrations.source import Migration
+from pgshift.migrations.stepwise import failpoint
+
+Say = Callable[[str], None]
+
+FIRST_BATCH = 1_000
+MIN_BATCH, MAX_BATCH = 100, 500_000
+PROGRESS_EVERY = 5.0   # seconds between progress lines
+POLL = 0.5             # seconds between looks while held
+DEADLOCK = "40P01"
+
+
+class Outcome(NamedTuple):
+    id: str
+    step: int
+    table: str
+    rows_done: int      # rows the backfill changed, over every run
+    batches: int
+    seconds: float      # this run
+    resumed: bool       # an earlier run had done part of it
+
+
+class Journal(NamedTuple):
+    state: str
+    last_key: list[str] | None
+    rows_done: int
+    rows_scanned: int
+    rows_total: int
+    batches: int
+    batch_size: int | None
+
+
+def run_open(db: Database, migrations: list[Migration], limits: Limits, say: Say) -> list[Outcome]:
+    """Run (or resume) the backfills of every expanded migration whose backfill is not done."""
+    files = {m.id: m for m in migrations}
+    outcomes: list[Outcome] = []
+    for phase in phases.recorded(db).values():
+        migration = files.get(phase.id)
+        if phase.phase != "expanded" or migration is None:
+            continue
+        found = phases.parse(migration.sql, migration.path.name)
+        for fill in found.backfills if found is not None else []:
+            outcomes.append(run(db, migration.id, fill, limits, say))
+    return outcomes
+
+
+def journal(db: Database, migration_id: str, step: int) -> Journal | None:
+    row = db.one("SELECT state, last_key, rows_done, rows_scanned, coalesce(rows_total, 0), batches, batch_size "
+                 "FROM pgshift.backfills WHERE id = %s AND step = %s", [migration_id, step])
+    return None if row is None else Journal(row[0], list(row[1]) if row[1] is not None else None, *row[2:])
+
+
+def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, say: Say) -> Outcome:
+    """Run one backfill line to the end, resuming where its journal stopped."""
+    label = f"{migration_id} step {fill.step} ({fill.table})"
+    started = time.monotonic()
+    found = journal(db, migration_id, fill.step)
+    if found is None:
+        primary_key(db, fill.table)  # a table without one (or misnamed) is refused before anything is written
+        db.execute("INSERT INTO pgshift.backfills (id, step, target, rows_total) VALUES (%s, %s, %s, %s) "
+                   "ON CONFLICT DO NOTHING", [migration_id, fill.step, fill.table, _estimate(db, fill.table)])
+        found = journal(db, migration_id, fill.step)
+        assert found is not None
+    resumed = found.batches > 0
+    if found.state == "done":
+        return Outcome(migration_id, fill.step, fill.table, found.rows_done, found.batches, 0.0, resumed)
+    say(f"backfill {label}: " + (f"resuming after {found.rows_scanned:,} rows" if resumed
+                                 else f"starting, ~{found.rows_total:,} rows"))
+    walk = _Walk(db, migration_id, fill, primary_key(db, fill.table), limits)
+    last, size = found.last_key, found.batch_size or FIRST_BATCH
+    scanned_here, done, batches = 0, found.rows_done, found.batches
+    next_line = started + PROGRESS_EVERY
+    held: str | None = None
+    while True:
+        reason = walk.held()
+        if reason != held:
+            db.execute("UPDATE pgshift.backfills SET throttled = %s, updated_at = now() WHERE id = %s AND step = %s",
+                       [reason, migration_id, fill.step])
+            say(f"backfill {label}: " + (f"held: {reason}" if reason else "going again"))
+            held = reason
+        if reason is not None:
+            time.sleep(POLL)
+            continue
+        began = time.monotonic()
+        try:
+            (last, scanned, done, final), _tries = retrying(
+                db, limits, f"backfill {label}", functools.partial(walk.batch, last, size))
+        except LockTimeout as timeout:
+            raise LockTimeout(f"{timeout}; the backfill stopped after {done:,} rows, journaled: the next "
+                              "inv deploy (or inv dev.migrate) resumes it") from None
+        except SqlFailure as failure:
+            raise MigrationError(
+                f"{migration_id}.sql, line {fill.line}: the backfill failed: {failure}; the expand phase stays "
+                "applied: run inv deploy.abort, fix the backfill line, and apply it again") from None
+        batches += 1
+        failpoint(f"backfilled:{migration_id}:{fill.step}:{batches}")
+        took = time.monotonic() - began
+        scanned_here += scanned
+        size = _next_size(size, took, limits.batch_seconds)
+        now = time.monotonic()
+        if final:
+            seconds = now - started
+            rate = scanned_here / seconds if seconds > 0 else 0.0
+            say(f"backfill {label}: done, {done:,} rows changed in {seconds:.1f} s ({rate:,.0f} rows/s)")
+            return Outcome(migration_id, fill.step, fill.table, done, batches, seconds, resumed)
+        if now >= next_line:
+            next_line = now + PROGRESS_EVERY
+            say(progress_line(label, found.rows_scanned + scanned_here, found.rows_total, scanned_here, now - started))
+
+
+def progress_line(label: str, scanned: int, total: int, here: int, seconds: float) -> str:
+    rate = here / seconds if seconds > 0 else 0.0
+    share = f" ({min(100, 100 * scanned // total)}%)" if total > 0 else ""
+    eta = f", ETA {max(total - scanned, 0) / rate:.0f} s" if rate > 0 and total > 0 else ""
+    return f"backfill {label}: {scanned:,} of ~{total:,} rows{share}, {rate:,.0f} rows/s{eta}"
+
+
+def _next_size(size: int, took: float, target: float) -> int:
+    """Toward the target batch time: at most twice or half the last size a batch."""
+    if took <= 0:
+        return min(size * 2, MAX_BATCH)
+    factor = max(0.5, min(2.0, target / took))
+    return max(MIN_BATCH, min(MAX_BATCH, int(size * factor)))
+
+
+def primary_key(db: Database, table: str) -> list[tuple[str, str]]:
+    """The primary key's columns and their types, in key order. Raises MigrationError without one."""
+    try:
+        rows = db.rows(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "WHERE i.indrelid = %s::regclass AND i.indisprimary "
+            "ORDER BY array_position(i.indkey::int2[], a.attnum)", [table])
+    except SqlFailure as failure:
+        raise MigrationError(f"backfill of {table}: {failure}; fix the table name on the backfill line") from None
+    if not rows:
+        raise MigrationError(f"backfill of {table}: the table has no primary key, and a backfill walks it in key "
+                             "order; add a primary key in an earlier migration")
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def _estimate(db: Database, table: str) -> int:
+    row = db.one("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+    if row is not None and row[0] is not None and row[0] > 0:
+        return int(row[0])
+    counted = db.one(f"SELECT count(*) FROM {table}")
+    return int(counted[0]) if counted else 0
+
+
+class _Walk:
+    """The SQL of one backfill line, built once: the control look, and a batch."""
+
+    def __init__(self, db: Database, migration_id: str, fill: phases.Backfill,
+                 keys: list[tuple[str, str]], limits: Limits) -> None:
+        self.db, self.id, self.step, self.limits = db, migration_id, fill.step, limits
+        table = fill.table.replace("%", "%%")
+        names = [db.identifier(k) for k, _ in keys]
+        columns = ", ".join(names)
+        self.row = f"({columns})"
+        self.after = "(" + ", ".join(f"%s::{t}" for _, t in keys) + ")"
+        self.upto = self.after
+        # The keys come back as text under other names: ORDER BY a name would sort the text otherwise.
+        self.bound = f"SELECT {', '.join(f'{n}::text AS pgshift_k{i}' for i, n in enumerate(names))} FROM {table} "
+        self.order = f"ORDER BY {columns} OFFSET %s LIMIT 1"
+        self.table = table
+        self.update = f"UPDATE {table} SET {fill.assignments.replace('%', '%%')}"
+        self.where = f" AND ({fill.where.replace('%', '%%')})" if fill.where else ""
+        # pgshift.backfill marks the batch's writes, for a trigger that has no need to see them (rename's).
+        # The commit is asynchronous: a server crash may lose the last batches, but each with its own
+        # journal step, so the resume redoes exactly those; no wait on the log flush per batch.
+        self.begin = (f"BEGIN; {settings_sql(limits, local=True)} SET LOCAL pgshift.backfill = 'on'; "
+                      "SET LOCAL synchronous_commit = off;")
+
+    def held(self) -> str | None:
+        """Why the backfill must wait now, or None."""
+        limits = self.limits
+        row = self.db.one(
+            "SELECT b.paused, lag.name, lag.seconds, old.pid, old.app, old.age, act.n "
+            "FROM pgshift.backfills b "
+            "LEFT JOIN LATERAL (SELECT application_name AS name, extract(epoch FROM replay_lag)::float8 AS seconds "
+            "  FROM pg_stat_replication WHERE %s > 0 ORDER BY replay_lag DESC NULLS LAST LIMIT 1) lag ON true "
+            "LEFT JOIN LATERAL (SELECT pid, application_name AS app, "
+            "  extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age FROM pg_stat_activity "
+            "  WHERE %s > 0 AND datname = current_database() AND backend_type = 'client backend' "
+            "  AND pid <> pg_backend_pid() AND application_name <> current_setting('application_name') "
+            "  AND xact_start < clock_timestamp() - make_interval(secs => %s) ORDER BY xact_start LIMIT 1) old ON true "
+            "LEFT JOIN LATERAL (SELECT count(*) AS n FROM pg_stat_activity WHERE %s > 0 AND state = 'active' "
+            "  AND datname = current_database() AND pid <> pg_backend_pid() "
+            "  AND application_name <> current_setting('application_name')) act ON true "
+            "WHERE b.id = %s AND b.step = %s",
+            [limits.max_replay_lag, limits.max_xact_seconds, limits.max_xact_seconds, limits.max_active,
+             self.id, self.step])
+        if row is None:
+            raise MigrationError(f"the backfill journal of {self.id} step {self.step} is gone (aborted elsewhere?); "
+                                 "see inv deploy.status")
+        paused, replica, lag, pid, app, age, active = row
+        if paused:
+            return "paused by inv deploy.pause; inv deploy.resume lets it go on"
+        if lag is not None and lag > limits.max_replay_lag:
+            return f"replica {replica or '?'} replays {lag:.1f} s behind, over the {limits.max_replay_lag:g} s limit"
+        if pid is not None:
+            return (f"a transaction open {age:.0f} s (pid {pid}, {app or 'no application name'}), over the "
+                    f"{limits.max_xact_seconds:g} s limit: it holds back vacuum")
+        if limits.max_active and active is not None and active >= limits.max_active:
+            return f"{active} active sessions, at the ceiling of {limits.max_active}"
+        return None
+
+    def batch(self, last: list[str] | None, size: int) -> tuple[list[str] | None, int, int, bool]:
+        """One batch in its own transaction with its journal step: the last key done, rows in its range
+        (as far as known), rows changed in all, and whether it was the last batch."""
+        db = self.db
+        start = f"WHERE {self.row} > {self.after} " if last is not None else ""
+        before: list[Any] = list(last) if last is not None else []
+        db.execute(self.begin)
+        try:
+            upper = db.one(f"{self.bound}{start}{self.order}", [*before, size - 1])
+            lower = f"{self.row} > {self.after}" if last is not None else "true"
+            if upper is not None:
+                span = f"{lower} AND {self.row} <= {self.upto}"
+                params: list[Any] = [*before, *upper]
+                key: list[str] | None = [str(v) for v in upper]
+            else:
+                span, params, key = lower, before, last
+            # The last batch counts the rows of its range (the others know it: the batch size).
+            seen = f", seen AS (SELECT count(*) AS n FROM {self.table} WHERE {span})" if upper is None else ""
+            row = db.one(
+                f"WITH done AS ({self.update} WHERE {span}{self.where} RETURNING 1){seen} "
+                "UPDATE pgshift.backfills SET last_key = %s::text[], "
+                "rows_done = rows_done + (SELECT count(*) FROM done), "
+                f"rows_scanned = rows_scanned + {'%s' if upper is not None else '(SELECT n FROM seen)'}, "
+                "batches = batches + 1, "
+                "batch_size = %s, updated_at = now(), throttled = NULL"
+                + (", state = 'done', finished_at = now()" if upper is None else "")
+                + " WHERE id = %s AND step = %s RETURNING rows_done"
+                + (", (SELECT n FROM seen)" if upper is None else ""),
+                [*params, *(params if upper is None else []), key, *([size] if upper is not None else []), size,
+                 self.id, self.step])
+            db.execute("COMMIT")
+        except SqlFailure as failure:
+            if failure.sqlstate == DEADLOCK:  # with the application's own updates: the budget retries it
+                failure.sqlstate = "55P03"
+            raise
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        if row is None:
+            raise MigrationError(f"the backfill journal of {self.id} step {self.step} is gone; see inv deploy.status")
+        scanned = size if upper is not None else int(row[1])
+        return key, scanned, int(row[0]), upper is None
