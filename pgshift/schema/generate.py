@@ -15,13 +15,17 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pgshift.databases import target
 from pgshift.databases.db import Database
-from pgshift.errors import ConfigError, Refused
+from pgshift.errors import ConfigError, MigrationError, Refused
 from pgshift.schema import catalog, models_path
 from pgshift.schema.catalog import Catalog, Column, Table
 from pgshift.settings import Settings
+
+if TYPE_CHECKING:  # only for annotations: importing orm loads SQLAlchemy
+    from pgshift.schema import orm as orm_shapes
 
 _SIMPLE = {  # format_type -> (SQLAlchemy type, Python type)
     "bigint": ("sa.BigInteger()", "int"), "integer": ("sa.Integer()", "int"),
@@ -82,37 +86,149 @@ def refuse_foreign(path: Path) -> None:
 
 
 def run(settings: Settings, output: Path | None = None) -> GenerateResult:
-    """Write the models module for the target's schema, then check that it imports cleanly."""
+    """Write the models module for the target's schema, once it imports and round-trips."""
     path = output or models_path(settings)
     if path.parent.exists() and not path.parent.is_dir():
         raise ConfigError(f"cannot write {path}: {path.parent} is a file, not a folder; give another --output")
     refuse_foreign(path)  # before connecting: nothing is read for a file we will not write
     with target.connect(settings) as db:
-        result = write(db, path)
-    started = time.perf_counter()
-    from pgshift.schema import orm
-
-    orm.load(path)
-    return GenerateResult(result.path, result.models, result.seconds, time.perf_counter() - started)
+        return write(db, path)
 
 
 def write(db: Database, path: Path) -> GenerateResult:
-    """Read the schema ``db`` is connected to and (re)write the models module at ``path`` (a temporary
-    file renamed over it, so a reader never sees half a module); refused over a file not ours."""
+    """Read the schema ``db`` is connected to and (re)write the models module at ``path``; refused over a
+    file not ours. The new module is written to a temporary file beside it, imported and compared with
+    the catalogs (tables, columns, types, nullability, primary keys, indexes) and only then renamed over
+    the old one: a reader never sees half a module, and a module that is wrong never replaces a good one."""
     started = time.perf_counter()
     refuse_foreign(path)
     found = catalog.read(db)
     text = render(found)
+    seconds = time.perf_counter() - started
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
+        os.chmod(temporary, _source_mode())  # mkstemp makes 0600; a source file is 0644 under umask 022
+        checked = time.perf_counter()
+        check(Path(temporary), found, path)
+        check_seconds = time.perf_counter() - checked
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return GenerateResult(path, len(found.tables), time.perf_counter() - started)
+    return GenerateResult(path, len(found.tables), seconds, check_seconds)
+
+
+def _source_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (read without changing it, on Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def check(module_path: Path, found: Catalog, path: Path) -> None:
+    """Import the module at ``module_path`` (to be renamed to ``path``) and compare its metadata with
+    ``found``; a failure is one line naming the table (and column or index) and leaves ``path`` as it was."""
+    from pgshift.schema import orm
+
+    text = module_path.read_text()
+    try:
+        compile(text, path.name, "exec")
+    except SyntaxError as error:
+        raise MigrationError(f"the new {path.name} does not parse ({error.msg}, line {error.lineno}, in "
+                             f"{_table_at(text, error.lineno or 0)}); {path} was left as it was (this is a pgshift "
+                             "bug worth reporting, with that table's definition)") from None
+    module = orm.load(module_path, path.name)
+    problem = mismatch(found, orm.describe(module))
+    if problem:
+        raise MigrationError(f"the new {path.name} does not match the database: {problem}; {path} was left "
+                             "as it was (this is a pgshift bug worth reporting, with that table's definition)")
+
+
+def mismatch(found: Catalog, shapes: list[orm_shapes.TableShape]) -> str:
+    """The first difference between the catalogs and the module's tables, or "" when they agree."""
+    module = {(t.schema, t.name): t for t in shapes}
+    for table in found.tables:
+        where = f"table {_qualified(table.schema, table.name)}"
+        shape = module.pop((table.schema, table.name), None)
+        if shape is None:
+            return f"{where} is not in the module"
+        columns = {c.name: c for c in shape.columns}
+        if list(columns) != [c.name for c in table.columns]:
+            return f"{where} has columns {[c.name for c in table.columns]} but the module {list(columns)}"
+        for column in table.columns:
+            problem = _column_mismatch(column, columns[column.name])
+            if problem:
+                return f"{where}, column {column.name}: {problem}"
+        if shape.primary_key != table.primary_key:
+            return f"{where}: primary key {list(table.primary_key)} but the module has {list(shape.primary_key)}"
+        indexes = {i.name: i for i in shape.indexes}
+        if sorted(indexes) != sorted(i.name for i in table.indexes):
+            return f"{where}: indexes {sorted(i.name for i in table.indexes)} but the module has {sorted(indexes)}"
+        for index in table.indexes:
+            made = indexes[index.name]
+            wanted = (index.unique, index.method, tuple(_element(e, x) for e, x in index.elements),
+                      tuple(_unquoted(c) for c in index.include), index.where)
+            got = (made.unique, made.method, made.elements, made.include, made.where)
+            if wanted != got:
+                return f"{where}, index {index.name}: {wanted} in the database but {got} in the module"
+    if module:
+        return f"table {_qualified(*next(iter(module)))} is in the module but not in the database"
+    return ""
+
+
+def _column_mismatch(column: Column, shape: orm_shapes.ColumnShape) -> str:
+    if shape.nullable == column.not_null:
+        return f"{'NOT NULL' if column.not_null else 'nullable'} in the database but not in the module"
+    if shape.is_array != column.is_array:
+        return f"type {column.type} in the database but {shape.type} in the module"
+    if column.is_enum:
+        if shape.enum is None or shape.enum[1] != column.base or (shape.enum[0] or "public") != column.base_schema:
+            return f"enum type {column.type} in the database but {shape.type} in the module"
+        return ""
+    if shape.type != column.type:
+        return f"type {column.type} in the database but {shape.type} in the module"
+    return ""
+
+
+def _table_at(text: str, line: int) -> str:
+    """The table whose class holds ``line`` of a rendered module ("the module's head" before any)."""
+    lines = text.splitlines()
+    starts = [n for n, source in enumerate(lines, start=1) if source.startswith("class ")]
+    first = max((n for n in starts if n <= line), default=0)
+    after = min((n for n in starts if n > first), default=len(lines) + 1)
+    block = "\n".join(lines[first - 1:after - 1]) if first else ""
+    table = re.search(r"^    __tablename__ = (['\"])(.*)\1$", block, re.MULTILINE)
+    if table is None:
+        return "the module's head"
+    schema = re.search(r"\{'schema': (['\"])(.*)\1\}", block)
+    return f"table {_qualified(schema.group(2) if schema else 'public', table.group(2))}"
+
+
+def _qualified(schema: str, name: str) -> str:
+    return name if schema == "public" else f"{schema}.{name}"
+
+
+_QUOTED = re.compile(r'"((?:[^"]|"")+)"')
+
+
+def _unquoted(name: str) -> str:
+    """A column name as pg_get_indexdef writes it ("Mixed", "order") -> the name itself."""
+    match = _QUOTED.fullmatch(name)
+    return match.group(1).replace('""', '"') if match else name
+
+
+def _element(element: str, is_expression: bool) -> str:
+    return element if is_expression else _unquoted(element)
 
 
 class _Names:
@@ -154,14 +270,16 @@ class _Names:
                 if parent in tables:
                     self.to_many[(*key, fk.name)] = _attribute(_to_many_name(fk, table), used[parent])
 
-    def custom_type(self, base: str) -> str:
-        if base not in self.custom:
+    def custom_type(self, base: str, spelled: str) -> str:
+        """The class for a type the generator does not know, by its name as format_type writes it
+        (``bit(3)``, ``"Money"``, ``billing.address``): that text is its DDL."""
+        if spelled not in self.custom:
             name = _camel(base) + "Type"
             while name in self.taken:
                 name += "_"
             self.taken.add(name)
-            self.custom[base] = name
-        return self.custom[base]
+            self.custom[spelled] = name
+        return self.custom[spelled]
 
 
 def render(found: Catalog) -> str:
@@ -196,7 +314,8 @@ def render(found: Catalog) -> str:
                     f"{schema}, metadata=Base.metadata)")
     for base, cls in sorted(names.custom.items(), key=lambda item: item[1]):
         head += ["", "", f"class {cls}(sa.types.UserDefinedType[str]):",
-                 f'    """The {base} type (from an extension); values are read and written as text."""', "",
+                 f'    """The {base} type (a domain, composite or extension type), read and written as text."""',
+                 "",
                  "    cache_ok = True", "",
                  "    def get_col_spec(self, **kw: Any) -> str:", f"        return {base!r}"]
     text = "\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"
@@ -248,17 +367,20 @@ def _table_args(table: Table) -> list[str]:
     for name, expression in table.checks:
         args.append(f"sa.CheckConstraint({expression!r}, name={name!r})")
     for index in table.indexes:
-        parts = [repr(index.name)] + [f"sa.text({e!r})" if is_expr else repr(e) for e, is_expr in index.elements]
+        parts = [repr(index.name)] + [f"sa.text({e!r})" if is_expr else repr(_unquoted(e))
+                                      for e, is_expr in index.elements]
         if index.unique:
             parts.append("unique=True")
         if index.method != "btree":
             parts.append(f"postgresql_using={index.method!r}")
         if index.include:
-            parts.append(f"postgresql_include={list(index.include)!r}")
+            parts.append(f"postgresql_include={[_unquoted(c) for c in index.include]!r}")
         if index.where:
             parts.append(f"postgresql_where=sa.text({index.where!r})")
-        note = "" if index.simple else "  # opclass, ordering or collation not modelled"
-        args.append(f"sa.Index({', '.join(parts)}){note}")
+        # A note goes on a line of its own above the index: after it, the separating comma would be
+        # commented out with it (a module that does not parse).
+        note = "" if index.simple else f"# {index.name}: opclass, ordering or collation not modelled\n        "
+        args.append(f"{note}sa.Index({', '.join(parts)})")
     return args
 
 
@@ -291,7 +413,7 @@ def _sa_type(column: Column, names: _Names) -> str:
             f"postgresql.ARRAY({names.enums.get((column.base_schema, column.base), 'sa.Text()')})")
     element = column.type[:-2] if column.is_array and column.type.endswith("[]") else column.type
     known = _known(element)
-    sa_type = known[0] if known is not None else f"{names.custom_type(column.base)}()"
+    sa_type = known[0] if known is not None else f"{names.custom_type(column.base, element)}()"
     return f"postgresql.ARRAY({sa_type})" if column.is_array else sa_type
 
 
