@@ -80,7 +80,7 @@ def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop", dry_ru
 def deploy(settings: Settings, *, rehearse: bool, on_failure: str = "stop", confirm: Confirm | None = None,
            notify: Notify | None = None, progress: Progress | None = None) -> DeployReport:
     """Deploy every pending migration to the target. Raises on failure (after cleaning up)."""
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         return _deploy(settings, rehearse=rehearse, on_failure=on_failure, confirm=confirm, notify=notify,
                        progress=progress)
 
@@ -121,9 +121,10 @@ def _deploy(settings: Settings, *, rehearse: bool, on_failure: str, confirm: Con
 
 
 @contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a cancelled CI job, a stopped container) ends a deploy like Ctrl-C: the running
-    statement is cancelled, maintenance goes off, the history and Slack hear of it. Main thread only."""
+    statement is cancelled, maintenance goes off, the history and Slack hear of it (a fleet run: no
+    target starts any more, those running finish). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

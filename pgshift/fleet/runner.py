@@ -17,13 +17,11 @@ worker threads, wave after wave.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pgshift.databases.pids import alive
@@ -165,7 +163,7 @@ def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, sha
                done_before, lock, total=len([t for t in targets if t.name not in done_before]), board=board)
     started = time.monotonic()
     try:
-        with _terminate_as_interrupt():
+        with workflow.terminate_as_interrupt():
             _waves(run, waves_module.plan(fleet, targets), notify)
     except BaseException as error:
         why = "interrupted" if isinstance(error, KeyboardInterrupt) else redact(f"{type(error).__name__}: {error}")
@@ -176,25 +174,6 @@ def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, sha
         report.total_s = time.monotonic() - started
     journal.append("end", run_id, outcome=report.outcome, halted=report.halted, untouched=report.untouched)
     return report
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job) ends the run like Ctrl-C: no target is started any more, those
-    running finish their deploy, and the journal says the run was interrupted. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _refuse_a_live_runner(journal: Journal, shard: str | None) -> None:
