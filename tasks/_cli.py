@@ -7,15 +7,12 @@ tasks import the engine's heavy modules inside their bodies.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import gc
 import json
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +21,7 @@ from invoke.exceptions import Exit
 
 from pgshift import settings as settings_module
 from pgshift.errors import ConfigError, ExitCode, PgShiftError
+from pgshift.interrupt import terminate_as_interrupt
 from pgshift.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +61,7 @@ def boundary(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            with _terminate_as_interrupt():
+            with terminate_as_interrupt():
                 result = func(*args, **kwargs)
             sys.stdout.flush()  # here, not at exit: a reader that went away (| head) is seen below
             return result
@@ -80,25 +78,6 @@ def boundary(func: F) -> F:
             _say_cleaned_up()
 
     return wrapper  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job, a stopped container, a plain ``kill``) ends a task like Ctrl-C: the
-    running statement is cancelled and rolled back, what the task made is cleaned up, exit 130."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C

@@ -16,11 +16,8 @@ maintenance off, notify, log.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 from pgshift.checks.performance import Thresholds
 from pgshift.databases import target
@@ -42,6 +39,7 @@ from pgshift.deploy.run import (  # the names callers use, re-exported
 )
 from pgshift.deploy.runlog import RunLog
 from pgshift.errors import Aborted, ConfigError, ConnectionFailed, PgShiftError, Refused
+from pgshift.interrupt import terminate_as_interrupt
 from pgshift.migrations import apply, history, source
 from pgshift.migrations.lock import migration_lock
 from pgshift.questions import Confirm, Question
@@ -118,26 +116,6 @@ def _deploy(settings: Settings, *, rehearse: bool, on_failure: str, confirm: Con
         raise
     finally:
         log.close()
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job, a stopped container) ends a deploy like Ctrl-C: the running
-    statement is cancelled, maintenance goes off, the history and Slack hear of it (a fleet run: no
-    target starts any more, those running finish). Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _log_plan(run: Run, planned: Plan, show: bool) -> None:

@@ -35,6 +35,7 @@ from pgshift.fleet import waves as waves_module
 from pgshift.fleet.journal import Journal
 from pgshift.fleet.report import Board, FleetReport, TargetResult, WaveSummary
 from pgshift.fleet.targets import Fleet, Target
+from pgshift.interrupt import terminate_as_interrupt
 from pgshift.questions import Confirm, Question
 from pgshift.settings import Settings
 
@@ -163,7 +164,7 @@ def deploy(settings: Settings, fleet: Fleet, *, parallel: int | None = None, sha
                done_before, lock, total=len([t for t in targets if t.name not in done_before]), board=board)
     started = time.monotonic()
     try:
-        with workflow.terminate_as_interrupt():
+        with terminate_as_interrupt():
             _waves(run, waves_module.plan(fleet, targets), notify)
     except BaseException as error:
         why = "interrupted" if isinstance(error, KeyboardInterrupt) else redact(f"{type(error).__name__}: {error}")
