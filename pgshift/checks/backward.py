@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgshift.checks.forward import apply_one
-from pgshift.databases import snapshot, throwaway
+from pgshift.databases import snapshot, throwaway, tracker
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError, PgShiftError
@@ -87,9 +88,11 @@ class _Scratch:
         self._saved_stack = contextlib.ExitStack()
         self._saved: dict[int, str] = {}   # migrations applied -> a database holding that state
         self._stack = contextlib.ExitStack()
+        self.tracker = tracker.Tracker()  # snapshots of the scratch database, each one re-reading what changed
         self._open(throwaway.empty(self.admin))
 
     def _open(self, database: contextlib.AbstractContextManager[DatabaseUrl]) -> None:
+        self.tracker.reset()  # another database
         try:
             self.url = self._stack.enter_context(database)
             self._connect()
@@ -100,6 +103,7 @@ class _Scratch:
     def _connect(self) -> None:
         self._conn = contextlib.ExitStack()
         self.db = self._conn.enter_context(Database.connect(self.url))
+        _tracked[self.db.conn] = self.tracker
         self._stack.callback(self._conn.close)
 
     @contextlib.contextmanager
@@ -139,11 +143,16 @@ class _Scratch:
             self._saved_stack.close()
 
 
+_tracked: weakref.WeakKeyDictionary[Any, tracker.Tracker] = weakref.WeakKeyDictionary()  # scratch sessions
+
+
 def take(db: Database) -> snapshot.Snapshot:
     """The snapshot as the default search path prints it: a migration's ``SET search_path`` lasts for
-    the session (or the transaction), and would otherwise change how every definition reads."""
+    the session (or the transaction), and would otherwise change how every definition reads. On the
+    scratch database only what changed since the last one is read again."""
     db.execute("RESET search_path")
-    return snapshot.take(db)
+    found = _tracked.get(db.conn)
+    return snapshot.take(db) if found is None else found.take(db)
 
 
 _COLUMNS = re.compile(r"columns \((?P<names>[^)]*)\)")

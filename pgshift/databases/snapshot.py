@@ -21,8 +21,9 @@ from typing import Any
 
 from pgshift.databases.db import Database, SqlFailure
 
-_SKIP = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') "
-         "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'")
+# the schemas a snapshot leaves out (a condition on pg_namespace n)
+SKIP = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') "
+        "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'")
 
 
 def _mine(catalog: str, alias: str) -> str:
@@ -31,14 +32,21 @@ def _mine(catalog: str, alias: str) -> str:
             f"AND d.objid = {alias}.oid AND d.deptype = 'e')")
 
 
+# Every row names its owner: the object whose catalog rows it is printed from, as one number. A relation
+# (table, view, index, sequence, composite type) is its pg_class oid; the other kinds are offset into
+# their own ranges, so owners from different catalogs never collide.
+TYPE, PROC, SCHEMA, EXTENSION = 1 << 32, 2 << 32, 3 << 32, 4 << 32
+
+# kind -> rows (owner, name, definition)
 _QUERIES: dict[str, str] = {
     "schema": f"""
-        SELECT n.nspname, '' FROM pg_namespace n WHERE {_SKIP} AND {_mine('pg_namespace', 'n')}""",
-    "extension": """
-        SELECT e.extname, 'version ' || e.extversion || ' in schema ' || n.nspname
+        SELECT n.oid::bigint + {SCHEMA}, n.nspname, ''
+        FROM pg_namespace n WHERE {SKIP} AND {_mine('pg_namespace', 'n')}""",
+    "extension": f"""
+        SELECT e.oid::bigint + {EXTENSION}, e.extname, 'version ' || e.extversion || ' in schema ' || n.nspname
         FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'""",
     "table": f"""
-        SELECT format('%I.%I', n.nspname, c.relname),
+        SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
                concat_ws(' ', CASE c.relkind WHEN 'p' THEN 'partitioned' WHEN 'f' THEN 'foreign' END,
                          CASE c.relpersistence WHEN 'u' THEN 'unlogged' END,
                          CASE WHEN c.relrowsecurity THEN 'row-security' END,
@@ -50,9 +58,9 @@ _QUERIES: dict[str, str] = {
                                              WHERE i.inhrelid = c.oid) || ' ' || pg_get_expr(c.relpartbound, c.oid),
                          'with ' || array_to_string(c.reloptions, ','))
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p', 'f') AND {_SKIP} AND {_mine('pg_class', 'c')}""",
+        WHERE c.relkind IN ('r', 'p', 'f') AND {SKIP} AND {_mine('pg_class', 'c')}""",
     "column": f"""
-        SELECT format('%I.%I.%I', n.nspname, c.relname, a.attname),
+        SELECT c.oid::bigint, format('%I.%I.%I', n.nspname, c.relname, a.attname),
                concat_ws(' ', format_type(a.atttypid, a.atttypmod),
                          CASE WHEN a.attcollation <> t.typcollation
                               THEN 'COLLATE ' || (SELECT quote_ident(co.collname) FROM pg_collation co
@@ -68,21 +76,22 @@ _QUERIES: dict[str, str] = {
         JOIN pg_type t ON t.oid = a.atttypid
         LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
         WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
-        AND {_SKIP} AND {_mine('pg_class', 'c')}""",
+        AND {SKIP} AND {_mine('pg_class', 'c')}""",
     "constraint": f"""
-        SELECT format('%I.%I.%I', n.nspname, coalesce(c.relname, ty.typname), co.conname),
+        SELECT CASE WHEN co.conrelid <> 0 THEN co.conrelid::bigint ELSE co.contypid::bigint + {TYPE} END,
+               format('%I.%I.%I', n.nspname, coalesce(c.relname, ty.typname), co.conname),
                pg_get_constraintdef(co.oid)
         FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
         LEFT JOIN pg_class c ON c.oid = co.conrelid LEFT JOIN pg_type ty ON ty.oid = co.contypid
-        WHERE co.contype <> 'n' AND {_SKIP} AND {_mine('pg_constraint', 'co')}""",
+        WHERE co.contype <> 'n' AND {SKIP} AND {_mine('pg_constraint', 'co')}""",
     "index": f"""
-        SELECT format('%I.%I', n.nspname, c.relname),
+        SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
                pg_get_indexdef(c.oid) || CASE WHEN i.indisvalid THEN '' ELSE ' (INVALID)' END
                || CASE WHEN i.indisclustered THEN ' (CLUSTERED)' ELSE '' END
         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_SKIP} AND {_mine('pg_class', 'c')}""",
+        WHERE {SKIP} AND {_mine('pg_class', 'c')}""",
     "sequence": f"""
-        SELECT format('%I.%I', n.nspname, c.relname),
+        SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
                concat_ws(' ', 'AS ' || format_type(s.seqtypid, NULL), 'START ' || s.seqstart,
                          'INCREMENT ' || s.seqincrement, 'MIN ' || s.seqmin, 'MAX ' || s.seqmax,
                          'CACHE ' || s.seqcache, CASE WHEN s.seqcycle THEN 'CYCLE' END,
@@ -92,25 +101,27 @@ _QUERIES: dict[str, str] = {
                                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                                          AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
         FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_SKIP} AND {_mine('pg_class', 'c')}""",
+        WHERE {SKIP} AND {_mine('pg_class', 'c')}""",
     "view": f"""
-        SELECT format('%I.%I', n.nspname, c.relname),
+        SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
                CASE c.relkind WHEN 'm' THEN 'materialized ' ELSE '' END || pg_get_viewdef(c.oid, true)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('v', 'm') AND {_SKIP} AND {_mine('pg_class', 'c')}""",
+        WHERE c.relkind IN ('v', 'm') AND {SKIP} AND {_mine('pg_class', 'c')}""",
     "function": f"""
-        SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+        SELECT p.oid::bigint + {PROC},
+               format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
                CASE WHEN p.prokind = 'a' THEN 'aggregate returning ' || format_type(p.prorettype, NULL)
                     ELSE pg_get_functiondef(p.oid) END
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE {_SKIP} AND {_mine('pg_proc', 'p')}""",
+        WHERE {SKIP} AND {_mine('pg_proc', 'p')}""",
     "trigger": f"""
-        SELECT format('%I.%I.%I', n.nspname, c.relname, t.tgname),
+        SELECT t.tgrelid::bigint, format('%I.%I.%I', n.nspname, c.relname, t.tgname),
                pg_get_triggerdef(t.oid) || CASE t.tgenabled WHEN 'D' THEN ' (DISABLED)' ELSE '' END
         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE NOT t.tgisinternal AND {_SKIP} AND {_mine('pg_trigger', 't')}""",
+        WHERE NOT t.tgisinternal AND {SKIP} AND {_mine('pg_trigger', 't')}""",
     "type": f"""
-        SELECT format('%I.%I', n.nspname, t.typname),
+        SELECT CASE WHEN t.typtype = 'c' THEN t.typrelid::bigint ELSE t.oid::bigint + {TYPE} END,
+               format('%I.%I', n.nspname, t.typname),
                CASE t.typtype
                  WHEN 'e' THEN 'enum (' || (SELECT string_agg(quote_literal(e.enumlabel), ', '
                                                               ORDER BY e.enumsortorder)
@@ -127,7 +138,22 @@ _QUERIES: dict[str, str] = {
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
         WHERE (t.typtype IN ('e', 'd') OR (t.typtype = 'c'
                AND (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))
-        AND {_SKIP} AND {_mine('pg_type', 't')}""",
+        AND {SKIP} AND {_mine('pg_type', 't')}""",
+}
+
+
+# kind -> the condition that keeps only the rows of some owners: relations $1, types $2, functions $3
+# (oid arrays). Schemas and extensions have none: they are read whole (see pgshift.databases.tracker).
+_ONLY: dict[str, str] = {
+    "table": "c.oid = ANY($1)",
+    "column": "c.oid = ANY($1)",
+    "constraint": "(co.conrelid = ANY($1) OR co.contypid = ANY($2))",
+    "index": "c.oid = ANY($1)",
+    "sequence": "c.oid = ANY($1)",
+    "view": "c.oid = ANY($1)",
+    "function": "p.oid = ANY($3)",
+    "trigger": "t.tgrelid = ANY($1)",
+    "type": "(t.typrelid = ANY($1) OR t.oid = ANY($2))",
 }
 
 
@@ -141,32 +167,52 @@ class Snapshot:
         return len(self.objects)
 
 
-# All of it in one round trip: a check takes a snapshot two or three times per migration. Whitespace
-# is collapsed by the server, so a snapshot stored as JSON compares with a live one inside one query.
-_ALL = " UNION ALL ".join(f"SELECT '{kind} ' || q.n::text, "
-                          f"btrim(regexp_replace(coalesce(q.d::text, ''), '\\s+', ' ', 'g')) "
-                          f"FROM ({query}) AS q(n, d)" for kind, query in _QUERIES.items())
+def union(kinds: dict[str, str], owner: bool = False) -> str:
+    """The queries of ``kinds`` (kind -> query) in one, rows (key, definition), or (owner, key,
+    definition) with ``owner``. Whitespace is collapsed by the server, so a snapshot stored as JSON
+    compares with a live one inside one query."""
+    first = "q.o, " if owner else ""
+    return " UNION ALL ".join(f"SELECT {first}'{kind} ' || q.n::text, "
+                              f"btrim(regexp_replace(coalesce(q.d::text, ''), '\\s+', ' ', 'g')) "
+                              f"FROM ({query}) AS q(o, n, d)" for kind, query in kinds.items())
+
+
+def only(kind: str) -> str | None:
+    """The query of ``kind`` kept to the owners in its parameters (see ``_ONLY``); None when the kind
+    is only ever read whole."""
+    return f"{_QUERIES[kind]} AND {_ONLY[kind]}" if kind in _ONLY else None
+
+
+# All of it in one round trip: a check takes a snapshot two or three times per migration.
+_ALL = union(_QUERIES)
 SQL = _ALL  # rows (key, definition): the query ``take`` runs, for callers that compare on the server
+OWNED = union(_QUERIES, owner=True)  # rows (owner, key, definition): all of them
+SOME = union({kind: query for kind in _QUERIES if (query := only(kind)) is not None}, owner=True)
 
 
-_PREPARED = "pgshift_snapshot"
-_prepared: weakref.WeakSet[Any] = weakref.WeakSet()  # connections that have it prepared
+_prepared: dict[str, weakref.WeakSet[Any]] = {}  # statement name -> connections that have it prepared
 
 
-def take(db: Database) -> Snapshot:
-    """Read the schema of the database ``db`` is connected to (reads only).
-
-    The query is prepared once per connection: planning it costs more than running it."""
-    if db.conn not in _prepared:
-        db.execute(f"PREPARE {_PREPARED} AS {_ALL}")
-        _prepared.add(db.conn)
+def run_prepared(db: Database, name: str, statement: str, arguments: str = "") -> list[tuple[Any, ...]]:
+    """The rows of ``statement``, prepared once per connection as ``name``: planning a query over the
+    whole catalog costs more than running it. ``statement`` is ``(types) AS query`` or ``AS query``;
+    ``arguments`` the literal arguments of EXECUTE, if it takes any."""
+    done = _prepared.setdefault(name, weakref.WeakSet())
+    if db.conn not in done:
+        db.execute(f"PREPARE {name} {statement}")
+        done.add(db.conn)
     try:
-        rows = db.rows(f"EXECUTE {_PREPARED}")
+        return db.rows(f"EXECUTE {name}{arguments}")
     except SqlFailure as failure:
         if failure.sqlstate != "26000" or db.in_transaction:  # gone (DISCARD ALL): prepare it again
             raise
-        db.execute(f"PREPARE {_PREPARED} AS {_ALL}")
-        rows = db.rows(f"EXECUTE {_PREPARED}")
+        db.execute(f"PREPARE {name} {statement}")
+        return db.rows(f"EXECUTE {name}{arguments}")
+
+
+def take(db: Database) -> Snapshot:
+    """Read the schema of the database ``db`` is connected to (reads only)."""
+    rows = run_prepared(db, "pgshift_snapshot", f"AS {_ALL}")
     return Snapshot({str(key): str(definition) for key, definition in rows})
 
 

@@ -1,0 +1,258 @@
+"""An incremental catalog snapshot: ``Tracker.take`` gives the same ``Snapshot`` as ``snapshot.take``
+but prints again only the definitions that may have changed since the tracker's previous one.
+
+Every row of a snapshot has an owner (``snapshot.TYPE``): a relation, a type or a function. A cheap
+query (no ``pg_get_*def``) reads each owner's signature, the versions (xmin, cmin) of every catalog
+row it is printed from; an owner whose signature differs from the previous one's, or that is new, is
+printed again, and so is every owner with an object that depends on it (``pg_depend``): a view when a
+column it reads is renamed, a table when the type of a column or the function of a trigger is. A
+definition prints the names of what it references, and a name lives in the catalog rows of its own
+object, so the direct dependents are enough. Whatever else a definition prints from (schemas,
+extensions and their members, collations, operators, operator classes, access methods, languages,
+text search objects, the session's temporary objects, the settings that change how values print,
+the database itself) is one token: when it changes, the snapshot is taken whole. So is it when an
+object appears, goes or is renamed under a name that a system object on the search path also has
+(the two could hide each other); an owner on the search path sharing the name is printed again.
+
+The signature compares against the previous snapshot's, whatever happened in between: a transaction
+rolled back brings back the older rows, whose versions differ from those seen inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from pgshift.databases import snapshot
+from pgshift.databases.db import Database
+from pgshift.databases.snapshot import PROC, SKIP, TYPE, Snapshot
+
+# The OIDs of objects made by initdb stop below this; a schema's objects are all above it.
+_FIRST_NORMAL = 16384
+
+
+def _hash(alias: str) -> str:
+    """A 64-bit hash of the version of row ``alias``: its xmin and cmin (what a new row, or one changed
+    later in the same transaction, never shares with the rows it replaced)."""
+    return f"hashint8extended({alias}.xmin::text::bigint, {alias}.cmin::text::bigint)"
+
+
+def _fold(h: str) -> str:
+    """The hashes ``h`` of some rows' versions, in any order, as one text: how many, and the sums of
+    the two halves of the hashes (each sum exact, so a row more, less or changed changes it)."""
+    return (f"count(*)::text || ',' || coalesce(sum(({h} >> 32)::int), 0)::text || ',' "
+            f"|| coalesce(sum(({h} & 2147483647)::int), 0)::text")
+
+
+def _sum(alias: str) -> str:
+    return _fold(f"({_hash(alias)})")
+
+
+def _type_owner(t: str, e: str) -> str:
+    """The owner of type ``t``: its relation (a row type), the owner of its element (``e``, an array
+    of it), or the type itself."""
+    return (f"CASE WHEN {t}.typrelid <> 0 THEN {t}.typrelid::bigint WHEN {e}.typrelid <> 0 THEN {e}.typrelid::bigint "
+            f"WHEN {e}.oid IS NOT NULL THEN {e}.oid::bigint + {TYPE} ELSE {t}.oid::bigint + {TYPE} END")
+
+
+# Printed from, but no owner's: a change here and the snapshot is taken whole.
+_SETTINGS = ("search_path", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "quote_all_identifiers",
+             "bytea_output", "lc_monetary", "lc_numeric", "standard_conforming_strings")
+_AUX = ("pg_namespace", "pg_extension", "pg_collation", "pg_operator", "pg_opclass", "pg_opfamily", "pg_am",
+        "pg_language", "pg_ts_config", "pg_ts_dict", "pg_ts_parser", "pg_ts_template")
+_TOKEN = "concat_ws('|', " + ", ".join(
+    ["(SELECT d.oid FROM pg_database d WHERE d.datname = current_database())::text",
+     "current_schemas(true)::text"]
+    + [f"current_setting('{name}')" for name in _SETTINGS]
+    + [f"(SELECT {_sum('x')} FROM {catalog} x)" for catalog in _AUX]
+    + [f"(SELECT {_sum('x')} FROM pg_depend x WHERE x.refclassid = 'pg_extension'::regclass)"]) + ")"  # members
+
+# rows (owner, signature); owner 0 is the token. Every object made after initdb has an owner here,
+# whether the snapshot shows it or not (the session's temporary tables, toast tables, the pgshift
+# schema): an owner with no rows costs nothing, and leaving them in keeps each catalog one range scan.
+_SIGNATURES = f"""
+WITH part(owner, h) AS (
+    SELECT x.oid::bigint, {_hash('x')} FROM pg_class x WHERE x.oid >= {_FIRST_NORMAL}
+    UNION ALL SELECT {_type_owner('x', 'e')}, {_hash('x')}
+              FROM pg_type x LEFT JOIN pg_type e ON e.oid = x.typelem AND e.typarray = x.oid
+              WHERE x.oid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.attrelid::bigint, {_hash('x')} FROM pg_attribute x
+              WHERE x.attrelid >= {_FIRST_NORMAL} AND x.attnum > 0
+    UNION ALL SELECT x.adrelid::bigint, {_hash('x')} FROM pg_attrdef x WHERE x.adrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT CASE WHEN x.conrelid <> 0 THEN x.conrelid::bigint ELSE x.contypid::bigint + {TYPE} END,
+                     {_hash('x')} FROM pg_constraint x WHERE x.oid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.indexrelid::bigint, {_hash('x')} FROM pg_index x WHERE x.indexrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.tgrelid::bigint, {_hash('x')} FROM pg_trigger x WHERE x.tgrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.ev_class::bigint, {_hash('x')} FROM pg_rewrite x WHERE x.ev_class >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.seqrelid::bigint, {_hash('x')} FROM pg_sequence x WHERE x.seqrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.inhrelid::bigint, {_hash('x')} FROM pg_inherits x WHERE x.inhrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.partrelid::bigint, {_hash('x')} FROM pg_partitioned_table x
+              WHERE x.partrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.enumtypid::bigint + {TYPE}, {_hash('x')} FROM pg_enum x
+    UNION ALL SELECT x.oid::bigint + {PROC}, {_hash('x')} FROM pg_proc x WHERE x.oid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.objid::bigint, {_hash('x')} FROM pg_sequence s  /* a sequence's OWNED BY */
+              JOIN pg_depend x ON x.classid = 'pg_class'::regclass AND x.objid = s.seqrelid
+              WHERE x.refclassid = 'pg_class'::regclass AND x.deptype IN ('a', 'i'))
+SELECT owner, {_fold('h')} FROM part GROUP BY owner
+UNION ALL SELECT 0, {_TOKEN}"""
+
+# rows (owner): the owners of what depends on an object of the relations $1, types $2, functions $3
+_DEPENDENTS = f"""
+WITH m(classid, objid) AS (
+    SELECT 'pg_class'::regclass::oid, r FROM unnest($1::oid[]) r
+    UNION ALL SELECT 'pg_type'::regclass::oid, t FROM unnest($2::oid[]) t
+    UNION ALL SELECT 'pg_type'::regclass::oid, c.reltype FROM pg_class c WHERE c.oid = ANY($1) AND c.reltype <> 0
+    UNION ALL SELECT 'pg_type'::regclass::oid, t.typarray FROM pg_type t
+              WHERE (t.oid = ANY($2) OR t.oid IN (SELECT c.reltype FROM pg_class c WHERE c.oid = ANY($1)))
+              AND t.typarray <> 0
+    UNION ALL SELECT 'pg_constraint'::regclass::oid, x.oid FROM pg_constraint x WHERE x.conrelid = ANY($1)
+    UNION ALL SELECT 'pg_constraint'::regclass::oid, x.oid FROM pg_constraint x WHERE x.contypid = ANY($2)
+    UNION ALL SELECT 'pg_attrdef'::regclass::oid, x.oid FROM pg_attrdef x WHERE x.adrelid = ANY($1)
+    UNION ALL SELECT 'pg_trigger'::regclass::oid, x.oid FROM pg_trigger x WHERE x.tgrelid = ANY($1)
+    UNION ALL SELECT 'pg_rewrite'::regclass::oid, x.oid FROM pg_rewrite x WHERE x.ev_class = ANY($1)
+    UNION ALL SELECT 'pg_proc'::regclass::oid, p FROM unnest($3::oid[]) p)
+SELECT DISTINCT CASE d.classid
+    WHEN 'pg_class'::regclass THEN d.objid::bigint
+    WHEN 'pg_type'::regclass THEN (SELECT {_type_owner('t', 'e')} FROM pg_type t
+                                   LEFT JOIN pg_type e ON e.oid = t.typelem AND e.typarray = t.oid
+                                   WHERE t.oid = d.objid)
+    WHEN 'pg_constraint'::regclass THEN (SELECT CASE WHEN x.conrelid <> 0 THEN x.conrelid::bigint
+                                                     ELSE x.contypid::bigint + {TYPE} END
+                                         FROM pg_constraint x WHERE x.oid = d.objid)
+    WHEN 'pg_attrdef'::regclass THEN (SELECT x.adrelid::bigint FROM pg_attrdef x WHERE x.oid = d.objid)
+    WHEN 'pg_trigger'::regclass THEN (SELECT x.tgrelid::bigint FROM pg_trigger x WHERE x.oid = d.objid)
+    WHEN 'pg_rewrite'::regclass THEN (SELECT x.ev_class::bigint FROM pg_rewrite x WHERE x.oid = d.objid)
+    WHEN 'pg_proc'::regclass THEN d.objid::bigint + {PROC} END
+FROM m JOIN pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid"""
+
+# rows (true) when a relation, type or function named in $1 lives in a schema on the search path that
+# the snapshot skips (pg_catalog, the session's temporary schema)
+_SHADOWED = f"""
+WITH n AS (SELECT n.oid FROM pg_namespace n WHERE n.nspname = ANY(current_schemas(true)) AND NOT ({SKIP}))
+SELECT true WHERE EXISTS (SELECT FROM pg_class x WHERE x.relname = ANY($1) AND x.relnamespace IN (SELECT oid FROM n))
+OR EXISTS (SELECT FROM pg_type x WHERE x.typname = ANY($1) AND x.typnamespace IN (SELECT oid FROM n))
+OR EXISTS (SELECT FROM pg_proc x WHERE x.proname = ANY($1) AND x.pronamespace IN (SELECT oid FROM n))"""
+
+_OIDS = "(oid[], oid[], oid[])"
+
+
+def _names(some: bool) -> str:
+    """rows (owner, name, namespace, whether that is on the search path): of every relation, type and
+    function, or (``some``) of the relations $1, types $2 and functions $3."""
+    def only(param: int) -> str:
+        return f" AND x.oid = ANY(${param})" if some else ""
+
+    on_path = "IN (SELECT n.oid FROM pg_namespace n WHERE n.nspname = ANY(current_schemas(true)))"
+    return f"""
+SELECT x.oid::bigint, x.relname::text, x.relnamespace, x.relnamespace {on_path}
+FROM pg_class x WHERE x.oid >= {_FIRST_NORMAL}{only(1)}
+UNION ALL SELECT x.oid::bigint + {TYPE}, x.typname::text, x.typnamespace, x.typnamespace {on_path}
+FROM pg_type x WHERE x.oid >= {_FIRST_NORMAL} AND x.typrelid = 0{only(2)}
+AND NOT EXISTS (SELECT FROM pg_type e WHERE e.oid = x.typelem AND e.typarray = x.oid)
+UNION ALL SELECT x.oid::bigint + {PROC}, x.proname::text, x.pronamespace, x.pronamespace {on_path}
+FROM pg_proc x WHERE x.oid >= {_FIRST_NORMAL}{only(3)}"""
+
+
+class _Name(NamedTuple):
+    name: str
+    nsp: int
+    on_path: bool
+
+
+def _read_names(rows: list[tuple[Any, ...]]) -> dict[int, _Name]:
+    return {int(owner): _Name(str(name), int(nsp), bool(on_path)) for owner, name, nsp, on_path in rows}
+
+
+@dataclass(frozen=True)
+class _State:
+    token: str
+    signatures: dict[int, str]
+    names: dict[int, _Name]
+    owned: dict[int, dict[str, str]]  # owner -> its rows of the snapshot (key -> definition)
+    objects: dict[str, str]
+
+
+class Tracker:
+    """Snapshots of one database, each one printing again only what may have changed since the last
+    (the first, and any after a change of schema, extension, setting or database, is whole)."""
+
+    def __init__(self) -> None:
+        self._state: _State | None = None
+        self.printed = 0  # owners printed again by the last take (all of them when it was whole)
+        self.owners = 0  # owners the last take found
+
+    def reset(self) -> None:
+        """Forget the previous snapshot: the next is taken whole."""
+        self._state = None
+
+    def take(self, db: Database) -> Snapshot:
+        """The snapshot of the database ``db`` is connected to, equal to ``snapshot.take(db)``."""
+        signatures = dict(snapshot.run_prepared(db, "pgshift_signatures", f"AS {_SIGNATURES}"))
+        token = signatures.pop(0)
+        state = self._state
+        if state is None or state.token != token:
+            return self._whole(db, token, signatures)
+        changed = {o for o, s in signatures.items() if state.signatures.get(o) != s}
+        vanished = state.signatures.keys() - signatures.keys()
+        names = state.names
+        if changed or vanished:
+            names = {o: n for o, n in names.items() if o not in vanished}
+            if changed:
+                names.update(_read_names(snapshot.run_prepared(db, "pgshift_some_names", f"{_OIDS} AS {_names(True)}",
+                                                               _arguments(changed))))
+        hidden = _renamed(changed | vanished, state.names, names)
+        if hidden and snapshot.run_prepared(db, "pgshift_shadowed", f"(text[]) AS {_SHADOWED}",
+                                       f"({db.literal(sorted(hidden))})"):
+            return self._whole(db, token, signatures)
+        seeds = changed | {o for o, n in names.items() if n.on_path and n.name in hidden}
+        again = seeds
+        if seeds:
+            rows = snapshot.run_prepared(db, "pgshift_dependents", f"{_OIDS} AS {_DEPENDENTS}", _arguments(seeds))
+            again = (seeds | {int(owner) for owner, in rows if owner is not None}) & signatures.keys()
+        objects = dict(state.objects)
+        owned = dict(state.owned)
+        for owner in again | vanished:
+            for key in owned.pop(owner, {}):
+                objects.pop(key, None)
+        if again:
+            rows = snapshot.run_prepared(db, "pgshift_snapshot_some", f"{_OIDS} AS {snapshot.SOME}", _arguments(again))
+            _add(rows, owned, objects)
+        self._state = _State(token, signatures, names, owned, objects)
+        self.printed, self.owners = len(again), len(signatures)
+        return Snapshot(dict(objects))
+
+    def _whole(self, db: Database, token: str, signatures: dict[int, str]) -> Snapshot:
+        names = _read_names(snapshot.run_prepared(db, "pgshift_names", f"AS {_names(False)}"))
+        owned: dict[int, dict[str, str]] = {}
+        objects: dict[str, str] = {}
+        _add(snapshot.run_prepared(db, "pgshift_snapshot_owned", f"AS {snapshot.OWNED}"), owned, objects)
+        self._state = _State(token, signatures, names, owned, objects)
+        self.printed = self.owners = len(signatures)
+        return Snapshot(dict(objects))
+
+
+def _renamed(owners: set[int], before: dict[int, _Name], now: dict[int, _Name]) -> set[str]:
+    """The names on the search path that owners took or gave up (a new, dropped, renamed or moved
+    object; any changed function, whose defaults and variadics take part in finding it by name)."""
+    found: set[str] = set()
+    for owner in owners:
+        old, new = before.get(owner), now.get(owner)
+        if old != new or owner // TYPE == PROC // TYPE:
+            found |= {n.name for n in (old, new) if n is not None and n.on_path}
+    return found
+
+
+def _add(rows: list[tuple[Any, ...]], owned: dict[int, dict[str, str]], objects: dict[str, str]) -> None:
+    for owner, key, definition in rows:
+        owned.setdefault(int(owner), {})[str(key)] = str(definition)
+        objects[str(key)] = str(definition)
+
+
+def _arguments(owners: set[int]) -> str:
+    """EXECUTE's arguments for ``_OIDS``: the relations, types and functions among ``owners``."""
+    kinds: list[list[int]] = [[], [], []]
+    for owner in owners:
+        tag, oid = divmod(owner, TYPE)
+        if tag < len(kinds):
+            kinds[tag].append(oid)
+    return "(" + ", ".join(f"'{{{','.join(map(str, oids))}}}'" for oids in kinds) + ")"
