@@ -31,21 +31,29 @@ from pgshift.databases.snapshot import PROC, SKIP, TYPE, Snapshot
 _FIRST_NORMAL = 16384
 
 
-def _hash(alias: str) -> str:
-    """A 64-bit hash of the version of row ``alias``: its xmin and cmin (what a new row, or one changed
-    later in the same transaction, never shares with the rows it replaced)."""
-    return f"hashint8extended({alias}.xmin::text::bigint, {alias}.cmin::text::bigint)"
+def _version(alias: str) -> str:
+    """The version of row ``alias`` as a number: its xmin (by its distance from a fixed one, which does
+    not depend on when it is read, and costs less than reading it as text) and, for a row this
+    transaction wrote, its cmin too: a row that a later command of the same transaction replaced has
+    the same xmin."""
+    return (f"(CASE WHEN {alias}.xmin = '1'::xid OR {alias}.xmin = '2'::xid THEN 0 "  # initdb's: no age
+            f"ELSE (k.base - age({alias}.xmin)) & 4294967295 END "
+            f"# CASE WHEN {alias}.xmin = k.mine THEN {alias}.cmin::text::bigint << 32 ELSE 0 END)")
 
 
-def _fold(h: str) -> str:
-    """The hashes ``h`` of some rows' versions, in any order, as one text: how many, and the sums of
-    the two halves of the hashes (each sum exact, so a row more, less or changed changes it)."""
-    return (f"count(*)::text || ',' || coalesce(sum(({h} >> 32)::int), 0)::text || ',' "
-            f"|| coalesce(sum(({h} & 2147483647)::int), 0)::text")
+# (base, mine): the age of a fixed xid (the first normal one), and this transaction's xid, if it has one
+_K = "k AS (SELECT age('3'::xid)::bigint AS base, xid(pg_current_xact_id_if_assigned()) AS mine)"
+
+
+def _fold(v: str) -> str:
+    """The versions ``v`` of some rows, in any order, as one text: how many, and the sums of two
+    31-bit hashes of each (exact sums: a row more, less or changed changes them)."""
+    return (f"count(*)::text || ',' || coalesce(sum(hashint8({v})), 0)::text || ',' "
+            f"|| coalesce(sum((hashint8extended({v}, 1) >> 33)::int), 0)::text")
 
 
 def _sum(alias: str) -> str:
-    return _fold(f"({_hash(alias)})")
+    return _fold(_version(alias))
 
 
 def _type_owner(t: str, e: str) -> str:
@@ -55,46 +63,49 @@ def _type_owner(t: str, e: str) -> str:
             f"WHEN {e}.oid IS NOT NULL THEN {e}.oid::bigint + {TYPE} ELSE {t}.oid::bigint + {TYPE} END")
 
 
-# Printed from, but no owner's: a change here and the snapshot is taken whole.
+# Printed from, but no owner's: when one changes the snapshot is taken whole. The settings that change
+# how definitions print, the database (a copy has the catalog rows of its source), and rows of these
+# catalogs: all of a few small ones; of the hundreds of collations and operators that initdb makes,
+# which nothing renames (operators cannot be), those made since.
 _SETTINGS = ("search_path", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "quote_all_identifiers",
              "bytea_output", "lc_monetary", "lc_numeric", "standard_conforming_strings")
-_AUX = ("pg_namespace", "pg_extension", "pg_collation", "pg_operator", "pg_opclass", "pg_opfamily", "pg_am",
-        "pg_language", "pg_ts_config", "pg_ts_dict", "pg_ts_parser", "pg_ts_template")
-_TOKEN = "concat_ws('|', " + ", ".join(
-    ["(SELECT d.oid FROM pg_database d WHERE d.datname = current_database())::text",
-     "current_schemas(true)::text"]
-    + [f"current_setting('{name}')" for name in _SETTINGS]
-    + [f"(SELECT {_sum('x')} FROM {catalog} x)" for catalog in _AUX]
-    + [f"(SELECT {_sum('x')} FROM pg_depend x WHERE x.refclassid = 'pg_extension'::regclass)"]) + ")"  # members
+_CONTEXT = "concat_ws('|', (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())::text, " + \
+    "current_schemas(true)::text, " + ", ".join(f"current_setting('{name}')" for name in _SETTINGS) + ")"
+_AUX = ("pg_namespace", "pg_extension", "pg_opclass", "pg_opfamily", "pg_am", "pg_language", "pg_ts_config",
+        "pg_ts_dict", "pg_ts_parser", "pg_ts_template")
+_AUX_ROWS = "".join(f"\n    UNION ALL SELECT 0, {_version('x')} FROM k, {catalog} x" for catalog in _AUX) + "".join(
+    f"\n    UNION ALL SELECT 0, {_version('x')} FROM k, {catalog} x WHERE x.oid >= {_FIRST_NORMAL}"
+    for catalog in ("pg_collation", "pg_operator")) + (
+    f"\n    UNION ALL SELECT 0, {_version('x')} FROM k, pg_depend x WHERE x.refclassid = 'pg_extension'::regclass")
 
-# rows (owner, signature); owner 0 is the token. Every object made after initdb has an owner here,
+# rows (owner, signature); owner 0 is what no owner has (see _AUX_ROWS), -1 the context. Every object made after initdb has an owner here,
 # whether the snapshot shows it or not (the session's temporary tables, toast tables, the pgshift
 # schema): an owner with no rows costs nothing, and leaving them in keeps each catalog one range scan.
 _SIGNATURES = f"""
-WITH part(owner, h) AS (
-    SELECT x.oid::bigint, {_hash('x')} FROM pg_class x WHERE x.oid >= {_FIRST_NORMAL}
-    UNION ALL SELECT {_type_owner('x', 'e')}, {_hash('x')}
-              FROM pg_type x LEFT JOIN pg_type e ON e.oid = x.typelem AND e.typarray = x.oid
+WITH {_K}, part(owner, v) AS (
+    SELECT x.oid::bigint, {_version('x')} FROM k, pg_class x WHERE x.oid >= {_FIRST_NORMAL}
+    UNION ALL SELECT {_type_owner('x', 'e')}, {_version('x')}
+              FROM k, pg_type x LEFT JOIN pg_type e ON e.oid = x.typelem AND e.typarray = x.oid
               WHERE x.oid >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.attrelid::bigint, {_hash('x')} FROM pg_attribute x
+    UNION ALL SELECT x.attrelid::bigint, {_version('x')} FROM k, pg_attribute x
               WHERE x.attrelid >= {_FIRST_NORMAL} AND x.attnum > 0
-    UNION ALL SELECT x.adrelid::bigint, {_hash('x')} FROM pg_attrdef x WHERE x.adrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.adrelid::bigint, {_version('x')} FROM k, pg_attrdef x WHERE x.adrelid >= {_FIRST_NORMAL}
     UNION ALL SELECT CASE WHEN x.conrelid <> 0 THEN x.conrelid::bigint ELSE x.contypid::bigint + {TYPE} END,
-                     {_hash('x')} FROM pg_constraint x WHERE x.oid >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.indexrelid::bigint, {_hash('x')} FROM pg_index x WHERE x.indexrelid >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.tgrelid::bigint, {_hash('x')} FROM pg_trigger x WHERE x.tgrelid >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.ev_class::bigint, {_hash('x')} FROM pg_rewrite x WHERE x.ev_class >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.seqrelid::bigint, {_hash('x')} FROM pg_sequence x WHERE x.seqrelid >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.inhrelid::bigint, {_hash('x')} FROM pg_inherits x WHERE x.inhrelid >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.partrelid::bigint, {_hash('x')} FROM pg_partitioned_table x
+                     {_version('x')} FROM k, pg_constraint x WHERE x.oid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.indexrelid::bigint, {_version('x')} FROM k, pg_index x WHERE x.indexrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.tgrelid::bigint, {_version('x')} FROM k, pg_trigger x WHERE x.tgrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.ev_class::bigint, {_version('x')} FROM k, pg_rewrite x WHERE x.ev_class >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.seqrelid::bigint, {_version('x')} FROM k, pg_sequence x WHERE x.seqrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.inhrelid::bigint, {_version('x')} FROM k, pg_inherits x WHERE x.inhrelid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.partrelid::bigint, {_version('x')} FROM k, pg_partitioned_table x
               WHERE x.partrelid >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.enumtypid::bigint + {TYPE}, {_hash('x')} FROM pg_enum x
-    UNION ALL SELECT x.oid::bigint + {PROC}, {_hash('x')} FROM pg_proc x WHERE x.oid >= {_FIRST_NORMAL}
-    UNION ALL SELECT x.objid::bigint, {_hash('x')} FROM pg_sequence s  /* a sequence's OWNED BY */
+    UNION ALL SELECT x.enumtypid::bigint + {TYPE}, {_version('x')} FROM k, pg_enum x
+    UNION ALL SELECT x.oid::bigint + {PROC}, {_version('x')} FROM k, pg_proc x WHERE x.oid >= {_FIRST_NORMAL}
+    UNION ALL SELECT x.objid::bigint, {_version('x')} FROM k, pg_sequence s  /* a sequence's OWNED BY */
               JOIN pg_depend x ON x.classid = 'pg_class'::regclass AND x.objid = s.seqrelid
-              WHERE x.refclassid = 'pg_class'::regclass AND x.deptype IN ('a', 'i'))
-SELECT owner, {_fold('h')} FROM part GROUP BY owner
-UNION ALL SELECT 0, {_TOKEN}"""
+              WHERE x.refclassid = 'pg_class'::regclass AND x.deptype IN ('a', 'i'){_AUX_ROWS})
+SELECT owner, {_fold('v')} FROM part GROUP BY owner
+UNION ALL SELECT -1, {_CONTEXT}"""
 
 # rows (owner): the owners of what depends on an object of the relations $1, types $2, functions $3
 _DEPENDENTS = f"""
@@ -188,7 +199,7 @@ class Tracker:
     def take(self, db: Database) -> Snapshot:
         """The snapshot of the database ``db`` is connected to, equal to ``snapshot.take(db)``."""
         signatures = dict(snapshot.run_prepared(db, "pgshift_signatures", f"AS {_SIGNATURES}"))
-        token = signatures.pop(0)
+        token = f"{signatures.pop(-1)} {signatures.pop(0)}"
         state = self._state
         if state is None or state.token != token:
             return self._whole(db, token, signatures)
