@@ -1,21 +1,24 @@
 """An incremental catalog snapshot: ``Tracker.take`` gives the same ``Snapshot`` as ``snapshot.take``
 but prints again only the definitions that may have changed since the tracker's previous one.
 
-Every row of a snapshot has an owner (``snapshot.TYPE``): a relation, a type or a function. A cheap
-query (no ``pg_get_*def``) reads each owner's signature, the versions (xmin, cmin) of every catalog
-row it is printed from; an owner whose signature differs from the previous one's, or that is new, is
-printed again, and so is every owner with an object that depends on it (``pg_depend``): a view when a
-column it reads is renamed, a table when the type of a column or the function of a trigger is. A
-definition prints the names of what it references, and a name lives in the catalog rows of its own
-object, so the direct dependents are enough. Whatever else a definition prints from (schemas,
-extensions and their members, collations, operators, operator classes, access methods, languages,
-text search objects, the session's temporary objects, the settings that change how values print,
-the database itself) is one token: when it changes, the snapshot is taken whole. So is it when an
-object appears, goes or is renamed under a name that a system object on the search path also has
-(the two could hide each other); an owner on the search path sharing the name is printed again.
+Every row of a snapshot has an owner (``snapshot.TYPE``): a relation, a type or a function. One cheap
+query (no ``pg_get_*def``) reads each owner's signature: the versions (xmin, and cmin for this
+transaction's rows) of the catalog rows it is printed from. An owner whose signature differs from the
+previous one's, or that is new, is printed again, and so is every owner of an object that depends on
+it (``pg_depend``): a view when a column it reads is renamed, a table when the type of a column or the
+function of a trigger is. A definition prints the names of what it references, and a name lives in
+the catalog rows of its own object, so direct dependents are enough. A name also decides what an
+unqualified name finds: when an object on the search path appears, goes or changes name, the owners
+on the path with that name are printed again too, and the snapshot is taken whole if a system object
+(pg_catalog, the session's temporary schema) has it. What no owner holds (schemas, extensions and
+their members, operators, operator classes, collations, access methods, languages, text search
+objects, the settings that change how values print, the database itself) is one token: when it
+changes, the snapshot is taken whole.
 
-The signature compares against the previous snapshot's, whatever happened in between: a transaction
-rolled back brings back the older rows, whose versions differ from those seen inside it.
+Signatures compare with the previous snapshot's, whatever happened in between: a transaction rolled
+back brings back the older rows, whose versions differ from those seen inside it. Read while another
+session changes the schema, a snapshot may mix two states (the next one is right again): it is meant
+for scratch databases that one session changes.
 """
 
 from __future__ import annotations
@@ -42,12 +45,12 @@ def _version(alias: str) -> str:
 
 
 # (base, mine): the age of a fixed xid (the first normal one), and this transaction's xid, if it has one
-_K = "k AS (SELECT age('3'::xid)::bigint AS base, xid(pg_current_xact_id_if_assigned()) AS mine)"
+_K = "k AS (SELECT age('3'::xid)::bigint AS base, (txid_current_if_assigned() % 4294967296)::text::xid AS mine)"
 
 
 def _fold(v: str) -> str:
-    """The versions ``v`` of some rows, in any order, as one text: how many, and the sums of two
-    31-bit hashes of each (exact sums: a row more, less or changed changes them)."""
+    """The versions ``v`` of some rows, in any order, as one text: how many, and the sums of a 32-bit
+    and a 31-bit hash of each (exact sums: a row more, less or changed changes them)."""
     return (f"count(*)::text || ',' || coalesce(sum(hashint8({v})), 0)::text || ',' "
             f"|| coalesce(sum((hashint8extended({v}, 1) >> 33)::int), 0)::text")
 
@@ -78,9 +81,10 @@ _AUX_ROWS = "".join(f"\n    UNION ALL SELECT 0, {_version('x')} FROM k, {catalog
     for catalog in ("pg_collation", "pg_operator")) + (
     f"\n    UNION ALL SELECT 0, {_version('x')} FROM k, pg_depend x WHERE x.refclassid = 'pg_extension'::regclass")
 
-# rows (owner, signature); owner 0 is what no owner has (see _AUX_ROWS), -1 the context. Every object made after initdb has an owner here,
-# whether the snapshot shows it or not (the session's temporary tables, toast tables, the pgshift
-# schema): an owner with no rows costs nothing, and leaving them in keeps each catalog one range scan.
+# rows (owner, signature); owner 0 holds what no owner has (_AUX_ROWS), -1 is the context. Every
+# object made after initdb has an owner here, whether the snapshot shows it or not (the session's
+# temporary tables, toast tables, the pgshift schema): an owner with no rows costs nothing, and
+# leaving them in keeps each catalog one range scan.
 _SIGNATURES = f"""
 WITH {_K}, part(owner, v) AS (
     SELECT x.oid::bigint, {_version('x')} FROM k, pg_class x WHERE x.oid >= {_FIRST_NORMAL}
