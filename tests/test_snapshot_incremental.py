@@ -219,6 +219,23 @@ def test_objects_that_hide_others_on_the_search_path(db_url: DatabaseUrl) -> Non
         assert "pg_catalog.lower" in found["index app.people_nick"]
 
 
+def test_many_versions_of_one_row_committed_and_in_a_transaction(db_url: DatabaseUrl) -> None:
+    track = tracker.Tracker()
+    with Database.connect(db_url) as db:
+        db.execute("CREATE TABLE t (id int, n int DEFAULT 0)")
+        same(db, track, "a table")
+        for k in range(1, 17):
+            db.execute(f"ALTER TABLE t ALTER COLUMN n SET DEFAULT {k}")
+            same(db, track, f"default {k}, committed")
+            db.execute("BEGIN")
+            for j in range(k):  # each command replaces the row again: the same xmin, another cmin
+                db.execute(f"ALTER TABLE t ALTER COLUMN n SET DEFAULT {1000 * k + j}")
+                found = same(db, track, f"default {1000 * k + j}").objects["column public.t.n"]
+                assert f"DEFAULT {1000 * k + j}" in found
+            db.execute("ROLLBACK")
+            assert f"DEFAULT {k}" in same(db, track, f"default {k}, rolled back to").objects["column public.t.n"]
+
+
 def test_a_new_session_a_copy_and_a_concurrent_index(db_url: DatabaseUrl) -> None:
     track = tracker.Tracker()
     with Database.connect(db_url) as db:

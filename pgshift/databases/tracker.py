@@ -35,28 +35,24 @@ _FIRST_NORMAL = 16384
 
 
 def _version(alias: str) -> str:
-    """The version of row ``alias`` as a number: its xmin (by its distance from a fixed one, which does
-    not depend on when it is read, and costs less than reading it as text) and, for a row this
-    transaction wrote, its cmin too: a row that a later command of the same transaction replaced has
-    the same xmin."""
-    return (f"(CASE WHEN {alias}.xmin = '1'::xid OR {alias}.xmin = '2'::xid THEN 0 "  # initdb's: no age
-            f"ELSE (k.base - age({alias}.xmin)) & 4294967295 END "
-            f"# CASE WHEN {alias}.xmin = k.mine THEN {alias}.cmin::text::bigint << 32 ELSE 0 END)")
+    """The version of row ``alias`` as two numbers ``v, s``: its xmin (by its distance from a fixed one,
+    which does not depend on when it is read, and costs less than reading it as text) and, for a row
+    this transaction wrote, its cmin (a row that a later command of the same transaction replaced has
+    the same xmin), else -1."""
+    return (f"CASE WHEN {alias}.xmin = '1'::xid OR {alias}.xmin = '2'::xid THEN 0 "  # initdb's: no age
+            f"ELSE (k.base - age({alias}.xmin)) & 4294967295 END, "
+            f"CASE WHEN {alias}.xmin = k.mine THEN {alias}.cmin::text::bigint ELSE -1 END")
 
 
 # (base, mine): the age of a fixed xid (the first normal one), and this transaction's xid, if it has one
 _K = "k AS (SELECT age('3'::xid)::bigint AS base, (txid_current_if_assigned() % 4294967296)::text::xid AS mine)"
 
 
-def _fold(v: str) -> str:
-    """The versions ``v`` of some rows, in any order, as one text: how many, and the sums of a 32-bit
-    and a 31-bit hash of each (exact sums: a row more, less or changed changes them)."""
-    return (f"count(*)::text || ',' || coalesce(sum(hashint8({v})), 0)::text || ',' "
-            f"|| coalesce(sum((hashint8extended({v}, 1) >> 33)::int), 0)::text")
-
-
-def _sum(alias: str) -> str:
-    return _fold(_version(alias))
+def _fold(v: str, s: str) -> str:
+    """The versions (``v``, ``s``) of some rows, in any order, as one text: how many, and the sums of two
+    31-bit hashes of each (of v, each seeded with s; exact sums: a row more, less or changed changes them)."""
+    return (f"count(*)::text || ',' || coalesce(sum((hashint8extended({v}, {s}) >> 33)::int), 0)::text || ',' "
+            f"|| coalesce(sum((hashint8extended({v}, {s} + 4294967296) >> 33)::int), 0)::text")
 
 
 def _type_owner(t: str, e: str) -> str:
@@ -72,8 +68,10 @@ def _type_owner(t: str, e: str) -> str:
 # which nothing renames (operators cannot be), those made since.
 _SETTINGS = ("search_path", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "quote_all_identifiers",
              "bytea_output", "lc_monetary", "lc_numeric", "standard_conforming_strings")
-_CONTEXT = "concat_ws('|', (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())::text, " + \
-    "current_schemas(true)::text, " + ", ".join(f"current_setting('{name}')" for name in _SETTINGS) + ")"
+_CONTEXT = ("concat_ws('|', current_database(), "
+            "(SELECT d.oid FROM pg_database d WHERE d.datname = current_database())::text, "
+            "current_schemas(true)::text, "
+            + ", ".join(f"current_setting('{name}')" for name in _SETTINGS) + ")")
 _AUX = ("pg_namespace", "pg_extension", "pg_opclass", "pg_opfamily", "pg_am", "pg_language", "pg_ts_config",
         "pg_ts_dict", "pg_ts_parser", "pg_ts_template")
 _AUX_ROWS = "".join(f"\n    UNION ALL SELECT 0, {_version('x')} FROM k, {catalog} x" for catalog in _AUX) + "".join(
@@ -86,7 +84,7 @@ _AUX_ROWS = "".join(f"\n    UNION ALL SELECT 0, {_version('x')} FROM k, {catalog
 # temporary tables, toast tables, the pgshift schema): an owner with no rows costs nothing, and
 # leaving them in keeps each catalog one range scan.
 _SIGNATURES = f"""
-WITH {_K}, part(owner, v) AS (
+WITH {_K}, part(owner, v, s) AS (
     SELECT x.oid::bigint, {_version('x')} FROM k, pg_class x WHERE x.oid >= {_FIRST_NORMAL}
     UNION ALL SELECT {_type_owner('x', 'e')}, {_version('x')}
               FROM k, pg_type x LEFT JOIN pg_type e ON e.oid = x.typelem AND e.typarray = x.oid
@@ -108,7 +106,7 @@ WITH {_K}, part(owner, v) AS (
     UNION ALL SELECT x.objid::bigint, {_version('x')} FROM k, pg_sequence s  /* a sequence's OWNED BY */
               JOIN pg_depend x ON x.classid = 'pg_class'::regclass AND x.objid = s.seqrelid
               WHERE x.refclassid = 'pg_class'::regclass AND x.deptype IN ('a', 'i'){_AUX_ROWS})
-SELECT owner, {_fold('v')} FROM part GROUP BY owner
+SELECT owner, {_fold('v', 's')} FROM part GROUP BY owner
 UNION ALL SELECT -1, {_CONTEXT}"""
 
 # rows (owner): the owners of what depends on an object of the relations $1, types $2, functions $3
@@ -185,6 +183,7 @@ class _State:
     names: dict[int, _Name]
     owned: dict[int, dict[str, str]]  # owner -> its rows of the snapshot (key -> definition)
     objects: dict[str, str]
+    unsigned: bool = False  # rows whose owner has no signature (made by initdb?): always taken whole
 
 
 class Tracker:
@@ -205,7 +204,7 @@ class Tracker:
         signatures = dict(snapshot.run_prepared(db, "pgshift_signatures", f"AS {_SIGNATURES}"))
         token = f"{signatures.pop(-1)} {signatures.pop(0)}"
         state = self._state
-        if state is None or state.token != token:
+        if state is None or state.token != token or state.unsigned:
             return self._whole(db, token, signatures)
         changed = {o for o, s in signatures.items() if state.signatures.get(o) != s}
         vanished = state.signatures.keys() - signatures.keys()
@@ -241,7 +240,8 @@ class Tracker:
         owned: dict[int, dict[str, str]] = {}
         objects: dict[str, str] = {}
         _add(snapshot.run_prepared(db, "pgshift_snapshot_owned", f"AS {snapshot.OWNED}"), owned, objects)
-        self._state = _State(token, signatures, names, owned, objects)
+        unsigned = any(o not in signatures for o in owned if o < snapshot.SCHEMA)
+        self._state = _State(token, signatures, names, owned, objects, unsigned)
         self.printed = self.owners = len(signatures)
         return Snapshot(dict(objects))
 
