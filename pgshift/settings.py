@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "backfill_max_xact_seconds": 60.0,  # another transaction open this long pauses a backfill; 0: not checked
     "backfill_max_active": 0,    # this many other active sessions pause a backfill; 0: no ceiling
     "old_release": "",           # deploy.complete: application_name LIKE pattern of the old app's sessions
+    "record_schema": "pgshift",  # the schema of the migration record, its lock and journals (a plain identifier)
 }
 
 
@@ -105,6 +107,7 @@ class Settings:
     backfill_max_xact_seconds: float = DEFAULTS["backfill_max_xact_seconds"]
     backfill_max_active: int = DEFAULTS["backfill_max_active"]
     old_release: str = ""
+    record_schema: str = DEFAULTS["record_schema"]
 
     @property
     def is_production(self) -> bool:
@@ -206,6 +209,17 @@ def _pattern(config: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"config pgshift.{key}={value!r} must be an application_name pattern, like 'shop-v41%'")
     return value.strip()
+
+
+RECORD_SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def record_schema(value: object, where: str = "config pgshift.record_schema") -> str:
+    """A schema name for the record: a plain identifier (letters, digits, _; at most 63), quoted as given."""
+    if not isinstance(value, str) or not RECORD_SCHEMA.fullmatch(value) or value.lower().startswith("pg_"):
+        raise ConfigError(f"{where}={value!r} must be a plain identifier (letters, digits, _; at most 63; "
+                          "not pg_...), like 'pgshift'")
+    return value
 
 
 def _database_name(config: Mapping[str, Any], key: str) -> str:
@@ -378,4 +392,5 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         backfill_max_xact_seconds=_number(config, "backfill_max_xact_seconds"),
         backfill_max_active=_whole(config, "backfill_max_active"),
         old_release=_pattern(config, "old_release"),
+        record_schema=record_schema(_given(config, "record_schema")),
     )

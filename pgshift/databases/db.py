@@ -97,6 +97,9 @@ class DatabaseMissing(ConnectionFailed):
 class Database:
     url: DatabaseUrl
     conn: psycopg.Connection[Any]
+    # The schema that holds this session's migration record, lock and journals (pgshift.migrations.history
+    # names them); ``target.connect`` sets it from the settings.
+    record_schema: str = "pgshift"
 
     @classmethod
     def connect(cls, url: DatabaseUrl, connect_timeout: int = 10) -> Database:

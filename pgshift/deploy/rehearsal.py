@@ -73,7 +73,7 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
         thresholds: performance.Thresholds, *, sequence_limit: float = 0.75, connect_timeout: int = 10,
         progress: Callable[[str], None] | None = None,
         elsewhere: Callable[[], DatabaseUrl] | None = None, accept: tuple[str, ...] = (),
-        sample_rows: int = 0) -> Rehearsal:
+        sample_rows: int = 0, record_schema: str = history.SCHEMA) -> Rehearsal:
     """Rehearse applying ``pending`` (ids, in order) to a clone of ``url``'s database.
 
     Where the target's role may not create databases, the clone goes to the server ``elsewhere()``
@@ -93,7 +93,7 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
         sampled = 0
         try:
             made = stack.enter_context(throwaway.clone_or_sample(
-                admin, url.dbname, sample_rows=sample_rows, whole=(history.SCHEMA,), connect_timeout=connect_timeout))
+                admin, url.dbname, sample_rows=sample_rows, whole=(record_schema,), connect_timeout=connect_timeout))
             copy, sampled = made.url, made.sample_rows
             if sampled:
                 say(f"{url.dbname} is in use (sessions connected), so no template copy: rehearsing on its schema "
@@ -110,6 +110,7 @@ def run(url: DatabaseUrl, migrations: list[Migration], pending: list[str], limit
             notes.append(f"rehearsed on a copy on {other.host}:{other.port} (the target's role may not create "
                          "databases on its server): timings and locks there only approximate the target's")
         db = stack.enter_context(Database.connect(copy, connect_timeout))
+        db.record_schema = record_schema
         clone_s = time.monotonic() - started
         problems: list[str] = []
         smells_before = {(f.kind, f.table, f.problem) for f in constraints.inspect(db, sequence_limit).findings}
