@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "backfill_max_xact_seconds": 60.0,  # another transaction open this long pauses a backfill; 0: not checked
     "backfill_max_active": 0,    # this many other active sessions pause a backfill; 0: no ceiling
     "old_release": "",           # deploy.complete: application_name LIKE pattern of the old app's sessions
-    "record_schema": "pgshift",  # the schema of the migration record, its lock and journals (a plain identifier)
+    "record_schema": "pgshift",  # the schema of the record, its lock and journals: pgshift or pgshift_<name>
 }
 
 
@@ -211,14 +211,16 @@ def _pattern(config: Mapping[str, Any], key: str) -> str:
     return value.strip()
 
 
-RECORD_SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# pgshift, or pgshift_ and a plain identifier: every schema of that name is left out of a schema's
+# snapshot, drift and checks as bookkeeping, whichever tenant's it is.
+RECORD_SCHEMA = re.compile(r"pgshift(_[A-Za-z0-9_]{1,55})?")
 
 
 def record_schema(value: object, where: str = "config pgshift.record_schema") -> str:
-    """A schema name for the record: a plain identifier (letters, digits, _; at most 63), quoted as given."""
-    if not isinstance(value, str) or not RECORD_SCHEMA.fullmatch(value) or value.lower().startswith("pg_"):
-        raise ConfigError(f"{where}={value!r} must be a plain identifier (letters, digits, _; at most 63; "
-                          "not pg_...), like 'pgshift'")
+    """A schema name for the record: ``pgshift`` or ``pgshift_<name>`` (letters, digits, _; at most 63)."""
+    if not isinstance(value, str) or not RECORD_SCHEMA.fullmatch(value):
+        raise ConfigError(f"{where}={value!r} must be pgshift or pgshift_ and letters, digits or _ (at most 63 "
+                          "in all), like 'pgshift_tenant1'")
     return value
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pgshift.databases.db import Database, SqlFailure
 
-_SKIP = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') "
+_SKIP = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pgshift\\_%' "
          "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'")
 
 

@@ -252,13 +252,14 @@ def _expand(where: str, raw: str, env: Mapping[str, str]) -> str:
 
 def _unique(path: Path, targets: list[Target]) -> None:
     names: set[str] = set()
-    databases: dict[tuple[str | None, int | None, str], str] = {}
+    databases: dict[tuple[str | None, int | None, str, str], str] = {}
     for t in targets:
         if t.name in names:
             raise ConfigError(f"{path.name}: two targets are named {t.name!r}; give each a name of its own")
         names.add(t.name)
-        key = (t.url.host, t.url.port, t.url.dbname)
+        key = (t.url.host, t.url.port, t.url.dbname, t.record_schema)
         if key in databases:
             raise ConfigError(f"{path.name}: targets {databases[key]!r} and {t.name!r} are the same database "
-                              f"({t.url.dbname}); the migration record is one per database, so list it once")
+                              f"({t.url.dbname}) with one record ({t.record_schema}); list it once, or give each "
+                              "tenant its own schema")
         databases[key] = t.name
