@@ -114,8 +114,20 @@ def _plan_migration(m: Migration, problems: list[str]) -> PlannedMigration:
     return PlannedMigration(m.id, m.path.name, mask_sql_passwords(m.sql), transactional, rollback, why)
 
 
+# Findings by the migrations' text: a fleet run plans every target against the same files, and parsing them
+# once per target was the most CPU its threads spent under the one interpreter lock.
+_LINTED: dict[tuple[object, ...], list[lint.LintFinding]] = {}
+
+
 def _lint(migrations: list[Migration], planned: list[PlannedMigration]) -> list[lint.LintFinding]:
-    return lint.lint(migrations, only={m.id for m in planned}).findings
+    key = (tuple((m.id, m.path.name, m.sql, m.empty) for m in migrations), frozenset(m.id for m in planned))
+    found = _LINTED.get(key)
+    if found is None:
+        found = lint.lint(migrations, only={m.id for m in planned}).findings
+        if len(_LINTED) >= 16:
+            _LINTED.clear()
+        _LINTED[key] = found
+    return list(found)
 
 
 def backup_name(settings: Settings, database_bytes: int | None = None) -> str:
@@ -206,7 +218,8 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
     by_hand = flag.enabled and flag.deploy_id is None
     left_by_dead = flag.enabled and flag.deploy_id is not None
     skip_backup = settings.skip_backup or nothing
-    backup = None if skip_backup else backup_name(settings, _database_bytes(db))
+    backup = None if skip_backup else backup_name(
+        settings, _database_bytes(db) if settings.backup_format == "custom" else None)
     skip_maint = settings.skip_maintenance or nothing
     steps = [
         PlannedStep("preflight", True, "configuration, connection, checksums, lock free"
