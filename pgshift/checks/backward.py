@@ -289,7 +289,7 @@ def phase_trips(db: Database, migrations: list[Migration], m: Migration, limits:
     name = m.path.name
     trips: list[RoundTrip] = []
 
-    def back(phase: str, file: str, undo: Callable[[], object], done_first: str) -> bool:
+    def back(phase: str, file: str, undo: Callable[[], object], what: str) -> bool:
         started = time.monotonic()
         try:
             undo()
@@ -299,7 +299,7 @@ def phase_trips(db: Database, migrations: list[Migration], m: Migration, limits:
         down_ms = int((time.monotonic() - started) * 1000)
         changed, _ = _differs(before, take(db), strict)
         if changed:
-            trips.append(RoundTrip(m.id, file, "failed", f"after {done_first} and {phase} the schema differs from "
+            trips.append(RoundTrip(m.id, file, "failed", f"after {what} the schema differs from "
                                    f"before {name} ({len(changed)} difference(s); '-' is missing, '+' was left "
                                    "behind)", changed, down_ms, phase=phase))
             return False
@@ -324,15 +324,18 @@ def phase_trips(db: Database, migrations: list[Migration], m: Migration, limits:
         apply.rollback(db, m, limits)
 
     rollback = _rollback_file(m)
-    if not back("abort", f"{name} (abort)", lambda: window.abort(db, migrations, limits, only=m.id), "the expand"):
+    if not back("abort", f"{name} (abort)", lambda: window.abort(db, migrations, limits, only=m.id),
+                "the expand then deploy.abort"):
         return trips
     if m.rollback_path is None:
         trips.append(RoundTrip(m.id, rollback, "failed", f"no rollback file: write migrations/{rollback}",
                                phase="rollback after expand"))
         return trips
-    if not back("rollback after expand", rollback, lambda: apply.rollback(db, m, limits), "the expand"):
+    if not back("rollback after expand", rollback, lambda: apply.rollback(db, m, limits),
+                "the expand then the rollback file"):
         return trips
-    back("rollback after contract", rollback, complete_then_rollback, "the expand, backfill and contract")
+    back("rollback after contract", rollback, complete_then_rollback,
+         "the expand, backfill, contract then the rollback file")
     return trips
 
 
