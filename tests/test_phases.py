@@ -25,7 +25,8 @@ def _setup(folder: Path) -> None:
     write_migration(folder, TABLE, "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);\n"
                     f"INSERT INTO users SELECT g, 'user ' || g FROM generate_series(1, {ROWS}) g;\n",
                     "DROP TABLE users;\n")
-    forward, rollback = rename.render(RENAME, rename.Rename("users", "name", "full_name", "text"))
+    # name is NOT NULL: the rollback puts that back (the rehearsal's contract-then-rollback trip checks it)
+    forward, rollback = rename.render(RENAME, rename.Rename("users", "name", "full_name", "text", old_not_null=True))
     write_migration(folder, RENAME, forward, rollback)
 
 

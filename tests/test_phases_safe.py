@@ -250,3 +250,15 @@ def test_a_table_rename_aborts_to_the_table_under_its_old_name(task_db_url: Data
         assert db.one("SELECT relkind FROM pg_class WHERE oid = 'clients'::regclass") == ("r",)
         assert db.one("SELECT to_regclass('customers')") == (None,)
         assert db.one("SELECT count(*) FROM clients") == (1,)
+
+
+def test_a_file_that_validates_what_it_adds_not_valid_runs_statement_by_statement() -> None:
+    from pgshift.migrations import txmode
+
+    sql = ('ALTER TABLE users ADD CONSTRAINT "Users_fk" FOREIGN KEY (team_id) REFERENCES teams (id) NOT VALID;\n'
+           "ALTER TABLE users ADD CONSTRAINT c CHECK (email IS NOT NULL) NOT VALID;\n"
+           'ALTER TABLE users VALIDATE CONSTRAINT "Users_fk";\n')
+    mode = txmode.of(sql, "m.sql")
+    assert not mode.transactional and mode.why.startswith("line 3 validates the constraint line 1 adds NOT VALID")
+    assert txmode.of("ALTER TABLE users VALIDATE CONSTRAINT c;\n", "m.sql").transactional  # added earlier: alone
+    assert txmode.of(sql.replace('"Users_fk";', "users_fk;"), "m.sql").transactional  # another name
