@@ -102,8 +102,8 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
 
     With ``schema.sql`` present the new migration is generated from the difference between it and the
     migrated database; ``empty`` asks for the hand-written template instead. ``expand_contract`` writes
-    a zero-downtime rename instead, for the first column schema.sql marks ``-- renamed from OLD`` whose
-    old name the database still has (expand, backfill and contract phases; see docs/migrations.md); run
+    a zero-downtime rename instead, for the first column (else table) schema.sql marks ``-- renamed from
+    OLD`` whose old name the database still has (expand, backfill and contract phases; see docs/migrations.md); run
     it once per rename."""
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
@@ -152,9 +152,12 @@ def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, 
         _record_late(db, late, before)
         outstanding = [h for h in hints if _has_column(db, h.table, h.old) and not _has_column(db, h.table, h.new)]
         tables = [t for t in rename.table_hints(path.read_text()) if _is_table(db, t.old) and not _is_table(db, t.new)]
-        if not outstanding and not tables:
+        computed = [c for c in rename.computed_hints(path.read_text())
+                    if _is_table(db, c.table) and not _has_column(db, c.table, c.column)]
+        if not outstanding and not tables and not computed:
             raise ConfigError(f"{path.name} declares no rename the database still needs: mark the column (or the "
-                              "table's CREATE TABLE line) '-- renamed from OLD' while the database still has OLD")
+                              "table's CREATE TABLE line) '-- renamed from OLD' while the database still has OLD, "
+                              "or a new NOT NULL column '-- computed from EXPRESSION'")
         render: Callable[[str], tuple[str, str]]
         if outstanding:
             hint = outstanding[0]
@@ -165,8 +168,10 @@ def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, 
                 hint = hint._replace(old_type=str(row[0]))
             hint = hint._replace(old_not_null=bool(row and row[2]))
             render = functools.partial(rename.render, rename=hint)
-        else:
+        elif tables:
             render = functools.partial(rename.render_table, rename=tables[0])
+        else:
+            render = functools.partial(rename.render_computed, computed=computed[0])
         created = source.create(settings.migrations_dir, name, existing=migrations, render=render)
         _new_head(settings, created)
         if create_only:

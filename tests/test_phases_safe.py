@@ -262,3 +262,37 @@ def test_a_file_that_validates_what_it_adds_not_valid_runs_statement_by_statemen
     assert not mode.transactional and mode.why.startswith("line 3 validates the constraint line 1 adds NOT VALID")
     assert txmode.of("ALTER TABLE users VALIDATE CONSTRAINT c;\n", "m.sql").transactional  # added earlier: alone
     assert txmode.of(sql.replace('"Users_fk";', "users_fk;"), "m.sql").transactional  # another name
+
+
+def test_a_new_not_null_column_computed_from_others_is_filled_for_both_releases(
+        db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    write_migration(migrations_dir, TABLE, "CREATE TABLE people (id bigint PRIMARY KEY, first_name text NOT NULL, "
+                    "last_name text NOT NULL);\nINSERT INTO people SELECT g, 'first' || g, 'last' || g "
+                    "FROM generate_series(1, 2000) g;\n", "DROP TABLE people;\n")
+    (migrations_dir.parent / "schema.sql").write_text(
+        "CREATE TABLE people (\n    id bigint PRIMARY KEY,\n    first_name text NOT NULL,\n"
+        "    last_name text NOT NULL,\n"
+        "    full_name text NOT NULL -- computed from first_name || ' ' || last_name\n);\n")
+    assert rename.computed_hints((migrations_dir.parent / "schema.sql").read_text()) == [
+        rename.Computed("people", "full_name", "text", "first_name || ' ' || last_name")]
+    env = cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    made = inv_here("dev.migrate", "full_name", "--expand-contract", env=env)
+    assert made.returncode == 0, made.stderr
+    with Database.connect(db_url) as db:
+        assert db.one("SELECT count(*) FROM people WHERE full_name IS DISTINCT FROM first_name || ' ' || "
+                      "last_name") == (0,)
+        assert db.one("SELECT convalidated FROM pg_constraint WHERE conname = 'people_full_name_not_null'") == (True,)
+        db.execute("INSERT INTO people (id, first_name, last_name) VALUES (9001, 'Ada', 'Lovelace')")  # the old app
+        db.execute("INSERT INTO people VALUES (9002, 'Grace', 'Hopper', 'Rear Admiral Hopper')")       # the new one
+        assert db.rows("SELECT full_name FROM people WHERE id > 9000 ORDER BY id") == [
+            ("Ada Lovelace",), ("Rear Admiral Hopper",)]
+    report = api.backward(make_settings(db_url))
+    assert report.ok and [t.phase for t in report.trips if t.phase] == [
+        "abort", "rollback after expand", "rollback after contract"], report.as_json()
+    assert inv_here("deploy.complete", env=env).returncode == 0
+    with Database.connect(db_url) as db:
+        assert db.one("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'people'::regclass "
+                      "AND attname = 'full_name'") == (True,)
+        assert db.one("SELECT count(*) FROM pg_constraint WHERE conrelid = 'people'::regclass "
+                      "AND contype = 'c'") == (0,)
+        assert db.one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'people'::regclass") == (0,)

@@ -13,6 +13,12 @@ column declared NOT NULL gets it the way that never scans the table under ACCESS
 in the contract ``SET NOT NULL`` (which finds the validated check and skips its scan) and the check
 dropped.
 
+A new ``NOT NULL`` column whose values come from other columns of the row is the third template:
+``computed_hints`` finds ``full_name text NOT NULL, -- computed from first_name || ' ' || last_name``;
+the expand adds the column nullable with a trigger that fills it from the expression on every write
+of the old application, and the check ``NOT VALID``; the backfill fills the rows there were; the
+validate section validates the check, the contract sets ``NOT NULL``, drops the check and the trigger.
+
 A table rename is the other case both application versions cannot share with triggers: ``table_hints``
 finds ``CREATE TABLE new ( -- renamed from old``, and ``render_table`` renames the table and puts a view
 with ``security_invoker = true`` (PostgreSQL 15+) under the old name, with the table's grants copied to
@@ -120,6 +126,74 @@ DROP FUNCTION IF EXISTS {fn}();
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {old} {kind or rename.type};
 UPDATE {t} SET {old} = {back};
 {old_not_null}ALTER TABLE {t} DROP COLUMN {new};
+"""
+    return forward, rollback
+
+
+_COMPUTED = re.compile(r"^\s*(?P<name>[\w\"]+)\s+(?P<type>.+?)\s*,?\s*--\s*computed\s+from\s+(?P<expr>.+?)\s*$",
+                       re.IGNORECASE | re.MULTILINE)
+
+
+class Computed(NamedTuple):
+    table: str
+    column: str
+    type: str        # without its constraints
+    expression: str  # over the row's other columns, as written
+
+    @property
+    def function(self) -> str:
+        return f"pgshift_fill_{self.table.split('.')[-1]}_{self.column}"[:63]
+
+    @property
+    def check(self) -> str:
+        return f"{self.table.split('.')[-1].strip(chr(34))}_{self.column.strip(chr(34))}_not_null"[:63]
+
+
+def computed_hints(schema_sql: str) -> list[Computed]:
+    """The new NOT NULL columns ``schema.sql`` fills from others: ``c text NOT NULL, -- computed from a || b``."""
+    found: list[Computed] = []
+    for table in _TABLE.finditer(schema_sql):
+        for column in _COMPUTED.finditer(table.group("body")):
+            kind = _CONSTRAINTS.sub("", column.group("type").rstrip(",")).strip()
+            found.append(Computed(table.group("name"), column.group("name"), kind, column.group("expr")))
+    return found
+
+
+def render_computed(ident: str, computed: Computed) -> tuple[str, str]:
+    """The migration and its rollback for a new NOT NULL column computed from the row's others."""
+    t, c, fn, check, expr = computed.table, computed.column, computed.function, computed.check, computed.expression
+    forward = f"""-- {ident}: add {t}.{c} NOT NULL, filled from {expr}, without downtime
+-- pgshift: expand
+ALTER TABLE {t} ADD COLUMN {c} {computed.type};
+-- The old application does not write {c}: every write of a row that lacks it fills it.
+CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.{c} IS NULL THEN
+        SELECT {expr} INTO NEW.{c} FROM (SELECT NEW.*) AS pgshift_row;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER {fn} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW
+    WHEN (current_setting('pgshift.backfill', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION {fn}();
+ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID;
+-- pgshift: backfill {t} SET {c} = {expr} WHERE {c} IS NULL
+-- pgshift: validate
+ALTER TABLE {t} VALIDATE CONSTRAINT {check};
+-- pgshift: contract
+DROP TRIGGER {fn} ON {t};
+DROP FUNCTION {fn}();
+ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL;
+ALTER TABLE {t} DROP CONSTRAINT {check};
+-- pgshift: abort
+DROP TRIGGER IF EXISTS {fn} ON {t};
+DROP FUNCTION IF EXISTS {fn}();
+ALTER TABLE {t} DROP COLUMN IF EXISTS {c};
+"""
+    rollback = f"""-- Rollback of {ident}: without {t}.{c} again, expanded or completed.
+DROP TRIGGER IF EXISTS {fn} ON {t};
+DROP FUNCTION IF EXISTS {fn}();
+ALTER TABLE {t} DROP COLUMN IF EXISTS {c};
 """
     return forward, rollback
 
