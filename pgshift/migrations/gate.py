@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
-from pgshift.migrations import phases
+from pgshift.migrations import history, phases
 from pgshift.migrations.source import Migration
 
 DDL = """
@@ -105,8 +105,9 @@ def look(db: Database, migration_id: str, names: list[OldName]) -> bool:
     if view is None:
         return False
     found = _calls(db, view, names)
-    db.execute(DDL)
-    db.execute("INSERT INTO pgshift.statement_looks (id, calls) VALUES (%s, %s::jsonb) ON CONFLICT (id) DO UPDATE "
+    db.execute(history.in_schema(db, DDL))
+    db.execute(f"INSERT INTO {history.rel(db, 'statement_looks')} (id, calls) VALUES (%s, %s::jsonb) ON CONFLICT "
+               "(id) DO UPDATE "
                "SET calls = EXCLUDED.calls, looked_at = clock_timestamp()",
                [migration_id, _json({k: v[0] for k, v in found.items()})])
     return True
@@ -132,7 +133,8 @@ def statements_since(db: Database, migration_id: str, names: list[OldName]) -> S
     if view is None or not names:
         return None
     try:
-        row = db.one("SELECT l.calls, l.looked_at FROM pgshift.statement_looks l JOIN pgshift.phases p "
+        row = db.one(f"SELECT l.calls, l.looked_at FROM {history.rel(db, 'statement_looks')} l JOIN "
+                     f"{history.rel(db, 'phases')} p "
                      "ON p.id = l.id WHERE l.id = %s AND l.looked_at >= p.expanded_at", [migration_id])
     except SqlFailure as failure:
         if failure.sqlstate not in ("42P01", "3F000"):
@@ -203,7 +205,8 @@ def look_open(db: Database, migrations: list[Migration]) -> None:
         if parsed is None:
             continue
         try:
-            row = db.one("SELECT count(*) FROM pgshift.statement_looks l JOIN pgshift.phases p ON p.id = l.id "
+            row = db.one(f"SELECT count(*) FROM {history.rel(db, 'statement_looks')} l JOIN "
+                         f"{history.rel(db, 'phases')} p ON p.id = l.id "
                          "WHERE l.id = %s AND l.looked_at >= p.expanded_at", [phase.id])
         except SqlFailure as failure:
             if failure.sqlstate not in ("42P01", "3F000"):

@@ -24,7 +24,7 @@ TABLE = "pgshift.migrations"
 
 # Every table of ours in the record schema; a name outside these is refused.
 BOOKKEEPING = frozenset({"migrations", "schema_snapshots", "rollbacks", "deploys", "maintenance", "phases",
-                         "backfills", "audit"})
+                         "backfills", "audit", "statement_looks"})
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _OURS = re.compile(r"(?<![\w.\"])pgshift\.(" + "|".join(sorted(BOOKKEEPING)) + r")\b"
                    r"|(?<=SCHEMA IF NOT EXISTS )pgshift\b")

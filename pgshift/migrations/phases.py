@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import MigrationError
+from pgshift.migrations import history
 from pgshift.migrations.source import Migration
 
 DDL = """
@@ -200,7 +201,8 @@ def runnable(db: Database, migration: Migration) -> Migration:
     found = parse(migration.sql, migration.path.name)
     if found is None:
         return migration
-    record = (f"INSERT INTO pgshift.phases (id, phase, columns) VALUES ({db.literal(migration.id)}, 'expanded', "
+    record = (f"INSERT INTO {history.rel(db, 'phases')} (id, phase, columns) VALUES ({db.literal(migration.id)}, "
+              "'expanded', "
               f"{db.literal(list(found.columns))}::text[]) ON CONFLICT (id) DO UPDATE SET phase = 'expanded', "
               "columns = EXCLUDED.columns, expanded_at = now(), completed_at = NULL, completed_by = NULL, "
               "forced_reason = NULL")
@@ -209,7 +211,7 @@ def runnable(db: Database, migration: Migration) -> Migration:
 
 
 def ensure(db: Database) -> None:
-    db.execute(DDL)
+    db.execute(history.in_schema(db, DDL))
 
 
 class Phase(NamedTuple):
@@ -223,7 +225,8 @@ class Phase(NamedTuple):
 def recorded(db: Database) -> dict[str, Phase]:
     """Every phase row; none before the first phased migration."""
     try:
-        rows = db.rows("SELECT id, phase, columns, completed_by, forced_reason FROM pgshift.phases ORDER BY id")
+        rows = db.rows(f"SELECT id, phase, columns, completed_by, forced_reason FROM {history.rel(db, 'phases')} "
+                       "ORDER BY id")
     except SqlFailure as failure:
         if failure.sqlstate in ("42P01", "3F000"):
             return {}
@@ -259,4 +262,5 @@ def _word(name: str, text: str) -> bool:
 def forget_sql(db: Database, migration_id: str) -> str:
     """The statements that remove a migration's phase and backfill rows (inside a rollback or abort)."""
     ident = db.literal(migration_id)
-    return f"DELETE FROM pgshift.phases WHERE id = {ident}; DELETE FROM pgshift.backfills WHERE id = {ident};"
+    return (f"DELETE FROM {history.rel(db, 'phases')} WHERE id = {ident}; "
+            f"DELETE FROM {history.rel(db, 'backfills')} WHERE id = {ident};")

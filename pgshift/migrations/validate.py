@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import LockTimeout, MigrationError
-from pgshift.migrations import phases, sqltext
+from pgshift.migrations import history, phases, sqltext
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.source import Migration
 
@@ -76,5 +76,6 @@ def run_open(db: Database, migrations: list[Migration], limits: Limits,
 def backfills_done(db: Database, migration_id: str, parsed: phases.Phases) -> bool:
     if not parsed.backfills:
         return True
-    row = db.one("SELECT count(*) FROM pgshift.backfills WHERE id = %s AND state = 'done'", [migration_id])
+    row = db.one(f"SELECT count(*) FROM {history.rel(db, 'backfills')} WHERE id = %s AND state = 'done'",
+                 [migration_id])
     return row is not None and int(row[0]) == len(parsed.backfills)

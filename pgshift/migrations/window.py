@@ -65,7 +65,7 @@ def windows(db: Database) -> list[Window]:
     fills: dict[str, list[Fill]] = {}
     for r in db.rows("SELECT id, step, target, state, rows_done, rows_scanned, coalesce(rows_total, 0), "
                      "coalesce(rows_scanned / nullif(extract(epoch FROM updated_at - started_at), 0), 0)::float8, "
-                     "paused, throttled, updated_at FROM pgshift.backfills ORDER BY id, step"):
+                     f"paused, throttled, updated_at FROM {history.rel(db, 'backfills')} ORDER BY id, step"):
         fills.setdefault(r[0], []).append(Fill(*r[1:]))
     return [Window(p.id, p.phase, p.columns, fills.get(p.id, []), p.forced_reason) for p in recorded.values()]
 
@@ -73,7 +73,8 @@ def windows(db: Database) -> list[Window]:
 def pause(db: Database, paused: bool) -> int:
     """Set the control row of every unfinished backfill; how many there were."""
     try:
-        rows = db.rows("UPDATE pgshift.backfills SET paused = %s WHERE state = 'running' RETURNING id", [paused])
+        rows = db.rows(f"UPDATE {history.rel(db, 'backfills')} SET paused = %s WHERE state = 'running' RETURNING "
+                       "id", [paused])
     except SqlFailure as failure:
         if failure.sqlstate in ("42P01", "3F000"):
             return 0
@@ -144,7 +145,7 @@ def complete(db: Database, migrations: list[Migration], limits: Limits, *, old_r
         elif force:
             forced = (reason or "").strip()
         for migration, parsed in chosen:
-            mark = (f"UPDATE pgshift.phases SET phase = 'completed', completed_at = now(), "
+            mark = (f"UPDATE {history.rel(db, 'phases')} SET phase = 'completed', completed_at = now(), "
                     f"completed_by = current_setting('application_name'), forced_reason = {db.literal(forced)} "
                     f"WHERE id = {db.literal(migration.id)}")
             _run(db, f"{migration.id}.sql (contract)", parsed.contract or "", mark, limits)
@@ -198,7 +199,7 @@ def abort(db: Database, migrations: list[Migration], limits: Limits, *, only: st
 def _unfinished(db: Database, migration_id: str, parsed: phases.Phases) -> str | None:
     if not parsed.backfills:
         return None
-    rows = db.rows("SELECT step, rows_scanned, coalesce(rows_total, 0) FROM pgshift.backfills "
+    rows = db.rows(f"SELECT step, rows_scanned, coalesce(rows_total, 0) FROM {history.rel(db, 'backfills')} "
                    "WHERE id = %s AND state = 'done'", [migration_id])
     if len(rows) == len(parsed.backfills):
         return None
@@ -227,5 +228,5 @@ def replay_contracts(db: Database, migrations: list[Migration], completed: set[s
     for migration in migrations:
         parsed = phases.parse(migration.sql, migration.path.name) if migration.id in completed else None
         if parsed is not None:
-            mark = f"UPDATE pgshift.phases SET phase = 'completed' WHERE id = {db.literal(migration.id)}"
+            mark = f"UPDATE {history.rel(db, 'phases')} SET phase = 'completed' WHERE id = {db.literal(migration.id)}"
             _run(db, f"{migration.id}.sql (contract)", parsed.contract or "", mark, limits)
