@@ -176,3 +176,16 @@ def test_the_dry_run_names_the_backup_with_the_extension_it_will_have(task_db_ur
     assert done.returncode == 0, done.stdout + done.stderr
     backup = json.loads(done.stdout)["backup"]
     assert backup.endswith(f"<UTC YYYYMMDD_HHMMSS>{extension}"), backup
+
+
+def test_a_tenant_is_refused_where_the_shared_record_of_older_deploys_is(tenants: Tenants) -> None:
+    """Deployed before tenants had a record each, the database holds pgshift.migrations: a tenant without
+    its own record would apply every migration again, so its deploy stops before touching anything."""
+    plain = inv_here("dev.migrate", env=cli_env(tenants.url, INVOKE_PGSHIFT_MIGRATIONS_DIR=tenants.env[
+        "INVOKE_PGSHIFT_MIGRATIONS_DIR"]))
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    code, out = tenants.inv("fleet.deploy", "--yes", "--no-rehearse")
+    assert code != 0
+    assert 'belongs in "pgshift_t1"' in out and "ALTER TABLE pgshift.migrations SET SCHEMA" in out, out
+    assert all(tenants.ledger(t) == [] for t in TENANTS)
+    assert tenants.recorded("pgshift") == tenants.ids  # the shared record as it was
