@@ -1,6 +1,7 @@
 """Benchmark of a fleet deploy: the same migrations over N databases, at several --parallel widths.
 
-    .venv/bin/python bench/fleet.py [--databases 100] [--migrations 5] [--parallel 1,4,16] [--url postgresql://...]
+    .venv/bin/python bench/fleet.py [--databases 100] [--migrations 5] [--parallel 1,4,16] [--skip-backup]
+                                    [--url postgresql://...]
 
 Without --url it uses a private embedded PostgreSQL 18 (started and stopped here). For each width,
 N fresh databases and one ``inv fleet.deploy --yes --no-rehearse --parallel P`` as a whole process
@@ -70,7 +71,8 @@ class Figures(NamedTuple):
     load: float  # the 1-minute load average at the end
 
 
-def one_width(admin: DatabaseUrl, work: Path, folder: Path, databases: int, width: int) -> Figures:
+def one_width(admin: DatabaseUrl, work: Path, folder: Path, databases: int, width: int,
+              skip_backup: bool = False) -> Figures:
     names = [f"bench_fleet_{uuid.uuid4().hex[:10]}" for _ in range(databases)]
     pool = ThreadPoolExecutor(max_workers=8)
     try:
@@ -78,7 +80,8 @@ def one_width(admin: DatabaseUrl, work: Path, folder: Path, databases: int, widt
         file = work / f"fleet_{width}.toml"
         fleet_file(file, admin, names)
         env = env_for(admin, folder, "production", INVOKE_PGSHIFT_BACKUPS_DIR=str(work / "backups"),
-                      INVOKE_PGSHIFT_LOGS_DIR=str(work / "logs"), BENCH_PASSWORD=admin.password or "")
+                      INVOKE_PGSHIFT_LOGS_DIR=str(work / "logs"), BENCH_PASSWORD=admin.password or "",
+                      **({"SKIP_BACKUP": "1"} if skip_backup else {}))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run([INV, "fleet.deploy", "--yes", "--no-rehearse", "--json", "--parallel", str(width),
@@ -104,6 +107,8 @@ def main() -> None:
     parser.add_argument("--migrations", type=int, default=5)
     parser.add_argument("--parallel", default="1,4,16", help="the widths to measure, comma-separated")
     parser.add_argument("--url", help=URL_HELP)
+    parser.add_argument("--skip-backup", action="store_true",
+                        help="SKIP_BACKUP=1: no pg_dump per target, to see the share of the backups")
     args = parser.parse_args()
     widths = [int(w) for w in args.parallel.split(",") if w.strip()]
     work = Path(tempfile.mkdtemp(prefix="pgshift-bench-fleet-"))
@@ -112,11 +117,12 @@ def main() -> None:
         write_set(folder, args.migrations)
         with admin_url(args.url) as admin:
             load = os.getloadavg()[0]
-            figures = [(w, one_width(admin, work, folder, args.databases, w)) for w in widths]
+            figures = [(w, one_width(admin, work, folder, args.databases, w, args.skip_backup)) for w in widths]
             where = "embedded PostgreSQL 18" if admin.host and admin.host.startswith("/") else str(admin)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"fleet benchmark on {where}: {args.databases} databases, {args.migrations} migrations each; "
+    print(f"fleet benchmark on {where}: {args.databases} databases, {args.migrations} migrations each"
+          f"{' (SKIP_BACKUP)' if args.skip_backup else ''}; "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the start")
     print("  parallel      wall  median target  slowest     ideal  wall/ideal  wall/(slowest x waves)  speed-up"
           "  CPU/target  load")
