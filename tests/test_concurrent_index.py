@@ -4,7 +4,11 @@ index left, for CREATE INDEX CONCURRENTLY and REINDEX CONCURRENTLY, on real conc
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +23,7 @@ from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import LockTimeout
 from pgshift.migrations import concurrent, history
+from tests.commands import INV, ROOT, cli_env
 from tests.conftest import write_migration
 
 A, B = "20240101000000_create_items", "20240102000000_index_items"
@@ -228,3 +233,43 @@ def test_a_live_sink_gets_one_rewritten_line_cleared_at_the_end(
     assert not [line for line in sink.lines if "CONCURRENTLY" in line]  # none among the ordinary lines
     assert any("waiting for old snapshots" in update for update in sink.live_updates), sink.live_updates
     assert sink.live_updates[-1] == ""  # cleared once the build is done
+
+
+def at_a_terminal(args: list[str], env: dict[str, str], limit: float = 90) -> tuple[int, bytes]:
+    """Run ``inv`` with a pseudo-terminal as its stdout; its exit code and all it wrote."""
+    master, replica = pty.openpty()
+    proc = subprocess.Popen([INV, *args], cwd=ROOT, env={**env, "TERM": "xterm", "COLUMNS": "200"}, stdin=subprocess.DEVNULL,
+                            stdout=replica, stderr=replica, start_new_session=True)
+    os.close(replica)
+    seen = b""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other end closed: the command is done
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(10), seen
+
+
+@pytest.mark.process
+def test_at_a_terminal_the_build_shows_one_line_rewritten_in_place(
+        task_db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    write_migration(migrations_dir, A, TABLE.format(rows=1000))
+    write_migration(migrations_dir, B, "create index concurrently items_sku on items (sku);")
+    api.migrate(make_settings(task_db_url), upto=A)
+    env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    with old_snapshot(task_db_url) as blocker:
+        ender = ending_after(blocker, 2.0)
+        code, seen = at_a_terminal(["dev.migrate"], env)
+        ender.join()
+    assert code == 0, seen
+    assert re.search(rb"\r[^\r\n]*CREATE INDEX CONCURRENTLY items_sku: waiting for old snapshots[^\r\n]*\x1b\[K",
+                     seen), seen
+    assert b"applied 1 migration(s)" in seen and valid(task_db_url, "items_sku")
