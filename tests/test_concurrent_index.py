@@ -238,8 +238,8 @@ def test_a_live_sink_gets_one_rewritten_line_cleared_at_the_end(
 def at_a_terminal(args: list[str], env: dict[str, str], limit: float = 90) -> tuple[int, bytes]:
     """Run ``inv`` with a pseudo-terminal as its stdout; its exit code and all it wrote."""
     master, replica = pty.openpty()
-    proc = subprocess.Popen([INV, *args], cwd=ROOT, env={**env, "TERM": "xterm", "COLUMNS": "200"}, stdin=subprocess.DEVNULL,
-                            stdout=replica, stderr=replica, start_new_session=True)
+    proc = subprocess.Popen([INV, *args], cwd=ROOT, env={**env, "TERM": "xterm", "COLUMNS": "200"},
+                            stdin=subprocess.DEVNULL, stdout=replica, stderr=replica, start_new_session=True)
     os.close(replica)
     seen = b""
     deadline = time.monotonic() + limit
