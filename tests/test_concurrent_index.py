@@ -11,7 +11,7 @@ import select
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,14 +45,44 @@ def old_snapshot(url: DatabaseUrl, app: str = "nightly-report") -> Iterator[Data
             session.execute("COMMIT")
 
 
-def ending_after(session: Database, seconds: float) -> threading.Thread:
+def ending_after_a_retry(url: DatabaseUrl, session: Database, index: str) -> threading.Thread:
+    """End ``session``'s transaction once the build of ``index`` has been cancelled and tried again: a
+    new ``index`` (a new oid) appears after the first one."""
+
     def run() -> None:
-        time.sleep(seconds)
+        with Database.connect(url) as db:
+            first = None
+            for _ in range(1200):
+                row = db.one("SELECT to_regclass(%s)::oid", [index])
+                oid = row[0] if row else None
+                if first is None:
+                    first = oid
+                elif oid is not None and oid != first:
+                    break
+                time.sleep(0.05)
         session.execute("COMMIT")
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+class Ending:
+    """A progress sink that ends ``session``'s transaction once ``count`` lines said ``needle``."""
+
+    def __init__(self, session: Database, needle: str, count: int = 1) -> None:
+        self.lines: list[str] = []
+        self._session, self._needle, self._count = session, needle, count
+
+    def __call__(self, text: str) -> None:
+        self.lines.append(text)
+        self.note(text)
+
+    def note(self, text: str) -> None:
+        if self._needle in text:
+            self._count -= 1
+            if self._count == 0:
+                self._session.execute("COMMIT")
 
 
 def invalid_indexes(url: DatabaseUrl) -> list[tuple[Any, ...]]:
@@ -73,7 +103,7 @@ def test_a_build_behind_an_old_snapshot_is_cancelled_at_its_budget_retried_and_s
     settings = make_settings(db_url, concurrent_wait_timeout=0.3, lock_retries=30, retry_backoff=0.1)
     api.migrate(settings, upto=A)
     with old_snapshot(db_url) as blocker:
-        ender = ending_after(blocker, 1.5)
+        ender = ending_after_a_retry(db_url, blocker, "items_sku")
         (applied,) = api.migrate(settings).result.applied
         ender.join()
     assert applied.id == B and applied.attempts > 1  # cancelled at least once, then built
@@ -100,6 +130,7 @@ def test_a_build_whose_old_snapshot_never_ends_names_the_blocker_and_leaves_noth
         assert "raise concurrent_wait_timeout" in message and "pg_terminate_backend" in message
         assert "was dropped" in message
         assert invalid_indexes(db_url) == []  # the last try's leftover is gone before the error
+        assert blocker.in_transaction and blocker.rows("SELECT 2") == [(2,)]  # its own statement was cancelled
         with Database.connect(db_url) as db:
             assert history.records(db)[B].state == "failed"
     (applied,) = api.migrate(settings).result.applied  # the old transaction is over: the next run builds it
@@ -173,7 +204,7 @@ def test_a_reindex_behind_an_old_snapshot_retries_then_names_the_blocker_and_dro
             api.migrate(settings)
         assert invalid_indexes(db_url) == []
         assert valid(db_url, "items_sku")  # the index it rebuilt still serves
-        ender = ending_after(blocker, 1.0)
+        ender = ending_after_a_retry(db_url, blocker, "items_sku_ccnew")
         settings = make_settings(db_url, concurrent_wait_timeout=0.3, lock_retries=30, retry_backoff=0.1)
         (applied,) = api.migrate(settings).result.applied
         ender.join()
@@ -188,35 +219,30 @@ def test_progress_lines_come_every_few_seconds_without_a_terminal(
     write_migration(migrations_dir, B, "create index concurrently items_sku on items (sku);")
     settings = make_settings(db_url)  # a budget far longer than the old transaction
     api.migrate(settings, upto=A)
-    lines: list[str] = []
     with old_snapshot(db_url) as blocker:
-        ender = ending_after(blocker, 1.5)
-        (applied,) = api.migrate(settings, progress=lines.append).result.applied
-        ender.join()
+        sink = Ending(blocker, "waiting for old snapshots", count=3)  # three lines of the wait, then it ends
+        (applied,) = api.migrate(settings, progress=sink).result.applied
         pid = blocker.pid
     assert applied.attempts == 1  # waited within its budget, not cancelled
-    progress = [line for line in lines if "CREATE INDEX CONCURRENTLY" in line]
-    assert progress, lines
+    progress = [line for line in sink.lines if "CREATE INDEX CONCURRENTLY" in line]
+    assert len(progress) >= 3, sink.lines
     assert all(line.startswith(f"{B}.sql, line 1: CREATE INDEX CONCURRENTLY items_sku: ") for line in progress)
     waiting = [line for line in progress if "waiting for old snapshots" in line]
     assert waiting and re.search(rf"older transactions 0 of 1 \(0%\), waiting for pid {pid}, \d+ s$",
                                  waiting[0]), waiting
     assert re.search(r"blocks \d+ of \d+ \(\d+%\)", waiting[0])
-    assert len(progress) < 40  # a line per interval, not one per look
 
 
-class LiveSink:
-    """A terminal's sink: ordinary lines, and one line it rewrites."""
+class LiveSink(Ending):
+    """A terminal's sink: ordinary lines, and one line it rewrites (whose wait line ends the session)."""
 
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+    def __init__(self, session: Database) -> None:
+        super().__init__(session, "waiting for old snapshots")
         self.live_updates: list[str] = []
-
-    def __call__(self, text: str) -> None:
-        self.lines.append(text)
 
     def live(self, text: str) -> None:
         self.live_updates.append(text)
+        self.note(text)
 
 
 def test_a_live_sink_gets_one_rewritten_line_cleared_at_the_end(
@@ -225,23 +251,24 @@ def test_a_live_sink_gets_one_rewritten_line_cleared_at_the_end(
     write_migration(migrations_dir, B, "create index concurrently items_sku on items (sku);")
     settings = make_settings(task_db_url)
     api.migrate(settings, upto=A)
-    sink = LiveSink()
     with old_snapshot(task_db_url) as blocker:
-        ender = ending_after(blocker, 1.5)
+        sink = LiveSink(blocker)
         api.migrate(settings, progress=sink)
-        ender.join()
     assert not [line for line in sink.lines if "CONCURRENTLY" in line]  # none among the ordinary lines
     assert any("waiting for old snapshots" in update for update in sink.live_updates), sink.live_updates
     assert sink.live_updates[-1] == ""  # cleared once the build is done
 
 
-def at_a_terminal(args: list[str], env: dict[str, str], limit: float = 90) -> tuple[int, bytes]:
-    """Run ``inv`` with a pseudo-terminal as its stdout; its exit code and all it wrote."""
+def at_a_terminal(args: list[str], env: dict[str, str], when: bytes, then: Callable[[], None],
+                  limit: float = 90) -> tuple[int, bytes]:
+    """Run ``inv`` with a pseudo-terminal as its stdout, calling ``then`` once it has written ``when``;
+    its exit code and all it wrote."""
     master, replica = pty.openpty()
     proc = subprocess.Popen([INV, *args], cwd=ROOT, env={**env, "TERM": "xterm", "COLUMNS": "200"},
                             stdin=subprocess.DEVNULL, stdout=replica, stderr=replica, start_new_session=True)
     os.close(replica)
     seen = b""
+    called = False
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if select.select([master], [], [], 0.1)[0]:
@@ -252,6 +279,9 @@ def at_a_terminal(args: list[str], env: dict[str, str], limit: float = 90) -> tu
             if not chunk:
                 break
             seen += chunk
+            if not called and when in seen:
+                called = True
+                then()
         elif proc.poll() is not None:
             break
     os.close(master)
@@ -265,11 +295,11 @@ def test_at_a_terminal_the_build_shows_one_line_rewritten_in_place(
     write_migration(migrations_dir, B, "create index concurrently items_sku on items (sku);")
     api.migrate(make_settings(task_db_url), upto=A)
     env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
-    with old_snapshot(task_db_url) as blocker:
-        ender = ending_after(blocker, 2.0)
-        code, seen = at_a_terminal(["dev.migrate"], env)
-        ender.join()
+    with old_snapshot(task_db_url) as blocker:  # held until the terminal shows the wait
+        code, seen = at_a_terminal(["dev.migrate"], env, b"waiting for old snapshots",
+                                   lambda: blocker.execute("COMMIT"))
     assert code == 0, seen
     assert re.search(rb"\r[^\r\n]*CREATE INDEX CONCURRENTLY items_sku: waiting for old snapshots[^\r\n]*\x1b\[K",
                      seen), seen
+    assert b"\r\x1b[Kapplied " + B.encode() in seen  # the line cleared before the next one
     assert b"applied 1 migration(s)" in seen and valid(task_db_url, "items_sku")

@@ -33,6 +33,9 @@ REPORT_EVERY = 5.0   # seconds between progress lines, for a sink that writes li
 LIVE_EVERY = 0.5     # seconds between updates of the one line a live sink (a terminal) rewrites
 BACKSTOP = 5.0       # seconds past the budget after which the server itself ends a wait the watcher missed
 CANCELED = "57014"
+# Waits for older transactions: on their virtual transaction ids, and then on the id of one that was
+# prepared (two-phase) or, in a unique index's build, on a transaction inserting a conflicting row.
+OLDER = ("virtualxid", "transactionid")
 
 _STATE = (
     "SELECT a.wait_event_type, a.wait_event, p.phase, p.command, p.index_relid::regclass::text, "
@@ -167,7 +170,10 @@ class Watch:
         self.seen: dict[int, str] = {}   # pid -> description, of every session a try waited for
         self.phases: set[str] = set()    # the phases in which a try was cancelled for waiting too long
         self.reason: str | None = None   # why the watcher cancelled the current try: "wait" or "lock"
-        self._pid, self._limits, self._what, self._say = db.pid, limits, what, say
+        # The server's own pid: behind a pooler the connection's idea of it may be the pooler's.
+        pid = db.one("SELECT pg_backend_pid()")
+        self._pid = int(pid[0]) if pid else db.pid
+        self._limits, self._what, self._say = limits, what, say
         self._live = _live_of(say)
         self._every = LIVE_EVERY if self._live else REPORT_EVERY
         self._armed = False
@@ -206,7 +212,7 @@ class Watch:
         if failure.sqlstate == CANCELED:
             return self.reason
         if failure.lock_timeout:  # the backstop, or a leftover's drop that waited too long
-            return "wait" if self._last_wait == "virtualxid" else "lock"
+            return "wait" if self._last_wait in OLDER else "lock"
         return None
 
     def stop(self) -> None:
@@ -234,9 +240,9 @@ class Watch:
             return
         wait_type, wait_event, phase = row[0], row[1], row[2]
         self._last_wait = wait_event or ""
-        if wait_type == "Lock" and wait_event in ("virtualxid", "relation"):
+        if wait_type == "Lock" and wait_event in (*OLDER, "relation"):
             self.seen.update(holding_up(self._db, self._pid))
-        if wait_event == "virtualxid":
+        if wait_type == "Lock" and wait_event in OLDER:
             self._waited += step
             if self._waited > self._limits.concurrent_wait:
                 self._cancel("wait", wait_event, phase)
