@@ -148,7 +148,8 @@ def _gave_up(db: Database, statement: sqltext.Statement, limits: Limits, what: s
              reason: str, tries: int) -> str:
     try:
         dropped = drop_leftovers(db, statement)
-        left = f"the unfinished {', '.join(dropped)} was dropped" if dropped else "it left no INVALID index"
+        left = (f"its unfinished index {', '.join(dropped)} was dropped" if len(dropped) == 1 else
+                f"its unfinished indexes {', '.join(dropped)} were dropped" if dropped else "it left no INVALID index")
     except PgShiftError as error:
         left = f"its INVALID leftover could not be dropped yet ({error}); the next run drops it"
     who = "; ".join(watch.seen.values()) or "sessions that could not be identified"
