@@ -2,7 +2,8 @@
 
 Counting connections and folder reads wraps the real functions (the database is still real): a
 deploy may open at most three connections to its target (the plan's read-only session, the session
-under the migration lock, pg_dump's) and read the migrations folder once.
+under the migration lock, pg_dump's), plus one watcher session for each concurrent index build, and
+read the migrations folder once.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counts]:
     yield counts
 
 
-def test_a_deploy_opens_three_connections_to_its_target_and_reads_the_folder_once(
+def test_a_deploy_opens_four_connections_to_its_target_and_reads_the_folder_once(
         task_db_url: DatabaseUrl, tmp_path: Path, counted: Counts) -> None:
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
     env = cli_env(task_db_url, ENVIRONMENT="staging", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(tmp_path / "migrations"),
@@ -84,7 +85,8 @@ def test_a_deploy_opens_three_connections_to_its_target_and_reads_the_folder_onc
     assert done.returncode == 0, done.stdout + done.stderr
     assert "deploy #1 succeeded: 3 migration(s)" in done.stdout
     sessions, dumps = counted.connections[task_db_url.dbname], counted.dumps[task_db_url.dbname]
-    assert (sessions, dumps) == (2, 1), counted.connections  # the plan's, the lock's; pg_dump
+    # the plan's, the lock's, the watcher of its one concurrent index build; pg_dump
+    assert (sessions, dumps) == (3, 1), counted.connections
     assert counted.reads == 1
 
 
