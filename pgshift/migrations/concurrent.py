@@ -182,7 +182,7 @@ class Watch:
         self._stop = threading.Event()
         self._last_wait = ""
         try:
-            self._db: Database | None = Database.connect(db.url)
+            self._db: Database | None = db.companion()  # one per applying session, not per build
         except PgShiftError:
             self._db = None
             return
@@ -219,8 +219,7 @@ class Watch:
     def stop(self) -> None:
         self._stop.set()
         if self._db is not None:
-            self._thread.join(timeout=5)
-            self._db.close()
+            self._thread.join(timeout=5)  # the session stays open for the next build (the companion's)
 
     def _run(self) -> None:
         while not self._stop.wait(POLL):
