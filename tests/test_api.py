@@ -82,7 +82,7 @@ def test_a_deploy_opens_three_connections_and_one_watcher_for_its_concurrent_bui
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
     index = tmp_path / "migrations" / "20250201000000_index_api_keys_user.sql"
     undo = index.with_name(index.name.replace(".sql", ".rollback.sql"))
-    for n, column in zip(range(1, builds), ("created_at", "last_used_at")):  # more builds: still one watcher
+    for n, column in enumerate(("created_at", "last_used_at")[: builds - 1], 1):  # more builds: one watcher
         index.write_text(index.read_text() + f"CREATE INDEX CONCURRENTLY api_keys_extra_{n} ON api_keys ({column});\n")
         undo.write_text(undo.read_text() + f"DROP INDEX CONCURRENTLY api_keys_extra_{n};\n")
     env = cli_env(task_db_url, ENVIRONMENT="staging", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(tmp_path / "migrations"),
