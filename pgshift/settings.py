@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "lock_wait": 30.0,           # seconds to wait for another migrator's advisory lock
     "lock_retries": 10,          # retries of a statement or migration that hit lock_timeout
     "retry_backoff": 0.5,        # seconds before the first retry; doubles each time up to 10, jittered
+    "concurrent_wait_timeout": 30.0,  # seconds a CREATE INDEX / REINDEX CONCURRENTLY may wait for older
+                                 # transactions (each try; then cancelled, its leftover dropped, retried)
     "connect_timeout": 10,       # seconds
     "perf_rows": 100_000,        # inv test.performance: rows in each table nothing references
     "quick_rows": 10_000,        # the performance run inside inv test
@@ -108,6 +110,7 @@ class Settings:
     backfill_max_active: int = DEFAULTS["backfill_max_active"]
     old_release: str = ""
     record_schema: str = DEFAULTS["record_schema"]
+    concurrent_wait_timeout: float = DEFAULTS["concurrent_wait_timeout"]
 
     @property
     def is_production(self) -> bool:
@@ -395,4 +398,5 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         backfill_max_active=_whole(config, "backfill_max_active"),
         old_release=_pattern(config, "old_release"),
         record_schema=record_schema(_given(config, "record_schema")),
+        concurrent_wait_timeout=_number(config, "concurrent_wait_timeout", positive=True),
     )

@@ -6,7 +6,7 @@ from invoke.tasks import task
 from pgshift import api
 from tasks import _adopt, _backup, _status
 from tasks._adopt import REASON_HELP
-from tasks._cli import boundary, out, settings, tty
+from tasks._cli import boundary, out, progress_out, settings, tty
 
 
 @task(
@@ -36,7 +36,7 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
 
     confirm = _prompts.ask if tty() else None
     result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
-                         upto=to or None, progress=out, empty=empty, allow_data_loss=allow_data_loss,
+                         upto=to or None, progress=progress_out(), empty=empty, allow_data_loss=allow_data_loss,
                          confirm=confirm, allow_out_of_order=allow_out_of_order, expand_contract=expand_contract)
     generated = result.generated
     if generated is not None and generated.in_sync:
