@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "lock_wait": 30.0,           # seconds to wait for another migrator's advisory lock
     "lock_retries": 10,          # retries of a statement or migration that hit lock_timeout
     "retry_backoff": 0.5,        # seconds before the first retry; doubles each time up to 10, jittered
+    "concurrent_wait_timeout": 30.0,  # seconds a CREATE INDEX / REINDEX CONCURRENTLY may wait for older
+                                 # transactions (each try; then cancelled, its leftover dropped, retried)
     "connect_timeout": 10,       # seconds
     "perf_rows": 100_000,        # inv test.performance: rows in each table nothing references
     "quick_rows": 10_000,        # the performance run inside inv test
@@ -58,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "backfill_max_xact_seconds": 60.0,  # another transaction open this long pauses a backfill; 0: not checked
     "backfill_max_active": 0,    # this many other active sessions pause a backfill; 0: no ceiling
     "old_release": "",           # deploy.complete: application_name LIKE pattern of the old app's sessions
+    "record_schema": "pgshift",  # the schema of the record, its lock and journals: pgshift or pgshift_<name>
 }
 
 
@@ -105,6 +109,8 @@ class Settings:
     backfill_max_xact_seconds: float = DEFAULTS["backfill_max_xact_seconds"]
     backfill_max_active: int = DEFAULTS["backfill_max_active"]
     old_release: str = ""
+    record_schema: str = DEFAULTS["record_schema"]
+    concurrent_wait_timeout: float = DEFAULTS["concurrent_wait_timeout"]
 
     @property
     def is_production(self) -> bool:
@@ -206,6 +212,19 @@ def _pattern(config: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"config pgshift.{key}={value!r} must be an application_name pattern, like 'shop-v41%'")
     return value.strip()
+
+
+# pgshift, or pgshift_ and a plain identifier: every schema of that name is left out of a schema's
+# snapshot, drift and checks as bookkeeping, whichever tenant's it is.
+RECORD_SCHEMA = re.compile(r"pgshift(_[A-Za-z0-9_]{1,55})?")
+
+
+def record_schema(value: object, where: str = "config pgshift.record_schema") -> str:
+    """A schema name for the record: ``pgshift`` or ``pgshift_<name>`` (letters, digits, _; at most 63)."""
+    if not isinstance(value, str) or not RECORD_SCHEMA.fullmatch(value):
+        raise ConfigError(f"{where}={value!r} must be pgshift or pgshift_ and letters, digits or _ (at most 63 "
+                          "in all), like 'pgshift_tenant1'")
+    return value
 
 
 def _database_name(config: Mapping[str, Any], key: str) -> str:
@@ -378,4 +397,6 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         backfill_max_xact_seconds=_number(config, "backfill_max_xact_seconds"),
         backfill_max_active=_whole(config, "backfill_max_active"),
         old_release=_pattern(config, "old_release"),
+        record_schema=record_schema(_given(config, "record_schema")),
+        concurrent_wait_timeout=_number(config, "concurrent_wait_timeout", positive=True),
     )

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pgshift.errors import ExitCode
 from tasks import _prompts
-from tasks._cli import emit_json, finish, out, table
+from tasks._cli import emit_json, finish, out, progress_out, table
 from tasks._status import show_drift
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def run(config: Settings, *, rehearse: bool, dry_run: bool, yes: bool, on_failur
         return _prompts.ask(question, yes=yes)
 
     report = api.deploy(config, rehearse=rehearse, on_failure=on_failure,
-                        confirm=confirm if config.is_production else None, progress=None if json else out)
+                        confirm=confirm if config.is_production else None, progress=None if json else progress_out())
     if json:
         emit_json(report.as_json())
     else:

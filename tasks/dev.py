@@ -6,7 +6,7 @@ from invoke.tasks import task
 from pgshift import api
 from tasks import _adopt, _backup, _status
 from tasks._adopt import REASON_HELP
-from tasks._cli import boundary, out, settings, tty
+from tasks._cli import boundary, out, progress_out, settings, tty
 
 
 @task(
@@ -24,7 +24,8 @@ from tasks._cli import boundary, out, settings, tty
         "allow_out_of_order": "apply a pending migration that sorts before the newest applied one (recorded in "
                               "the repair log); else refused, see inv dev.rebase",
         "expand_contract": "write NAME as a zero-downtime rename (expand, backfill, contract) for the column "
-                           "schema.sql marks '-- renamed from OLD'",
+                           "(or table) schema.sql marks '-- renamed from OLD', or a new NOT NULL column it marks "
+                           "'-- computed from EXPR'",
     },
 )
 @boundary
@@ -35,7 +36,7 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
 
     confirm = _prompts.ask if tty() else None
     result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
-                         upto=to or None, progress=out, empty=empty, allow_data_loss=allow_data_loss,
+                         upto=to or None, progress=progress_out(), empty=empty, allow_data_loss=allow_data_loss,
                          confirm=confirm, allow_out_of_order=allow_out_of_order, expand_contract=expand_contract)
     generated = result.generated
     if generated is not None and generated.in_sync:

@@ -113,6 +113,8 @@ KEYS: dict[str, tuple[object, object, object, str]] = {
     "backfill_max_xact_seconds": ("30", 30.0, "soon", "backfill_max_xact_seconds='soon' is not a number of seconds"),
     "backfill_max_active": ("8", 8, "1.5", "backfill_max_active='1.5' is not a whole number"),
     "old_release": (" shop-v41% ", "shop-v41%", ["v41"], "old_release=['v41'] must be an application_name pattern"),
+    "concurrent_wait_timeout": ("2.5", 2.5, "0", "concurrent_wait_timeout='0' must be a number of seconds above 0"),
+    "record_schema": ("pgshift_t1", "pgshift_t1", "app; DROP", "record_schema='app; DROP' must be pgshift or pgshift_"),
 }
 
 

@@ -50,8 +50,17 @@ def head(db: Database) -> str | None:
     """The newest applied migration of the connected database."""
     if not history.exists(db):
         return None
-    row = db.one(f"SELECT max(id) FROM {history.TABLE} WHERE state = 'applied'")
+    row = db.one(f"SELECT max(id) FROM {history.rel(db, 'migrations')} WHERE state = 'applied'")
     return row[0] if row else None
+
+
+def chosen_format(settings: Settings, database_bytes: int | None) -> str:
+    """The format a backup of a database this size is written in: a custom one of
+    ``backup_parallel_bytes`` or more goes in the directory format."""
+    fmt = settings.backup_format
+    if fmt == "custom" and database_bytes is not None and database_bytes >= settings.backup_parallel_bytes:
+        return "directory"
+    return fmt
 
 
 def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "manual",
@@ -69,9 +78,7 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
                      "FROM pg_class WHERE relkind IN ('r', 'm', 't')")
         estimate = int(row[0]) if row else None
         db_size = db.one("SELECT pg_database_size(current_database())")
-    fmt = settings.backup_format
-    if fmt == "custom" and db_size is not None and int(db_size[0]) >= settings.backup_parallel_bytes:
-        fmt = "directory"
+    fmt = chosen_format(settings, int(db_size[0]) if db_size is not None else None)
     folder = settings.backups_dir
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -102,7 +109,7 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
             duration_s=round(time.monotonic() - started, 3), reason=reason, objects=objects)
         _write_atomic(meta, manifest.dumps())
         os.rename(partial, final)
-        _fsync(folder)
+        directory.fsync(folder)
         finished = True
     except OSError as exc:
         raise _write_error(folder, exc) from None
@@ -194,7 +201,7 @@ def _synced_digest(path: Path, plain: bool) -> tuple[str, int, int]:
 
     def sync() -> None:
         try:
-            _fsync(path)
+            directory.fsync(path)
         except OSError as exc:
             failure.append(exc)
 
@@ -219,14 +226,6 @@ def _plain_complete(path: Path, headers: int) -> int:
     if b"PostgreSQL database dump complete" not in end:
         raise BackupInvalid(f"{path.name} is cut short (pg_dump's closing line is missing)")
     return headers
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -31,7 +31,8 @@ from pgshift.errors import MigrationError
 from pgshift.migrations import apply
 from pgshift.migrations.source import Migration
 
-_USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%' "
+_USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pgshift\\_%' "
+         "AND n.nspname NOT LIKE 'pg\\_%' "
          "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
          "AND d.objid = c.oid AND d.deptype = 'e')")
 
@@ -101,7 +102,8 @@ SELECT format('%I.%I', s.schemaname, s.sequencename), s.last_value, s.max_value,
         AND d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass
         AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
 FROM pg_sequences s
-WHERE s.schemaname NOT IN ('pgshift') AND s.last_value IS NOT NULL AND NOT s.cycle
+WHERE s.schemaname NOT IN ('pgshift') AND s.schemaname NOT LIKE 'pgshift\\_%'
+AND s.last_value IS NOT NULL AND NOT s.cycle
 ORDER BY 1"""
 
 

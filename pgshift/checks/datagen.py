@@ -40,7 +40,8 @@ SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.reltuples::bigint,
        EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\\_%'
+AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pgshift\\_%'
+AND n.nspname NOT LIKE 'pg\\_%'
 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                 AND d.deptype = 'e')
 ORDER BY 2"""

@@ -54,7 +54,7 @@ _TARGET_TABLES = """
 SELECT format('%s.%s', n.nspname, c.relname), greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
-AND n.nspname NOT LIKE 'pg\\_%'"""
+AND n.nspname NOT LIKE 'pgshift\\_%' AND n.nspname NOT LIKE 'pg\\_%'"""
 
 
 def _read_target(url: DatabaseUrl, connect_timeout: int,

@@ -51,6 +51,7 @@ _TABLES = """
 SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relfilenode
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+AND n.nspname NOT LIKE 'pgshift\\_%'
 AND n.nspname NOT LIKE 'pg\\_%'"""
 
 

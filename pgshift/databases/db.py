@@ -12,8 +12,8 @@ import getpass
 import os
 import re
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import psycopg
@@ -97,6 +97,10 @@ class DatabaseMissing(ConnectionFailed):
 class Database:
     url: DatabaseUrl
     conn: psycopg.Connection[Any]
+    # The schema that holds this session's migration record, lock and journals (pgshift.migrations.history
+    # names them); ``target.connect`` sets it from the settings.
+    record_schema: str = "pgshift"
+    _companion: Database | None = field(default=None, repr=False)
 
     @classmethod
     def connect(cls, url: DatabaseUrl, connect_timeout: int = 10) -> Database:
@@ -119,7 +123,18 @@ class Database:
         return cls(url=url, conn=conn)
 
     def close(self) -> None:
+        if self._companion is not None:
+            self._companion.close()
+            self._companion = None
         self.conn.close()
+
+    def companion(self) -> Database:
+        """A second session to the same database, for watching this one from another thread while it
+        runs a statement: opened on first use, kept for the next, closed with this session."""
+        if self._companion is None or self._companion.conn.closed:
+            self._companion = Database.connect(self.url)
+            self._companion.record_schema = self.record_schema
+        return self._companion
 
     def __enter__(self) -> Database:
         return self
@@ -140,10 +155,12 @@ class Database:
         with contextlib.suppress(psycopg.Error):  # nothing running, or the session is gone
             self.conn.cancel_safe(timeout=5)
 
-    def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
-        """Run one statement, or (without params) a script of several, sent as one simple query."""
+    @contextlib.contextmanager
+    def _command(self) -> Iterator[None]:
+        """One command's errors: an SQL error leaves the session outside any transaction and comes out
+        as ours; Ctrl-C or SIGTERM mid-command leaves it idle for the clean-up."""
         try:
-            self.conn.execute(query.encode() if params is None else query, params, prepare=False)
+            yield
         except psycopg.Error as exc:
             self._reset()
             raise _sql_error(exc) from None
@@ -151,16 +168,15 @@ class Database:
             self._settle_interrupted()
             raise
 
+    def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
+        """Run one statement, or (without params) a script of several, sent as one simple query."""
+        with self._command():
+            self.conn.execute(query.encode() if params is None else query, params, prepare=False)
+
     def rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        try:
+        with self._command():
             cursor = self.conn.execute(query, params, prepare=False)
             return cursor.fetchall() if cursor.description is not None else []
-        except psycopg.Error as exc:
-            self._reset()
-            raise _sql_error(exc) from None
-        except KeyboardInterrupt:
-            self._settle_interrupted()
-            raise
 
     def one(self, query: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         found = self.rows(query, params)

@@ -22,7 +22,7 @@ from typing import Any
 from pgshift.databases.db import Database, SqlFailure
 
 # the schemas a snapshot leaves out (a condition on pg_namespace n)
-SKIP = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') "
+SKIP = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pgshift\\_%' "
         "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'")
 
 

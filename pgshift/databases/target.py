@@ -26,12 +26,15 @@ def connect(settings: Settings) -> Database:
     """Connect to the target. The embedded database is created on first use."""
     target = url(settings)
     try:
-        return Database.connect(target, settings.connect_timeout)
+        db = Database.connect(target, settings.connect_timeout)
     except DatabaseMissing:
         if settings.url is not None:
             raise
-    create_database(throwaway.admin_url(target, settings.connect_timeout), target.dbname, settings.connect_timeout)
-    return Database.connect(target, settings.connect_timeout)
+        create_database(throwaway.admin_url(target, settings.connect_timeout), target.dbname,
+                        settings.connect_timeout)
+        db = Database.connect(target, settings.connect_timeout)
+    db.record_schema = settings.record_schema
+    return db
 
 
 def create_database(admin: DatabaseUrl, name: str, connect_timeout: int = 10,

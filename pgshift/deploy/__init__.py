@@ -22,5 +22,7 @@ def tables(db: Database) -> tuple[bool, bool]:
 
     Kept in this light module: ``status`` asks it first and imports the deploy modules only when the
     answer is yes, which a development database never gives."""
-    row = db.one(f"SELECT {', '.join(f'to_regclass({t!r}) IS NOT NULL' for t in TABLES)}")
+    from pgshift.migrations.history import in_schema
+
+    row = db.one(f"SELECT {', '.join(f'to_regclass({in_schema(db, t)!r}) IS NOT NULL' for t in TABLES)}")
     return (bool(row[0]), bool(row[1])) if row else (False, False)

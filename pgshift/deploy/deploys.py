@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pgshift.databases.db import Database, SqlFailure
-from pgshift.migrations import lock
+from pgshift.migrations import history, lock
 
 TABLE = "pgshift.deploys"
 OUTCOMES = ("running", "succeeded", "failed", "rolled back", "interrupted")
@@ -86,19 +86,19 @@ _COLUMNS = ("id, started_at, finished_at, environment, who, host, pid, step, out
 
 
 def exists(db: Database) -> bool:
-    return db.has_relation("pgshift.deploys")
+    return db.has_relation(history.rel(db, "deploys"))
 
 
 def ensure(db: Database) -> None:
     """Create the table (under the migration lock)."""
     if not exists(db):
-        db.execute(DDL)
+        db.execute(history.in_schema(db, DDL))
 
 
 def recent(db: Database, limit: int = 10) -> list[Deploy]:
     """The newest deploys first; none when the table does not exist."""
     try:
-        rows = db.rows(f"SELECT {_COLUMNS} FROM {TABLE} ORDER BY id DESC LIMIT %s", [limit])
+        rows = db.rows(f"SELECT {_COLUMNS} FROM {history.rel(db, 'deploys')} ORDER BY id DESC LIMIT %s", [limit])
     except SqlFailure as failure:
         if failure.sqlstate in ("42P01", "3F000"):
             return []
@@ -114,7 +114,7 @@ def _deploy(row: tuple[Any, ...]) -> Deploy:
 
 def start(db: Database, *, environment: str, who: str, host: str, pid: int, migrations: list[str],
           rehearsed: bool, log: str | None) -> int:
-    row = db.one(f"INSERT INTO {TABLE} (environment, who, host, pid, migrations, rehearsed, log) "
+    row = db.one(f"INSERT INTO {history.rel(db, 'deploys')} (environment, who, host, pid, migrations, rehearsed, log) "
                  "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
                  [environment, who, host, pid, migrations, rehearsed, log])
     assert row is not None
@@ -129,15 +129,15 @@ def step(db: Database, deploy_id: int, name: str, **values: Any) -> None:
             raise ValueError(column)
         sets.append(f"{column} = %s")
         params.append(json.dumps(value) if column == "durations" else value)
-    db.execute(f"UPDATE {TABLE} SET {', '.join(sets)} WHERE id = %s", [*params, deploy_id])
+    db.execute(f"UPDATE {history.rel(db, 'deploys')} SET {', '.join(sets)} WHERE id = %s", [*params, deploy_id])
 
 
 def finish(db: Database, deploy_id: int, outcome: str, *, migrations: list[str], durations: dict[str, int],
            error: str | None = None) -> None:
     if outcome not in OUTCOMES:
         raise ValueError(outcome)
-    db.execute(f"UPDATE {TABLE} SET outcome = %s, finished_at = now(), migrations = %s, durations = %s, "
-               "error = %s WHERE id = %s",
+    db.execute(f"UPDATE {history.rel(db, 'deploys')} SET outcome = %s, finished_at = now(), migrations = %s, "
+               "durations = %s, error = %s WHERE id = %s",
                [outcome, migrations, json.dumps(durations), error[:2000] if error else None, deploy_id])
 
 
@@ -157,6 +157,6 @@ def stale(db: Database) -> list[Deploy]:
 def mark_interrupted(db: Database, deploys: list[Deploy]) -> None:
     """Under the migration lock: the ``running`` rows left by dead deploys become ``interrupted``."""
     for d in deploys:
-        db.execute(f"UPDATE {TABLE} SET outcome = 'interrupted', error = coalesce(error, %s) "
+        db.execute(f"UPDATE {history.rel(db, 'deploys')} SET outcome = 'interrupted', error = coalesce(error, %s) "
                    "WHERE id = %s AND outcome = 'running'",
                    [f"the deploy process died during step {d.step}", d.id])

@@ -6,7 +6,9 @@ The application needs one query (the table exists once pgshift has deployed to t
     SELECT enabled FROM pgshift.maintenance;   -- exactly one row: true while maintenance is on
 
 Each change is also announced with ``NOTIFY pgshift_maintenance, 'on'`` (or ``'off'``) for an
-application that would rather ``LISTEN`` than poll.
+application that would rather ``LISTEN`` than poll. With another record schema (a tenant's, see
+``pgshift.migrations.history``) the flag is that schema's ``maintenance`` and the channel
+``<schema>_maintenance``: each tenant has its own.
 
 The flag outlives the process that set it, so a deploy that dies leaves it on: the row remembers the
 deploy that set it, and ``left_on_by_crash`` tells that case (the deploy is no longer running) from
@@ -29,6 +31,7 @@ from typing import Any
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import redact
 from pgshift.errors import ToolError
+from pgshift.migrations import history
 
 QUERY = "SELECT enabled FROM pgshift.maintenance"
 CHANNEL = "pgshift_maintenance"
@@ -75,19 +78,28 @@ class Maintenance:
 OFF = Maintenance(False)
 
 
+def query(db: Database) -> str:
+    """The application's query for this session's record schema."""
+    return history.in_schema(db, QUERY)
+
+
+def channel(db: Database) -> str:
+    return CHANNEL if db.record_schema == history.SCHEMA else f'"{db.record_schema}_maintenance"'
+
+
 def exists(db: Database) -> bool:
-    return db.has_relation("pgshift.maintenance")
+    return db.has_relation(history.rel(db, "maintenance"))
 
 
 def ensure(db: Database) -> None:
     if not exists(db):
-        db.execute(DDL)
+        db.execute(history.in_schema(db, DDL))
 
 
 def state(db: Database) -> Maintenance:
     """The flag as the application sees it (off when the table does not exist yet). Reads only."""
     try:
-        row = db.one("SELECT enabled, since, set_by, reason, deploy_id FROM pgshift.maintenance")
+        row = db.one(f"SELECT enabled, since, set_by, reason, deploy_id FROM {history.rel(db, 'maintenance')}")
     except SqlFailure as failure:
         if failure.sqlstate in ("42P01", "3F000"):
             return OFF
@@ -102,12 +114,12 @@ def switch(db: Database, on: bool, *, set_by: str, reason: str | None = None,
     db.execute("BEGIN")
     try:
         if on:
-            db.execute("UPDATE pgshift.maintenance SET enabled = true, since = now(), set_by = %s, reason = %s, "
-                       "deploy_id = %s", [set_by, reason, deploy_id])
+            db.execute(f"UPDATE {history.rel(db, 'maintenance')} SET enabled = true, since = now(), set_by = %s, "
+                       "reason = %s, deploy_id = %s", [set_by, reason, deploy_id])
         else:
-            db.execute("UPDATE pgshift.maintenance SET enabled = false, since = now(), set_by = %s, "
+            db.execute(f"UPDATE {history.rel(db, 'maintenance')} SET enabled = false, since = now(), set_by = %s, "
                        "reason = NULL, deploy_id = NULL", [set_by])
-        db.execute(f"NOTIFY {CHANNEL}, '{'on' if on else 'off'}'")
+        db.execute(f"NOTIFY {channel(db)}, '{'on' if on else 'off'}'")
         db.execute("COMMIT")
     except BaseException:
         if not db.conn.closed and db.in_transaction:

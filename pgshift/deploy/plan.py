@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pgshift.backups import files as backup_files
 from pgshift.checks import lint
 from pgshift.databases import dump
 from pgshift.databases.db import Database
@@ -113,13 +114,31 @@ def _plan_migration(m: Migration, problems: list[str]) -> PlannedMigration:
     return PlannedMigration(m.id, m.path.name, mask_sql_passwords(m.sql), transactional, rollback, why)
 
 
+# Findings by the migrations' text: a fleet run plans every target against the same files, and parsing them
+# once per target was the most CPU its threads spent under the one interpreter lock.
+_LINTED: dict[tuple[object, ...], list[lint.LintFinding]] = {}
+
+
 def _lint(migrations: list[Migration], planned: list[PlannedMigration]) -> list[lint.LintFinding]:
-    return lint.lint(migrations, only={m.id for m in planned}).findings
+    key = (tuple((m.id, m.path.name, m.sql, m.empty) for m in migrations), frozenset(m.id for m in planned))
+    found = _LINTED.get(key)
+    if found is None:
+        found = lint.lint(migrations, only={m.id for m in planned}).findings
+        if len(_LINTED) >= 16:
+            _LINTED.clear()
+        _LINTED[key] = found
+    return list(found)
 
 
-def backup_name(settings: Settings) -> str:
-    ext = dump.FORMATS[settings.backup_format]
+def backup_name(settings: Settings, database_bytes: int | None = None) -> str:
+    """The name a backup would get; its extension from the format a database this size is backed up in."""
+    ext = dump.FORMATS[backup_files.chosen_format(settings, database_bytes)]
     return str(settings.backups_dir / f"backup_{settings.environment}_<UTC YYYYMMDD_HHMMSS>{ext}")
+
+
+def _database_bytes(db: Database) -> int | None:
+    row = db.one("SELECT pg_database_size(current_database())")
+    return int(row[0]) if row else None
 
 
 def build(settings: Settings, db: Database, migrations: list[Migration], *, rehearse: bool,
@@ -133,6 +152,9 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
     if on_failure not in ON_FAILURE:
         problems.append(f"--on-failure={on_failure!r} is not one of: {', '.join(ON_FAILURE)}")
     records = history.records(db)
+    shared = None if records else history.shared_record_instead(db)
+    if shared:
+        problems.append(shared)
     try:
         pending = apply.verify(migrations, records)
     except MigrationError as error:
@@ -196,6 +218,8 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
     by_hand = flag.enabled and flag.deploy_id is None
     left_by_dead = flag.enabled and flag.deploy_id is not None
     skip_backup = settings.skip_backup or nothing
+    backup = None if skip_backup else backup_name(
+        settings, _database_bytes(db) if settings.backup_format == "custom" else None)
     skip_maint = settings.skip_maintenance or nothing
     steps = [
         PlannedStep("preflight", True, "configuration, connection, checksums, lock free"
@@ -206,11 +230,11 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
         PlannedStep("lock", True, f"migration lock (wait up to {settings.lock_wait:g}s)"),
         PlannedStep("backup", not skip_backup,
                     "nothing to deploy" if nothing else "SKIP_BACKUP is set" if settings.skip_backup
-                    else f"pg_dump, verified: {backup_name(settings)}"),
+                    else f"pg_dump, verified: {backup}"),
         PlannedStep("maintenance on", not skip_maint and not by_hand,
                     "nothing to deploy" if nothing else "on already, by hand: left as it is" if by_hand
                     else "SKIP_MAINTENANCE is set" if settings.skip_maintenance
-                    else f"{maintenance.QUERY} turns true" + (" (+ hook)" if settings.maintenance_on_hook else "")),
+                    else f"{maintenance.query(db)} turns true" + (" (+ hook)" if settings.maintenance_on_hook else "")),
         PlannedStep("apply", not nothing,
                     f"{len(planned)} migration(s); lock_timeout {settings.lock_timeout:g}s, "
                     f"{settings.lock_retries} retries, statement_timeout "
@@ -227,6 +251,6 @@ def build(settings: Settings, db: Database, migrations: list[Migration], *, rehe
     ]
     return Plan(target=settings.describe_target(), environment=settings.environment, database=db.url.dbname,
                 pending=planned, empty=[p.migration.id for p in pending if p.migration.empty], applied=applied,
-                steps=steps, backup=None if skip_backup else backup_name(settings), on_failure=on_failure,
+                steps=steps, backup=backup, on_failure=on_failure,
                 rehearse=rehearse, maintenance=flag, interrupted=interrupted, lint=findings,
                 problems=problems, warnings=warnings, migrations=migrations)

@@ -49,7 +49,7 @@ def maintenance_on(run: Run, db: Database) -> None:
                        deploy_id=run.report.deploy_id)
     deploys.step(db, run.report.deploy_id, "maintenance on")
     run.report.maintenance = "on"
-    run.say("maintenance", f"maintenance on ({maintenance.QUERY} is true)")
+    run.say("maintenance", f"maintenance on ({maintenance.query(db)} is true)")
     run.event("maintenance on", detail=f"for deploy #{run.report.deploy_id}")
     failpoint("deploy:maintenance-on")
     said = maintenance.run_hook(run.settings.maintenance_on_hook, True, run.settings.environment,

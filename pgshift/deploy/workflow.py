@@ -153,7 +153,7 @@ def _rehearse(run: Run, planned: Plan) -> rehearsal.Rehearsal:
                               sequence_limit=settings.sequence_limit,
                               connect_timeout=settings.connect_timeout, progress=lambda m: run.say("rehearse", m),
                               elsewhere=lambda: _embedded_admin(settings), accept=settings.accept,
-                              sample_rows=settings.rehearsal_sample_rows)
+                              sample_rows=settings.rehearsal_sample_rows, record_schema=settings.record_schema)
     except ConnectionFailed as error:
         instead = ("Deploy without a rehearsal (inv prod.deploy) only if you accept that" if settings.is_production
                    else "Let the role connect to the postgres database and create databases, then deploy again")

@@ -1,6 +1,6 @@
 """The fleet journal: one JSON object a line in ``logs/<fleet>.journal.jsonl``, appended under an
 exclusive ``fcntl`` lock (several runners, one per shard, share the file), each line flushed and
-fsynced before the run goes on.
+fsynced before the run goes on (lines that the runner's threads append at once share one fsync).
 
 Records: ``run`` (a deploy started: its id, shard, targets, pid and host), ``resume`` (a runner took
 the run over), ``target`` (a target's state: ``running``, ``done`` or ``failed``, with what it applied
@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,13 +54,52 @@ class RunState:
 
 
 class Journal:
+    """Appends from the runner's threads share a write and an fsync: the first of them to arrive writes
+    every line queued by then, and each ``append`` returns once its own line is on disk (or raises)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._turn = threading.Condition()
+        self._queue: list[bytes] = []
+        self._queued = 0    # lines handed to append so far
+        self._durable = 0   # of those, the lines written and fsynced (or failed: see _failed)
+        self._writing = False
+        self._failed: list[tuple[int, int, ToolError]] = []  # (first, last) line numbers a write lost
 
     def append(self, kind: str, run: str, **values: Any) -> None:
         record = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), "kind": kind, "run": run,
                   "pid": os.getpid(), "host": socket.gethostname(), **values}
-        line = json.dumps(record, default=str) + "\n"
+        line = (json.dumps(record, default=str) + "\n").encode()
+        with self._turn:
+            self._queue.append(line)
+            self._queued += 1
+            mine = self._queued
+            while self._durable < mine:
+                if self._writing:
+                    self._turn.wait()
+                    continue
+                batch, self._queue, first, last = self._queue, [], self._durable + 1, self._queued
+                self._writing = True
+                self._turn.release()
+                lost: ToolError | None = ToolError(f"the fleet journal {self.path} was not written: interrupted")
+                try:
+                    self._write(b"".join(batch))
+                    lost = None
+                except ToolError as failure:
+                    lost = failure
+                    raise
+                finally:
+                    self._turn.acquire()
+                    if lost is not None:
+                        self._failed = [*self._failed[-15:], (first, last, lost)]
+                    self._writing = False
+                    self._durable = last
+                    self._turn.notify_all()
+            for low, high, gone in self._failed:
+                if low <= mine <= high:
+                    raise gone
+
+    def _write(self, lines: bytes) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -67,8 +107,10 @@ class Journal:
             raise ToolError(f"cannot write the fleet journal {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, line.encode())
+            os.write(fd, lines)
             os.fsync(fd)
+        except OSError as exc:
+            raise ToolError(f"cannot write the fleet journal {self.path}: {exc.strerror}") from None
         finally:
             os.close(fd)  # closing releases the lock
 

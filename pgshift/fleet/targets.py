@@ -8,9 +8,14 @@
     [[targets]]
     name = "tenant-a"
     url = "postgresql://app:${TENANT_A_PASSWORD}@db1:5432/tenant_a"
-    schema = "app"       # optional: the search_path of the run
+    schema = "app"       # optional: the search_path of the run, and the tenant's own record (see below)
     labels = ["eu"]      # optional
     wave = 0             # optional: 0 for a canary; without it the target goes in a wave of wave_size
+
+A target with a ``schema`` is a tenant: its migration record, lock, deploy history and maintenance flag
+live in the schema ``pgshift_<schema>`` (``record_schema`` names another), so tenants that share one
+database each have their own record, may be at different versions and deploy at the same time. A
+target without one keeps them in ``pgshift``, as a single-database deploy does.
 
 The file is committed, so a URL may not hold a literal password: ``${NAME}`` takes it (or any other
 part of the URL) from the environment.
@@ -36,6 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pgshift import settings as settings_module
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import ConfigError, PgShiftError
@@ -56,6 +62,7 @@ class Target:
     schema: str | None = None
     labels: tuple[str, ...] = ()
     wave: int | None = None  # as the file gives it; None: a wave of wave_size
+    record_schema: str = "pgshift"  # where its record lives: pgshift_<schema> for a tenant
 
     @property
     def canary(self) -> bool:
@@ -68,11 +75,11 @@ class Target:
         if self.schema is not None:
             url = replace(url, params=(*url.params, ("options", f"-c search_path={self.schema}")))
         return replace(base, url=url, backups_dir=base.backups_dir / "fleet" / self.name,
-                       logs_dir=base.logs_dir / "fleet" / self.name)
+                       logs_dir=base.logs_dir / "fleet" / self.name, record_schema=self.record_schema)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "url": str(self.url), "schema": self.schema, "labels": list(self.labels),
-                "wave": self.wave}
+                "wave": self.wave, "record_schema": self.record_schema}
 
 
 @dataclass(frozen=True)
@@ -187,9 +194,10 @@ def _target(path: Path, index: int, entry: Any, env: Mapping[str, str], *, commi
     where = f"{path.name} target #{index}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} is not a table; write it as [[targets]] with name = ... and url = ...")
-    unknown = set(entry) - {"name", "url", "schema", "labels", "wave"}
+    unknown = set(entry) - {"name", "url", "schema", "labels", "wave", "record_schema"}
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; known: name, url, schema, labels, wave")
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; known: name, url, schema, labels, wave, "
+                          "record_schema")
     name = entry.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"{where}: name must be letters, digits, '.', '_' or '-' (up to 63), got {name!r}")
@@ -206,13 +214,16 @@ def _target(path: Path, index: int, entry: Any, env: Mapping[str, str], *, commi
     schema = entry.get("schema")
     if schema is not None and (not isinstance(schema, str) or not _SCHEMA.fullmatch(schema)):
         raise ConfigError(f"{where}: schema must be a plain identifier (letters, digits, _), got {schema!r}")
+    record = entry.get("record_schema") or (f"pgshift_{schema}" if schema is not None else settings_module.DEFAULTS[
+        "record_schema"])
+    record = settings_module.record_schema(record, f"{where}: record_schema")
     labels = entry.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise ConfigError(f"{where}: labels must be a list of strings, e.g. labels = [\"eu\"]")
     wave = entry.get("wave")
     if wave is not None and (not isinstance(wave, int) or isinstance(wave, bool) or wave < 0):
         raise ConfigError(f"{where}: wave must be a whole number (0 for a canary), got {wave!r}")
-    return Target(name=name, url=url, schema=schema, labels=tuple(labels), wave=wave)
+    return Target(name=name, url=url, schema=schema, labels=tuple(labels), wave=wave, record_schema=record)
 
 
 def _refuse_literal_password(where: str, raw: str) -> None:
@@ -241,13 +252,14 @@ def _expand(where: str, raw: str, env: Mapping[str, str]) -> str:
 
 def _unique(path: Path, targets: list[Target]) -> None:
     names: set[str] = set()
-    databases: dict[tuple[str | None, int | None, str], str] = {}
+    databases: dict[tuple[str | None, int | None, str, str], str] = {}
     for t in targets:
         if t.name in names:
             raise ConfigError(f"{path.name}: two targets are named {t.name!r}; give each a name of its own")
         names.add(t.name)
-        key = (t.url.host, t.url.port, t.url.dbname)
+        key = (t.url.host, t.url.port, t.url.dbname, t.record_schema)
         if key in databases:
             raise ConfigError(f"{path.name}: targets {databases[key]!r} and {t.name!r} are the same database "
-                              f"({t.url.dbname}); the migration record is one per database, so list it once")
+                              f"({t.url.dbname}) with one record ({t.record_schema}); list it once, or give each "
+                              "tenant its own schema")
         databases[key] = t.name

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ChecksumMismatch, ConfigError, LockTimeout, MigrationError, PgShiftError
-from pgshift.migrations import backfill, history, phases, sqltext, squashed, stepwise, txmode
+from pgshift.migrations import backfill, gate, history, phases, sqltext, squashed, stepwise, txmode, validate
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
@@ -147,7 +147,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
                     # Alone, the one-migration path applies it, retrying a lock timeout or running a
                     # statement that refuses a transaction outside one. What a failed batch did not
                     # reach is batched again on the next round.
-                    done.append(_apply_one(db, failed, limits, durable=index == len(runnable)))
+                    done.append(_apply_one(db, failed, limits, durable=index == len(runnable), say=progress))
                     _failpoint(f"committed:{failed.migration.id}")
                     say(f"applied {failed.migration.id} in {done[-1].duration_ms} ms")
             except PgShiftError as error:
@@ -157,6 +157,8 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
                 raise
         if phased:  # the backfills of phased files applied now, or of an earlier run that stopped
             backfill.run_open(db, migrations, limits, say)
+            validate.run_open(db, migrations, limits, say)  # each statement alone, once the rows are filled
+            gate.look_open(db, migrations)  # what the contract gate compares pg_stat_statements with
         return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
 
 
@@ -196,7 +198,7 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
     except SqlFailure as error:
         failure = error
     ids = [item.migration.id for item in batch]
-    took = dict(db.rows("SELECT id, duration_ms FROM pgshift.migrations WHERE id = ANY(%s)", [ids]))
+    took = dict(db.rows(f"SELECT id, duration_ms FROM {history.rel(db, 'migrations')} WHERE id = ANY(%s)", [ids]))
     applied = [Applied(i, int(took[i] or 0), transactional=True) for i in ids if i in took]
     if failure is None:
         return applied, None, None
@@ -213,11 +215,12 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
     return applied, batch[stopped], failure
 
 
-def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Applied:
+def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool,
+               say: Progress | None = None) -> Applied:
     migration = item.migration
     mode = txmode.of(migration.sql, migration.path.name, may_need_parse=migration.may_need_parse)
     if mode.statements is not None:
-        return _apply_statements(db, item, limits, mode.statements)
+        return _apply_statements(db, item, limits, mode.statements, say)
     try:
         elapsed, tries = retrying(db, limits, migration.path.name,
                                   lambda: _apply_script(db, migration, limits, durable))
@@ -231,7 +234,7 @@ def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Ap
             # before its commit, though the quick scan saw no sign of either (an odd string escape can
             # hide one): trust the server, run it split.
             return _apply_statements(db, item, limits,
-                                     sqltext.statements(migration.sql, migration.path.name))
+                                     sqltext.statements(migration.sql, migration.path.name), say)
         error = _explain_transactional(db, migration, failure, limits)
         _record_failure(db, migration, transactional=True, error=str(error))
         raise error from None
@@ -264,7 +267,7 @@ def _apply_script(db: Database, migration: Migration, limits: Limits, durable: b
 
 
 def _apply_statements(db: Database, item: Pending, limits: Limits,
-                      statements: list[sqltext.Statement]) -> Applied:
+                      statements: list[sqltext.Statement], say: Progress | None = None) -> Applied:
     migration = item.migration
     hashes = [stepwise.digest(s) for s in statements]
     start, resumed = 0, False
@@ -277,7 +280,7 @@ def _apply_statements(db: Database, item: Pending, limits: Limits,
             raise MigrationError(
                 f"{migration.path.name} stopped after statement {start} of {rec.statements_total}, and the "
                 f"statements already run were edited since; restore them, or undo statements 1-{start} "
-                f"by hand and DELETE FROM pgshift.migrations WHERE id = '{migration.id}'")
+                f"by hand and DELETE FROM {history.rel(db, 'migrations')} WHERE id = '{migration.id}'")
         resumed = True
     started = time.monotonic()
     where = f"WHERE id = {db.literal(migration.id)}"
@@ -285,10 +288,11 @@ def _apply_statements(db: Database, item: Pending, limits: Limits,
                                   duration_ms=None, transactional=False, total=len(statements),
                                   done=start, hashes=tuple(hashes[:start])))
     journal = stepwise.Journal(
-        step=lambda n: (f"UPDATE pgshift.migrations SET statements_done = {n}, "
+        step=lambda n: (f"UPDATE {history.rel(db, 'migrations')} SET statements_done = {n}, "
                         f"done_hashes = done_hashes || {db.literal(hashes[n - 1])}::text {where}"),
         executed=f"executed:{migration.id}", journaled=f"journaled:{migration.id}")
-    ran = stepwise.run(db, statements, limits, journal, start=start, resumed=resumed, what=migration.path.name)
+    ran = stepwise.run(db, statements, limits, journal, start=start, resumed=resumed, what=migration.path.name,
+                       progress=say)
     stopped = ran.stopped
     if stopped is not None:
         _record_failure(db, migration, transactional=False, error=str(stopped.error))
@@ -297,7 +301,7 @@ def _apply_statements(db: Database, item: Pending, limits: Limits,
                            total=len(statements)) from None
         raise type(stopped.error)(f"{stopped.error}; {_left(stopped.at, len(statements))}") from None
     elapsed = int((time.monotonic() - started) * 1000)
-    db.execute(f"UPDATE pgshift.migrations SET state = 'applied', error = NULL, applied_at = now(), "
+    db.execute(f"UPDATE {history.rel(db, 'migrations')} SET state = 'applied', error = NULL, applied_at = now(), "
                f"duration_ms = {elapsed} {where}")
     return Applied(migration.id, elapsed, transactional=False, attempts=ran.attempts)
 
@@ -312,7 +316,7 @@ def _record_failure(db: Database, migration: Migration, *, transactional: bool, 
         db.execute(history.upsert_sql(db, id=migration.id, checksum=migration.checksum, state="failed",
                                       duration_ms=None, transactional=True, error=error[:2000]))
     else:
-        db.execute(f"UPDATE pgshift.migrations SET state = 'failed', error = {db.literal(error[:2000])} "
+        db.execute(f"UPDATE {history.rel(db, 'migrations')} SET state = 'failed', error = {db.literal(error[:2000])} "
                    f"WHERE id = {db.literal(migration.id)}")
 
 
@@ -430,7 +434,7 @@ def _rollback_statements(db: Database, migration: Migration, limits: Limits,
     origin = f"{migration.id}.rollback.sql"
     hashes = [stepwise.digest(s) for s in statements]
     where = f"WHERE id = {db.literal(migration.id)}"
-    db.execute(history.ROLLBACKS_DDL)
+    db.execute(history.in_schema(db, history.ROLLBACKS_DDL))
     before = history.rollback_journal(db).get(migration.id)
     start = 0
     if before is not None:
@@ -439,10 +443,10 @@ def _rollback_statements(db: Database, migration: Migration, limits: Limits,
             raise MigrationError(f"{origin} stopped after statement {start}, and the statements already "
                                  "run were edited since; restore them and run again")
     else:
-        db.execute(f"INSERT INTO pgshift.rollbacks (id, statements_total) VALUES ({db.literal(migration.id)}, "
-                   f"{len(statements)})")
+        db.execute(f"INSERT INTO {history.rel(db, 'rollbacks')} (id, statements_total) "
+                   f"VALUES ({db.literal(migration.id)}, {len(statements)})")
     journal = stepwise.Journal(
-        step=lambda n: (f"UPDATE pgshift.rollbacks SET statements_done = {n}, "
+        step=lambda n: (f"UPDATE {history.rel(db, 'rollbacks')} SET statements_done = {n}, "
                         f"done_hashes = done_hashes || {db.literal(hashes[n - 1])}::text {where}"),
         executed=f"rollback-executed:{migration.id}", journaled=f"rollback-journaled:{migration.id}")
     stopped = stepwise.run(db, statements, limits, journal, start=start, resumed=before is not None,
@@ -451,11 +455,11 @@ def _rollback_statements(db: Database, migration: Migration, limits: Limits,
         left = (f"statements 1-{stopped.at} of {len(statements)} are done and journaled; fix the file from "
                 f"statement {stopped.at + 1} on and run again to resume") if stopped.at else "nothing of it ran"
         raise MigrationError(f"{origin}, line {stopped.statement.line}: {stopped.error}; {left}") from None
-    db.execute(f"BEGIN; {history.delete_sql(db, migration.id)}; DELETE FROM pgshift.rollbacks {where};"
+    db.execute(f"BEGIN; {history.delete_sql(db, migration.id)}; DELETE FROM {history.rel(db, 'rollbacks')} {where};"
                f"{_forget_sql(db, migration)} COMMIT;")
 
 
 def _forget_sql(db: Database, migration: Migration) -> str:
     """A phased migration rolled back takes its phase and backfill rows with it."""
     return phases.forget_sql(db, migration.id) if phases.has_phases(migration.sql) and \
-        db.has_relation("pgshift.phases") else ""
+        db.has_relation(history.rel(db, "phases")) else ""

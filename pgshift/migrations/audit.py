@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from pgshift.databases.db import Database
+from pgshift.migrations import history
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS pgshift;
@@ -59,8 +60,8 @@ def write_sql(db: Database, action: str, migration: str | None = None, reason: s
     transaction, so the row exists exactly when the change does."""
     values = ", ".join(db.literal(v) if v is not None else "NULL"
                        for v in (user(), socket.gethostname(), action, migration, reason, detail))
-    return (f"{DDL}\nINSERT INTO pgshift.audit (who, host, action, migration, reason, detail) "
-            f"VALUES ({values});")
+    return (f"{history.in_schema(db, DDL)}\nINSERT INTO {history.rel(db, 'audit')} "
+            f"(who, host, action, migration, reason, detail) VALUES ({values});")
 
 
 def write(db: Database, action: str, migration: str | None = None, reason: str | None = None,
@@ -70,8 +71,9 @@ def write(db: Database, action: str, migration: str | None = None, reason: str |
 
 def entries(db: Database, limit: int = 50) -> list[Entry]:
     """The newest rows first; none when nothing was ever repaired."""
-    if not db.has_relation("pgshift.audit"):
+    if not db.has_relation(history.rel(db, "audit")):
         return []
     return [Entry._make(row) for row in db.rows(
-        "SELECT n, at, who, host, action, migration, reason, detail FROM pgshift.audit ORDER BY n DESC LIMIT %s",
+        f"SELECT n, at, who, host, action, migration, reason, detail FROM {history.rel(db, 'audit')} ORDER BY n "
+        "DESC LIMIT %s",
         [limit])]

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import LockTimeout, MigrationError
-from pgshift.migrations import phases
+from pgshift.migrations import history, phases
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.source import Migration
 from pgshift.migrations.stepwise import failpoint
@@ -72,7 +72,7 @@ def run_open(db: Database, migrations: list[Migration], limits: Limits, say: Say
 
 def journal(db: Database, migration_id: str, step: int) -> Journal | None:
     row = db.one("SELECT state, last_key, rows_done, rows_scanned, coalesce(rows_total, 0), batches, batch_size "
-                 "FROM pgshift.backfills WHERE id = %s AND step = %s", [migration_id, step])
+                 f"FROM {history.rel(db, 'backfills')} WHERE id = %s AND step = %s", [migration_id, step])
     return None if row is None else Journal(row[0], list(row[1]) if row[1] is not None else None, *row[2:])
 
 
@@ -83,7 +83,7 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
     found = journal(db, migration_id, fill.step)
     if found is None:
         primary_key(db, fill.table)  # a table without one (or misnamed) is refused before anything is written
-        db.execute("INSERT INTO pgshift.backfills (id, step, target, rows_total) VALUES (%s, %s, %s, %s) "
+        db.execute(f"INSERT INTO {history.rel(db, 'backfills')} (id, step, target, rows_total) VALUES (%s, %s, %s, %s) "
                    "ON CONFLICT DO NOTHING", [migration_id, fill.step, fill.table, _estimate(db, fill.table)])
         found = journal(db, migration_id, fill.step)
         assert found is not None
@@ -100,7 +100,8 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
     while True:
         reason = walk.held()
         if reason != held:
-            db.execute("UPDATE pgshift.backfills SET throttled = %s, updated_at = now() WHERE id = %s AND step = %s",
+            db.execute(f"UPDATE {history.rel(db, 'backfills')} SET throttled = %s, updated_at = now() WHERE id = %s "
+                       "AND step = %s",
                        [reason, migration_id, fill.step])
             say(f"backfill {label}: " + (f"held: {reason}" if reason else "going again"))
             held = reason
@@ -202,7 +203,7 @@ class _Walk:
         limits = self.limits
         row = self.db.one(
             "SELECT b.paused, lag.name, lag.seconds, old.pid, old.app, old.age, act.n "
-            "FROM pgshift.backfills b "
+            f"FROM {history.rel(self.db, 'backfills')} b "
             "LEFT JOIN LATERAL (SELECT application_name AS name, extract(epoch FROM replay_lag)::float8 AS seconds "
             "  FROM pg_stat_replication WHERE %s > 0 ORDER BY replay_lag DESC NULLS LAST LIMIT 1) lag ON true "
             "LEFT JOIN LATERAL (SELECT pid, application_name AS app, "
@@ -251,7 +252,7 @@ class _Walk:
             seen = f", seen AS (SELECT count(*) AS n FROM {self.table} WHERE {span})" if upper is None else ""
             row = db.one(
                 f"WITH done AS ({self.update} WHERE {span}{self.where} RETURNING 1){seen} "
-                "UPDATE pgshift.backfills SET last_key = %s::text[], "
+                f"UPDATE {history.rel(db, 'backfills')} SET last_key = %s::text[], "
                 "rows_done = rows_done + (SELECT count(*) FROM done), "
                 f"rows_scanned = rows_scanned + {'%s' if upper is not None else '(SELECT n FROM seen)'}, "
                 "batches = batches + 1, "

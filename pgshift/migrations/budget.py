@@ -34,6 +34,7 @@ class Limits(NamedTuple):
     max_replay_lag: float = 10.0
     max_xact_seconds: float = 60.0
     max_active: int = 0
+    concurrent_wait: float = 30.0  # a concurrent index build's wait for older transactions, each try
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -41,7 +42,8 @@ class Limits(NamedTuple):
                    lock_wait=settings.lock_wait, lock_retries=settings.lock_retries,
                    retry_backoff=settings.retry_backoff, batch_seconds=settings.backfill_batch_seconds,
                    max_replay_lag=settings.backfill_max_replay_lag,
-                   max_xact_seconds=settings.backfill_max_xact_seconds, max_active=settings.backfill_max_active)
+                   max_xact_seconds=settings.backfill_max_xact_seconds, max_active=settings.backfill_max_active,
+                   concurrent_wait=settings.concurrent_wait_timeout)
 
 
 def pause(limits: Limits, tries: int) -> float:

@@ -26,6 +26,7 @@ from pgshift.migrations import history
 from pgshift.migrations.source import Migration
 
 TABLE = history.SNAPSHOTS
+SNAPSHOTS = "schema_snapshots"
 KEEP = 20  # references kept: the newest, so a rollback to a recent set finds its own
 
 
@@ -76,13 +77,14 @@ def store(db: Database, key: str, records: dict[str, history.Record], objects: d
     """Keep ``objects`` as the reference for the applied set ``key``; False if the user may not write it."""
     applied = sorted(r.id for r in records.values() if r.state == "applied")
     try:
-        db.execute(history.SNAPSHOTS_DDL)
-        db.execute(f"INSERT INTO {TABLE} (applied, head, migrations, objects) VALUES (%s, %s, %s, %s::jsonb) "
+        db.execute(history.in_schema(db, history.SNAPSHOTS_DDL))
+        db.execute(f"INSERT INTO {history.rel(db, SNAPSHOTS)} (applied, head, migrations, objects) "
+                   "VALUES (%s, %s, %s, %s::jsonb) "
                    "ON CONFLICT (applied) DO UPDATE SET objects = EXCLUDED.objects, taken_at = now(), "
                    "catalog = NULL",
                    [key, applied[-1] if applied else None, len(applied), json.dumps(objects)])
-        db.execute(f"DELETE FROM {TABLE} WHERE applied NOT IN "
-                   f"(SELECT applied FROM {TABLE} ORDER BY taken_at DESC LIMIT {KEEP})")
+        db.execute(f"DELETE FROM {history.rel(db, SNAPSHOTS)} WHERE applied NOT IN "
+                   f"(SELECT applied FROM {history.rel(db, SNAPSHOTS)} ORDER BY taken_at DESC LIMIT {KEEP})")
     except SqlFailure:
         return False
     return True
@@ -92,7 +94,7 @@ def _load(db: Database, key: str) -> dict[str, str] | None:
     if not key:
         return dict(EMPTY)
     try:
-        row = db.one(f"SELECT objects FROM {TABLE} WHERE applied = %s", [key])
+        row = db.one(f"SELECT objects FROM {history.rel(db, SNAPSHOTS)} WHERE applied = %s", [key])
     except SqlFailure as failure:
         if failure.sqlstate in ("42P01", "3F000"):
             return None
@@ -138,7 +140,8 @@ def compare(db: Database, records: dict[str, history.Record]) -> list[DriftItem]
     else:
         try:
             # A hex key: no quoting. The stored fingerprint first: equal, nothing changed since a clean check.
-            unchanged = db.one(f"SELECT catalog = {FINGERPRINT} FROM {TABLE} WHERE applied = '{key}'")
+            unchanged = db.one(f"SELECT catalog = {FINGERPRINT} FROM {history.rel(db, SNAPSHOTS)} "
+                               f"WHERE applied = '{key}'")
         except SqlFailure as failure:
             if failure.sqlstate in ("42P01", "3F000"):  # migrated before references were kept
                 return None
@@ -148,8 +151,8 @@ def compare(db: Database, records: dict[str, history.Record]) -> list[DriftItem]
         if unchanged is not None and unchanged[0]:
             return []
         try:
-            present = f"EXISTS (SELECT 1 FROM {TABLE} WHERE applied = '{key}')"
-            rows = db.rows(_compare(_REF.format(table=TABLE, key=key), present))
+            present = f"EXISTS (SELECT 1 FROM {history.rel(db, SNAPSHOTS)} WHERE applied = '{key}')"
+            rows = db.rows(_compare(_REF.format(table=history.rel(db, SNAPSHOTS), key=key), present))
         except SqlFailure as failure:
             if failure.sqlstate in ("42P01", "3F000"):
                 return None
@@ -160,8 +163,9 @@ def compare(db: Database, records: dict[str, history.Record]) -> list[DriftItem]
     found = items({str(k): (was, now) for k, was, now, present, _ in rows if present is None})
     if key and not found:  # clean: remember the catalog as it is, so the next status is one cheap query
         with suppress(SqlFailure):  # a read-only user: the next status compares in full again
-            db.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS catalog text; "
-                       f"UPDATE {TABLE} SET catalog = {db.literal(marker[4])} WHERE applied = '{key}'")
+            db.execute(f"ALTER TABLE {history.rel(db, SNAPSHOTS)} ADD COLUMN IF NOT EXISTS catalog text; "
+                       f"UPDATE {history.rel(db, SNAPSHOTS)} SET catalog = {db.literal(marker[4])} "
+                       f"WHERE applied = '{key}'")
     return found
 
 

@@ -1,5 +1,10 @@
 """The migration record: table ``pgshift.migrations`` in the target database.
 
+The record, its lock and every journal of ours live in one schema, ``pgshift`` unless the settings'
+``record_schema`` names another (a fleet target with ``schema = "t1"`` keeps its own in ``pgshift_t1``,
+so tenants that share a database each have their own record). This module owns those names: ``rel``
+gives a bookkeeping table's name for a session, ``in_schema`` moves one of our own scripts to it.
+
 A transactional migration's row is written in the same transaction as its statements, so a row
 exists exactly when the effect does. A migration that runs outside a transaction keeps a journal in
 its row (state ``running``, how many statements are done, a hash of each), so a crash is resumable
@@ -8,6 +13,7 @@ and ``status`` shows where it stopped.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import NamedTuple
 
@@ -15,6 +21,38 @@ from pgshift.databases.db import Database, SqlFailure
 
 SCHEMA = "pgshift"
 TABLE = "pgshift.migrations"
+
+# Every table of ours in the record schema; a name outside these is refused.
+BOOKKEEPING = frozenset({"migrations", "schema_snapshots", "rollbacks", "deploys", "maintenance", "phases",
+                         "backfills", "audit", "statement_looks"})
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_OURS = re.compile(r"(?<![\w.\"])pgshift\.(" + "|".join(sorted(BOOKKEEPING)) + r")\b"
+                   r"|(?<=SCHEMA IF NOT EXISTS )pgshift\b")
+
+
+def schema_sql(name: str) -> str:
+    """A record schema as SQL: ``pgshift`` as ever, any other quoted (names are plain identifiers)."""
+    if name == SCHEMA:
+        return SCHEMA
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"record schema {name!r} is not a plain identifier")
+    return f'"{name}"'
+
+
+def rel(db: Database, table: str) -> str:
+    """The name of bookkeeping ``table`` for this session's record schema, e.g. ``pgshift.migrations``."""
+    if table not in BOOKKEEPING:
+        raise ValueError(f"{table!r} is not a bookkeeping table")
+    return f"{schema_sql(db.record_schema)}.{table}"
+
+
+def in_schema(db: Database, script: str) -> str:
+    """One of our own scripts (never one with a user's text in it) with its ``pgshift.<table>`` names and
+    ``CREATE SCHEMA IF NOT EXISTS pgshift`` moved to this session's record schema; as is for ``pgshift``."""
+    if db.record_schema == SCHEMA:
+        return script
+    quoted = schema_sql(db.record_schema)
+    return _OURS.sub(lambda m: f"{quoted}.{m[1]}" if m[1] else quoted, script)
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS pgshift;
@@ -63,10 +101,10 @@ CREATE TABLE IF NOT EXISTS pgshift.rollbacks (
 
 def rollback_journal(db: Database) -> dict[str, tuple[int, int, tuple[str, ...]]]:
     """Half-done rollbacks: id -> (statements total, done, their hashes)."""
-    if not db.has_relation("pgshift.rollbacks"):
+    if not db.has_relation(rel(db, "rollbacks")):
         return {}
     return {r[0]: (r[1], r[2], tuple(r[3])) for r in db.rows(
-        "SELECT id, statements_total, statements_done, done_hashes FROM pgshift.rollbacks")}
+        f"SELECT id, statements_total, statements_done, done_hashes FROM {rel(db, 'rollbacks')}")}
 
 
 class Record(NamedTuple):
@@ -94,13 +132,25 @@ def stopped_without_file(rec: Record) -> str:
 
 
 def exists(db: Database) -> bool:
-    return db.has_relation("pgshift.migrations")
+    return db.has_relation(rel(db, "migrations"))
+
+
+def shared_record_instead(db: Database) -> str | None:
+    """Why not to start a new record in this session's own record schema: the database already holds
+    the ``pgshift`` one (kept there before tenants had their own), whose migrations would run again."""
+    if db.record_schema == SCHEMA or exists(db) or not db.has_relation(TABLE):
+        return None
+    own = schema_sql(db.record_schema)
+    return (f"the record for this target belongs in {own}, which has none yet, while {TABLE} exists in this "
+            f"database: deploying would apply every migration again. If {TABLE} is this tenant's record, move "
+            f"it (CREATE SCHEMA {own}; ALTER TABLE {TABLE} SET SCHEMA {own}), or keep using it with "
+            f"record_schema = \"pgshift\" on the target in fleet.toml")
 
 
 def ensure(db: Database) -> None:
     """Create the record table (call under the migration lock)."""
     if not exists(db):
-        db.execute(DDL)
+        db.execute(in_schema(db, DDL))
 
 
 def records(db: Database) -> dict[str, Record]:
@@ -108,7 +158,7 @@ def records(db: Database) -> dict[str, Record]:
     try:
         rows = db.rows(
             "SELECT id, checksum, state, applied_at, duration_ms, applied_by, transactional, "
-            "statements_total, statements_done, done_hashes, error FROM pgshift.migrations ORDER BY id")
+            f"statements_total, statements_done, done_hashes, error FROM {rel(db, 'migrations')} ORDER BY id")
     except SqlFailure as failure:
         if failure.sqlstate in ("42P01", "3F000"):  # undefined table / schema: nothing applied yet
             return {}
@@ -132,7 +182,7 @@ def upsert_sql(db: Database, *, id: str, checksum: str, state: str, duration_ms:
     values = ", ".join(_literal(db, v) for v in (
         id, checksum, state, duration_ms, transactional, total, done, list(hashes), error))
     return (
-        "INSERT INTO pgshift.migrations (id, checksum, state, duration_ms, transactional, "
+        f"INSERT INTO {rel(db, 'migrations')} (id, checksum, state, duration_ms, transactional, "
         f"statements_total, statements_done, done_hashes, error) VALUES ({values}) "
         "ON CONFLICT (id) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state, "
         "applied_at = now(), duration_ms = EXCLUDED.duration_ms, "
@@ -163,4 +213,4 @@ def _literal(db: Database, value: object) -> str:
 
 
 def delete_sql(db: Database, id: str) -> str:
-    return f"DELETE FROM pgshift.migrations WHERE id = {db.literal(id)}"
+    return f"DELETE FROM {rel(db, 'migrations')} WHERE id = {db.literal(id)}"

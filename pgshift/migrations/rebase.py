@@ -40,7 +40,8 @@ def rebase(settings: Settings, db: Database, ident: str, *, reason: str | None =
         if found.rollback_path is not None:
             found.rollback_path.rename(folder / f"{new}{source.ROLLBACK_SUFFIX}")
         if ident in records:
-            db.execute(f"BEGIN; UPDATE pgshift.migrations SET id = {db.literal(new)} WHERE id = {db.literal(ident)}; "
+            db.execute(f"BEGIN; UPDATE {history.rel(db, 'migrations')} SET id = {db.literal(new)} "
+                       f"WHERE id = {db.literal(ident)}; "
                        f"{audit.write_sql(db, 'rebase', new, reason, detail=f'was {ident}')} COMMIT;")
     order.write_head(folder, new)
     return new

@@ -52,8 +52,8 @@ def mark(db: Database, migrations: list[Migration], ident: str, *, applied: bool
             if rec is None:
                 return f"{ident} has no record; nothing changed"
             change = (f"{history.delete_sql(db, ident)}; "
-                      f"DO $$ BEGIN IF to_regclass('pgshift.rollbacks') IS NOT NULL THEN "
-                      f"DELETE FROM pgshift.rollbacks WHERE id = {db.literal(ident)}; END IF; END $$")
+                      f"DO $$ BEGIN IF to_regclass({db.literal(history.rel(db, 'rollbacks'))}) IS NOT NULL THEN "
+                      f"DELETE FROM {history.rel(db, 'rollbacks')} WHERE id = {db.literal(ident)}; END IF; END $$")
             what = f"marked {ident} not applied (its {rec.state} record removed)"
         db.execute(f"BEGIN; {change}; {audit.write_sql(db, 'mark', ident, reason, detail=what)} COMMIT;")
         return what
@@ -72,7 +72,7 @@ def repair(db: Database, migrations: list[Migration], *, accept_edit: list[str],
                 raise ConfigError(f"--accept-edit {ident}: not an applied migration with a file here; see inv status")
             if rec.checksum == m.checksum:
                 raise ConfigError(f"--accept-edit {ident}: its file is unchanged; nothing to accept")
-            script.append(f"UPDATE pgshift.migrations SET checksum = {db.literal(m.checksum)} "
+            script.append(f"UPDATE {history.rel(db, 'migrations')} SET checksum = {db.literal(m.checksum)} "
                           f"WHERE id = {db.literal(ident)};")
             script.append(audit.write_sql(db, "accept edit", ident, reason,
                                           detail=f"checksum {rec.checksum[:12]} -> {m.checksum[:12]}"))

@@ -97,7 +97,7 @@ def settle_sql(db: Database, migrations: list[Migration], records: dict[str, his
         rec = now[ident]
         record = history.upsert_sql(db, id=ident, checksum=rec.checksum, state="applied",
                                     duration_ms=rec.duration_ms, transactional=True)
-        script.append(f"{record}; UPDATE pgshift.migrations SET applied_at = {db.literal(rec.applied_at)} "
+        script.append(f"{record}; UPDATE {history.rel(db, 'migrations')} SET applied_at = {db.literal(rec.applied_at)} "
                       f"WHERE id = {db.literal(ident)};")  # when the newest replaced one was applied
         gone = sorted(records.keys() - now.keys())
         script.append(audit.write_sql(db, "squash", ident, reason,

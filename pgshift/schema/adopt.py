@@ -198,7 +198,8 @@ def adopt_prisma_records(db: Database, settings: Settings, sources: list[_Source
             m = migrations[ident]
             ms = int((done_at - begun_at).total_seconds() * 1000)
             script.append(
-                "INSERT INTO pgshift.migrations (id, checksum, state, applied_at, duration_ms, applied_by) VALUES "
+                f"INSERT INTO {history.rel(db, 'migrations')} "
+                "(id, checksum, state, applied_at, duration_ms, applied_by) VALUES "
                 f"({db.literal(ident)}, {db.literal(m.checksum)}, 'applied', {db.literal(done_at)}, {ms}, "
                 "'prisma (imported)');")
             found.adopted.append(ident)

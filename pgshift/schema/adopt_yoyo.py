@@ -67,7 +67,7 @@ def import_yoyo(settings: Settings, db: Database, folder: Path, *, reason: str |
             if m.id in recorded:
                 continue
             script.append(
-                "INSERT INTO pgshift.migrations (id, checksum, state, applied_at, applied_by) VALUES "
+                f"INSERT INTO {history.rel(db, 'migrations')} (id, checksum, state, applied_at, applied_by) VALUES "
                 f"({db.literal(m.id)}, {db.literal(migrations[m.id].checksum)}, 'applied', "
                 f"{db.literal(when.replace(tzinfo=UTC))}, 'yoyo (imported)');")
             found.adopted.append(m.id)

@@ -25,7 +25,7 @@ from pgshift.settings import Settings
 _NOT_COMPARED = {
     "grants on tables, views and sequences": "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = "
     "c.relnamespace WHERE c.relacl IS NOT NULL AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')"
-    " AND n.nspname NOT LIKE 'pg\\_%'",
+    " AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT LIKE 'pgshift\\_%'",
     "rules (CREATE RULE)": "SELECT count(*) FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class "
     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE r.rulename <> '_RETURN' "
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema')",

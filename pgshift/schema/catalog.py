@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pgshift.databases.db import Database
 
 _USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') "
+                 "AND n.nspname NOT LIKE 'pgshift\\_%' "
                  "AND n.nspname NOT LIKE 'pg\\_%'")
 _NOT_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {cls}::regclass AND d.objid = {oid} "
                   "AND d.deptype = 'e')")

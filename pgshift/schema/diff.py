@@ -140,7 +140,8 @@ class Schema:
 def inspect(db: Database) -> Schema:
     """Read the schema of the database ``db`` is connected to (everything but the record)."""
     inspected = _PostgreSQL(db.conn.cursor())
-    for name in IGNORED_SCHEMAS:
+    tenants = [r[0] for r in db.rows("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'pgshift\\_%'")]
+    for name in (*IGNORED_SCHEMAS, *tenants):  # and the record schemas of tenants (pgshift_<schema>)
         inspected.exclude_schema(name)
     _exclude_tables(inspected)
     version = db.server_version // 10000
