@@ -493,8 +493,8 @@ def deploy_complete(settings: Settings, *, migration: str | None = None, force: 
 
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
-        return window.complete(db, migrations, Limits.of(settings), old_release=settings.old_release, force=force,
-                               reason=reason, only=migration, say=progress)
+        return window.complete(db, migrations, Limits.of(settings).for_phases(), old_release=settings.old_release,
+                               force=force, reason=reason, only=migration, say=progress)
 
 
 def deploy_abort(settings: Settings, *, migration: str | None = None,
@@ -507,7 +507,7 @@ def deploy_abort(settings: Settings, *, migration: str | None = None,
 
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
-        return window.abort(db, migrations, Limits.of(settings), only=migration, say=progress)
+        return window.abort(db, migrations, Limits.of(settings).for_phases(), only=migration, say=progress)
 
 
 def maintenance(settings: Settings) -> tuple[Maintenance, bool]:

@@ -215,6 +215,8 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
 
 def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Applied:
     migration = item.migration
+    if isinstance(migration, phases.Expanding):  # an expand phase: the application runs on, a tight budget
+        limits = limits.for_phases()
     mode = txmode.of(migration.sql, migration.path.name, may_need_parse=migration.may_need_parse)
     if mode.statements is not None:
         return _apply_statements(db, item, limits, mode.statements)
@@ -242,6 +244,8 @@ def _script(db: Database, migration: Migration, limits: Limits, durable: bool) -
 
     One statement, not four, sets the limits and notes the start (the duration is measured from it,
     since a batch shares one statement_timestamp()); the record commits with the migration."""
+    if isinstance(migration, phases.Expanding):
+        limits = limits.for_phases()
     sync = "" if durable else ", set_config('synchronous_commit', 'off', true)"
     prefix = (f"RESET ALL; BEGIN; SELECT set_config('lock_timeout', '{int(limits.lock_timeout * 1000)}ms', true), "
               f"set_config('statement_timeout', '{int(limits.statement_timeout * 1000)}ms', true){sync}, "
