@@ -324,7 +324,8 @@ class _Walk:
         if paused:
             return "paused by inv deploy.pause; inv deploy.resume lets it go on"
         if lag is not None and lag > limits.max_replay_lag:
-            return f"replica {replica or '?'} replays {lag:.1f} s behind, over the {limits.max_replay_lag:g} s limit"
+            return (f"replica lag: {replica or '?'} replays {lag:.1f} s behind, over the "
+                    f"{limits.max_replay_lag:g} s limit")
         if pid is not None:
             return (f"a transaction open {age:.0f} s (pid {pid}, {app or 'no application name'}), over the "
                     f"{limits.max_xact_seconds:g} s limit: it holds back vacuum")
