@@ -5,9 +5,10 @@
 
 A table of --rows users (id, name) gets the rename template's migration (users.name to full_name: the
 new column, triggers keeping both in step, a backfill, then the contract). Two client loops run the
-whole time, each in its own process (as applications are): the old application reads and writes through ``name``, the new
-one through ``full_name`` (from the moment the expand phase commits). The old application stops before
-``deploy.complete``, as the contract gate requires; the new one runs through it.
+whole time, each in its own process (as applications are): the old application reads and writes
+through ``name``, the new one through ``full_name`` (from the moment the expand phase commits). The
+old application stops before ``deploy.complete``, as the contract gate requires; the new one runs
+through it.
 
 Reported: the backfill's rows per second (against the 200,000 rows/s target, and as a ratio to two
 floors measured in the same run: one bare UPDATE of a fresh copy of the table, and the same with a

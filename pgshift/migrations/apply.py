@@ -97,8 +97,9 @@ def _from_repo_root(path: Path) -> str:
 
 
 def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: str | None = None,
-          progress: Progress | None = None) -> ApplyResult:
-    """Apply every pending migration (up to and including ``upto``) under the migration lock."""
+          progress: Progress | None = None, watch: backfill.Watch | None = None) -> ApplyResult:
+    """Apply every pending migration (up to and including ``upto``) under the migration lock; the
+    backfills of phased ones report to ``watch`` too, when given."""
     say = progress or (lambda _msg: None)
     if upto is not None and upto not in {m.id for m in migrations}:  # before anything is written
         raise ConfigError(f"--to {upto}: no such migration; see inv status for the ids")
@@ -156,7 +157,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
                 error.applied_before = tuple(a.id for a in done)
                 raise
         if phased:  # the backfills of phased files applied now, or of an earlier run that stopped
-            backfill.run_open(db, migrations, limits, say)
+            backfill.run_open(db, migrations, limits, say, watch)
         return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
 
 

@@ -91,6 +91,11 @@ class Tick(NamedTuple):
         return max(self.total - self.scanned, 0) / rate if rate > 0 and self.total > 0 else None
 
     def line(self) -> str:
+        if self.event == "start":
+            return f"backfill {self.label}: " + (f"resuming after {self.scanned:,} rows" if self.scanned
+                                                 else f"starting, ~{self.total:,} rows")
+        if self.event == "going":
+            return f"backfill {self.label}: going again"
         if self.event == "done":
             return (f"backfill {self.label}: done, {self.rows_done:,} rows changed in {self.seconds:.1f} s "
                     f"({self.rate:,.0f} rows/s)")
@@ -100,6 +105,7 @@ class Tick(NamedTuple):
 
 
 Watch = Callable[[Tick], None]
+BackfillTick = Tick  # its name in pgshift.api
 
 
 class Paced:
@@ -162,8 +168,6 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
     resumed = found.batches > 0
     if found.state == "done":
         return Outcome(migration_id, fill.step, fill.table, found.rows_done, found.batches, 0.0, resumed)
-    say(f"backfill {label}: " + (f"resuming after {found.rows_scanned:,} rows" if resumed
-                                 else f"starting, ~{found.rows_total:,} rows"))
     batch_limits = limits.for_phases()  # a batch's row locks hold the application's writes of those rows
     walk = _Walk(db, migration_id, fill, primary_key(db, fill.table), batch_limits)
     last, size = found.last_key, found.batch_size or FIRST_BATCH
@@ -174,6 +178,7 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
                     time.monotonic() - started, reason)
 
     show = watch or (lambda _t: None)
+    say(tick("start").line())
     show(tick("start"))
     next_line = started + limits.progress_seconds
     held: str | None = None
@@ -185,8 +190,9 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
             if reason != held:
                 db.execute("UPDATE pgshift.backfills SET throttled = %s, updated_at = now() "
                            "WHERE id = %s AND step = %s", [reason, migration_id, fill.step])
-                say(f"backfill {label}: " + (f"held: {reason}" if reason else "going again"))
-                show(tick("held" if reason else "going", reason))
+                change = tick("held" if reason else "going", reason)
+                say(change.line())
+                show(change)
                 held = reason
             if reason is not None:
                 time.sleep(POLL)
