@@ -41,14 +41,15 @@ from pgshift import api, settings  # noqa: E402
 from pgshift.databases import throwaway  # noqa: E402
 from pgshift.databases.db import Database  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
-from pgshift.migrations import rename  # noqa: E402
+from pgshift.migrations import backfill, phases, rename  # noqa: E402
+from pgshift.migrations.budget import Limits  # noqa: E402
 
 TABLE = "20250101000000_users"
 RENAME = "20250102000000_rename_user_name"
 TARGET_RATE = 200_000
 
 
-def _client_loop(url: str, column: str, rows: int, app: str, go: Any, stop: Any, out: Any) -> None:
+def _client_loop(url: str, column: str, rows: int, app: str, ready: Any, go: Any, stop: Any, out: Any) -> None:
     """One application version's loop, in a process of its own (as an application is: threads here
     would share one interpreter lock with the migrator): read a random user, write it, through its
     column name, from ``go`` to ``stop``; then send back its samples (when, seconds) and errors."""
@@ -56,8 +57,9 @@ def _client_loop(url: str, column: str, rows: int, app: str, go: Any, stop: Any,
     samples: list[tuple[float, float]] = []
     errors: list[str] = []
     parsed = DatabaseUrl.parse(url)
-    go.wait()
     with Database.connect(replace(parsed, params=(*parsed.params, ("application_name", app)))) as db:
+        ready.set()
+        go.wait()
         while not stop.is_set():
             key = chance.randint(1, rows)
             for query, params in ((f"SELECT {column} FROM users WHERE id = %s", [key]),
@@ -77,12 +79,17 @@ class Client:
 
     def __init__(self, url: DatabaseUrl, column: str, rows: int, app: str) -> None:
         context = multiprocessing.get_context("spawn")
-        self._go, self._stop, self._out = context.Event(), context.Event(), context.Queue()
-        self._process = context.Process(target=_client_loop, daemon=True,
-                                        args=(str(url), column, rows, app, self._go, self._stop, self._out))
+        self._ready, self._go, self._stop = context.Event(), context.Event(), context.Event()
+        self._out = context.Queue()
+        self._process = context.Process(target=_client_loop, daemon=True, args=(
+            str(url), column, rows, app, self._ready, self._go, self._stop, self._out))
         self._process.start()
         self.samples: list[tuple[float, float]] = []
         self.errors: list[str] = []
+
+    def connected(self) -> None:
+        if not self._ready.wait(timeout=120):
+            raise SystemExit(f"the client process ({self._process.pid}) did not connect")
 
     def start(self) -> None:
         self._go.set()
@@ -103,20 +110,38 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 1)}
 
 
+def alone_rate(url: DatabaseUrl, rows: int, limits: Limits) -> float:
+    """Rows per second of the backfill engine itself on a fresh copy with the trigger, no clients: what
+    the batches cost over the floor, apart from the CPU the clients take on this machine."""
+    with Database.connect(url) as db:
+        _floor_table(db, rows, trigger=True)
+        fill = phases.Backfill(1, "floor_users", "full_name = name", "full_name IS DISTINCT FROM name", 1)
+        done = backfill.run(db, "bench_alone", fill, limits, lambda _line: None)
+        db.execute("DELETE FROM pgshift.backfills WHERE id = 'bench_alone'; DROP TABLE floor_users; "
+                   "DROP FUNCTION floor_sync()")
+    return rows / done.seconds
+
+
+def _floor_table(db: Database, rows: int, trigger: bool) -> None:
+    db.execute("CREATE TABLE floor_users (id bigint PRIMARY KEY, name text NOT NULL, full_name text); "
+               f"INSERT INTO floor_users SELECT g, 'user ' || g FROM generate_series(1, {rows}) g; "
+               "ANALYZE floor_users; CHECKPOINT;")
+    if trigger:
+        db.execute("CREATE FUNCTION floor_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                   "NEW.full_name := NEW.name; RETURN NEW; END $$; "
+                   "CREATE TRIGGER floor_sync BEFORE INSERT OR UPDATE ON floor_users FOR EACH ROW WHEN "
+                   "(current_setting('pgshift.backfill', true) IS DISTINCT FROM 'on') "
+                   "EXECUTE FUNCTION floor_sync()")
+
+
 def floor_rate(url: DatabaseUrl, rows: int, trigger: bool) -> float:
     """Rows per second of the same copy as one bare UPDATE of a fresh table, no clients: the floor.
     With ``trigger``, the table has a row trigger like the rename's, which skips the update (its WHEN
     is false, as for a backfill batch) but still makes the server lock each row before it."""
     with Database.connect(url) as db:
-        db.execute("CREATE TABLE floor_users (id bigint PRIMARY KEY, name text NOT NULL, full_name text); "
-                   f"INSERT INTO floor_users SELECT g, 'user ' || g FROM generate_series(1, {rows}) g; "
-                   "ANALYZE floor_users; CHECKPOINT;")
+        _floor_table(db, rows, trigger)
         if trigger:
-            db.execute("CREATE FUNCTION floor_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                       "NEW.full_name := NEW.name; RETURN NEW; END $$; "
-                       "CREATE TRIGGER floor_sync BEFORE INSERT OR UPDATE ON floor_users FOR EACH ROW WHEN "
-                       "(current_setting('pgshift.backfill', true) IS DISTINCT FROM 'on') "
-                       "EXECUTE FUNCTION floor_sync(); SET pgshift.backfill = 'on'")
+            db.execute("SET pgshift.backfill = 'on'")
         began = time.perf_counter()
         db.execute("UPDATE floor_users SET full_name = name")
         took = time.perf_counter() - began
@@ -177,7 +202,8 @@ def run(url: DatabaseUrl, scratch: Path, rows: int, args: argparse.Namespace) ->
         elif line.startswith(f"applying {RENAME}"):
             marks["expand"] = time.monotonic()
 
-    time.sleep(1.0)  # both processes up and connected
+    old.connected()
+    new.connected()
     old.start()
     time.sleep(args.before)
     api.migrate(conf, progress=progress)
@@ -199,19 +225,21 @@ def run(url: DatabaseUrl, scratch: Path, rows: int, args: argparse.Namespace) ->
         missing = db.one("SELECT count(*) FROM users WHERE full_name IS NULL")
     assert missing is not None
 
-    phases = [("before", 0.0, marks["expand"]), ("expand", marks["expand"], marks["backfill"]),
+    spans = [("before", 0.0, marks["expand"]), ("expand", marks["expand"], marks["backfill"]),
               ("backfill", marks["backfill"], marks["backfill_end"]), ("complete", marks["complete"],
                                                                        marks["complete_end"] + 0.5)]
     latency = {client: {phase: percentiles([s for when, s in c.samples if start <= when < end])
-                        for phase, start, end in phases}
+                        for phase, start, end in spans}
                for client, c in (("old", old), ("new", new))}
     longest = max((s for c in (old, new) for _when, s in c.samples), default=0.0)
     rate = scanned / seconds if seconds else 0.0
     floor = floor_rate(url, rows, trigger=False)
     floor_trigger = floor_rate(url, rows, trigger=True)
+    alone = alone_rate(url, rows, Limits.of(conf))
     return {"rows": rows, "rows_per_s": round(rate), "target_rows_per_s": TARGET_RATE,
             "floor_rows_per_s": round(floor), "ratio_to_floor": round(rate / floor, 2),
             "floor_trigger_rows_per_s": round(floor_trigger), "ratio_to_floor_trigger": round(rate / floor_trigger, 2),
+            "alone_rows_per_s": round(alone), "alone_ratio_to_floor_trigger": round(alone / floor_trigger, 2),
             "ratio_to_target": round(rate / TARGET_RATE, 2), "backfill_s": round(seconds, 2),
             "batches": batches, "last_batch_size": last_size,
             "expand_ms": round((marks["backfill"] - marks["expand"]) * 1000, 1),
@@ -231,6 +259,8 @@ def show(r: dict[str, Any]) -> None:
           f"ours / floor = {r['ratio_to_floor']}")
     print(f"floor with the rename's row trigger in place (skipped by WHEN, but each row locked first): "
           f"{r['floor_trigger_rows_per_s']:,} rows/s; ours / that floor = {r['ratio_to_floor_trigger']}")
+    print(f"the same backfill with no clients running, on such a copy: {r['alone_rows_per_s']:,} rows/s = "
+          f"{r['alone_ratio_to_floor_trigger']} of that floor (the rest is the CPU the clients take)")
     print(f"expand {r['expand_ms']} ms, complete {r['complete_ms']} ms; rows correct: {r['rows_correct']}")
     print(f"errors: {r['errors'] or 'none'}" + (f" e.g. {r['first_errors'][0]}" if r["first_errors"] else ""))
     print(f"longest single client operation: {r['longest_op_ms']} ms (target under 200)")

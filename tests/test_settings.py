@@ -112,6 +112,10 @@ KEYS: dict[str, tuple[object, object, object, str]] = {
     "backfill_max_replay_lag": ("0", 0.0, "-1", "backfill_max_replay_lag='-1' must be a number of seconds 0 or more"),
     "backfill_max_xact_seconds": ("30", 30.0, "soon", "backfill_max_xact_seconds='soon' is not a number of seconds"),
     "backfill_max_active": ("8", 8, "1.5", "backfill_max_active='1.5' is not a whole number"),
+    "backfill_progress_seconds": ("2", 2.0, "0", "backfill_progress_seconds='0' must be a number of seconds above 0"),
+    "backfill_notify_seconds": ("0", 0.0, "-1", "backfill_notify_seconds='-1' must be a number of seconds 0 or more"),
+    "phase_lock_timeout": ("0.15", 0.15, "0", "phase_lock_timeout='0' must be a number of seconds above 0"),
+    "phase_lock_retries": ("40", 40, "2.5", "phase_lock_retries='2.5' is not a whole number"),
     "old_release": (" shop-v41% ", "shop-v41%", ["v41"], "old_release=['v41'] must be an application_name pattern"),
 }
 
