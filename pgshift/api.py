@@ -104,8 +104,8 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
 
     With ``schema.sql`` present the new migration is generated from the difference between it and the
     migrated database; ``empty`` asks for the hand-written template instead. ``expand_contract`` writes
-    a zero-downtime rename instead, for the first column schema.sql marks ``-- renamed from OLD`` whose
-    old name the database still has (expand, backfill and contract phases; see docs/migrations.md); run
+    a zero-downtime rename instead, for the first column (else table) schema.sql marks ``-- renamed from
+    OLD`` whose old name the database still has (expand, backfill and contract phases; see docs/migrations.md); run
     it once per rename. A backfill reports each batch to ``watch`` too (a progress bar), when given."""
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
@@ -136,6 +136,8 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
 def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, progress: Progress | None,
                     allowed: bool, watch: BackfillWatch | None = None) -> MigrateResult:
     """``migrate`` with ``expand_contract``: the rename template filled in from schema.sql's hint."""
+    import functools
+
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, rename, source
     from pgshift.schema import declared_path
@@ -152,22 +154,38 @@ def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, 
         before = apply.apply(db, migrations, apply.Limits.of(settings), progress=progress)
         _record_late(db, late, before)
         outstanding = [h for h in hints if _has_column(db, h.table, h.old) and not _has_column(db, h.table, h.new)]
-        if not outstanding:
-            raise ConfigError(f"{path.name} declares no rename the database still needs: mark the column "
-                              "'-- renamed from OLD' while the database still has OLD")
-        hint = outstanding[0]
-        row = db.one("SELECT format_type(a.atttypid, a.atttypmod), a.atttypid = to_regtype(%s) FROM pg_attribute a "
-                     "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
-                     [hint.type, hint.table, hint.old.strip('"')])
-        if row is not None and not row[1]:  # a type change as well: cast both ways
-            hint = hint._replace(old_type=str(row[0]))
-        created = source.create(settings.migrations_dir, name, existing=migrations,
-                                render=lambda ident: rename.render(ident, hint))
+        tables = [t for t in rename.table_hints(path.read_text()) if _is_table(db, t.old) and not _is_table(db, t.new)]
+        computed = [c for c in rename.computed_hints(path.read_text())
+                    if _is_table(db, c.table) and not _has_column(db, c.table, c.column)]
+        if not outstanding and not tables and not computed:
+            raise ConfigError(f"{path.name} declares no rename the database still needs: mark the column (or the "
+                              "table's CREATE TABLE line) '-- renamed from OLD' while the database still has OLD, "
+                              "or a new NOT NULL column '-- computed from EXPRESSION'")
+        render: Callable[[str], tuple[str, str]]
+        if outstanding:
+            hint = outstanding[0]
+            row = db.one("SELECT format_type(a.atttypid, a.atttypmod), a.atttypid = to_regtype(%s), a.attnotnull "
+                         "FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+                         [hint.type, hint.table, hint.old.strip('"')])
+            if row is not None and not row[1]:  # a type change as well: cast both ways
+                hint = hint._replace(old_type=str(row[0]))
+            hint = hint._replace(old_not_null=bool(row and row[2]))
+            render = functools.partial(rename.render, rename=hint)
+        elif tables:
+            render = functools.partial(rename.render_table, rename=tables[0])
+        else:
+            render = functools.partial(rename.render_computed, computed=computed[0])
+        created = source.create(settings.migrations_dir, name, existing=migrations, render=render)
         _new_head(settings, created)
         if create_only:
             return MigrateResult(created, before)
         after = apply.apply(db, [*migrations, created], apply.Limits.of(settings), progress=progress, watch=watch)
     return MigrateResult(created, apply.ApplyResult(before.applied + after.applied, after.empty))
+
+
+def _is_table(db: Any, name: str) -> bool:
+    row = db.one("SELECT count(*) FROM pg_class WHERE oid = to_regclass(%s) AND relkind IN ('r', 'p')", [name])
+    return bool(row and row[0])
 
 
 def _has_column(db: Any, table: str, column: str) -> bool:
@@ -489,17 +507,19 @@ def deploy_pause(settings: Settings, *, resume: bool = False) -> int:
 def deploy_complete(settings: Settings, *, migration: str | None = None, force: bool = False,
                     reason: str | None = None, progress: Progress | None = None) -> list[str]:
     """Run the contract phase of every expanded migration (or ``migration``), under the migration lock.
-    Refused while its backfill is unfinished or sessions of the old release (``old_release``, an
-    ``application_name`` LIKE pattern) are connected; ``force`` with a ``reason`` overrides the latter,
-    recorded. Returns the ids completed."""
+    Refused while its backfill is unfinished, or while there is evidence of the old release: its sessions
+    (``old_release``, an ``application_name`` LIKE pattern), statements naming an old name in
+    pg_stat_statements since the last look, or the generated models module mapping one; ``force`` with a
+    ``reason`` overrides the latter, recorded. Returns the ids completed."""
     from pgshift.databases import target
     from pgshift.migrations import source, window
     from pgshift.migrations.budget import Limits
+    from pgshift.schema import models_path
 
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
         return window.complete(db, migrations, Limits.of(settings).for_phases(), old_release=settings.old_release,
-                               force=force, reason=reason, only=migration, say=progress)
+                               force=force, reason=reason, only=migration, models=models_path(settings), say=progress)
 
 
 def deploy_abort(settings: Settings, *, migration: str | None = None,

@@ -53,7 +53,8 @@ def resume(c: Context) -> None:
 
 
 @task(help={"migration": "complete this expanded migration only (default: every one)",
-            "force": "complete although sessions of the old release are still connected (needs --reason)",
+            "force": "complete although the gate sees the old release (its sessions, its statements in "
+                     "pg_stat_statements, the models mapping an old name); needs --reason",
             "reason": "why --force is right; recorded with the phase"})
 @boundary
 def complete(c: Context, migration: str = "", force: bool = False, reason: str = "") -> None:

@@ -25,7 +25,8 @@ from tasks._progress import BackfillBar
         "allow_out_of_order": "apply a pending migration that sorts before the newest applied one (recorded in "
                               "the repair log); else refused, see inv dev.rebase",
         "expand_contract": "write NAME as a zero-downtime rename (expand, backfill, contract) for the column "
-                           "schema.sql marks '-- renamed from OLD'",
+                           "(or table) schema.sql marks '-- renamed from OLD', or a new NOT NULL column it marks "
+                           "'-- computed from EXPR'",
     },
 )
 @boundary

@@ -41,7 +41,8 @@ def _show_forward(report: ForwardReport) -> None:
 
 def _show_backward(report: BackwardReport) -> None:
     out(table(["migration", "result", "rollback", "re-apply"],
-              [(t.id, t.state, _ms(t.rollback_ms), _ms(t.reapply_ms)) for t in report.trips]))
+              [(f"{t.id} ({t.phase})" if t.phase else t.id, t.state, _ms(t.rollback_ms), _ms(t.reapply_ms))
+               for t in report.trips]))
     for trip in report.trips:
         if trip.state == "ok" and trip.problem:
             out(f"  note: {trip.file}: {trip.problem}")

@@ -25,7 +25,8 @@ def _setup(folder: Path) -> None:
     write_migration(folder, TABLE, "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);\n"
                     f"INSERT INTO users SELECT g, 'user ' || g FROM generate_series(1, {ROWS}) g;\n",
                     "DROP TABLE users;\n")
-    forward, rollback = rename.render(RENAME, rename.Rename("users", "name", "full_name", "text"))
+    # name is NOT NULL: the rollback puts that back (the rehearsal's contract-then-rollback trip checks it)
+    forward, rollback = rename.render(RENAME, rename.Rename("users", "name", "full_name", "text", old_not_null=True))
     write_migration(folder, RENAME, forward, rollback)
 
 
@@ -154,7 +155,7 @@ def test_rename_hints_in_schema_sql_write_the_expand_contract_migration(task_db_
                                                                         migrations_dir: Path) -> None:
     assert rename.hints("CREATE TABLE users (\n    id bigint PRIMARY KEY,\n"
                         "    full_name text NOT NULL, -- renamed from name\n    age int\n);\n") == [
-        rename.Rename("users", "name", "full_name", "text")]
+        rename.Rename("users", "name", "full_name", "text", not_null=True)]
     write_migration(migrations_dir, TABLE, "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);\n"
                     "INSERT INTO users VALUES (1, 'ada'), (2, 'grace');\n", "DROP TABLE users;\n")
     (migrations_dir.parent / "schema.sql").write_text(

@@ -33,7 +33,8 @@ def _sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file or a folder (its entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -58,7 +59,7 @@ def _digests(folder: Path, names: list[str], sync: bool) -> dict[str, str]:
             try:
                 digest = _sha256(folder / name)
                 if sync:
-                    _fsync(folder / name)
+                    fsync(folder / name)
             except OSError as exc:
                 with lock:
                     failure.append(exc)
@@ -88,7 +89,7 @@ def seal(folder: Path) -> str:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    _fsync(folder)
+    fsync(folder)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -102,7 +102,7 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
             duration_s=round(time.monotonic() - started, 3), reason=reason, objects=objects)
         _write_atomic(meta, manifest.dumps())
         os.rename(partial, final)
-        _fsync(folder)
+        directory.fsync(folder)
         finished = True
     except OSError as exc:
         raise _write_error(folder, exc) from None
@@ -194,7 +194,7 @@ def _synced_digest(path: Path, plain: bool) -> tuple[str, int, int]:
 
     def sync() -> None:
         try:
-            _fsync(path)
+            directory.fsync(path)
         except OSError as exc:
             failure.append(exc)
 
@@ -219,14 +219,6 @@ def _plain_complete(path: Path, headers: int) -> int:
     if b"PostgreSQL database dump complete" not in end:
         raise BackupInvalid(f"{path.name} is cut short (pg_dump's closing line is missing)")
     return headers
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -9,6 +9,10 @@ on at once. A round trip that must commit (CONCURRENTLY) ends with the migration
 it fails, the walk goes on from a copy of the scratch database saved on the way (one every
 ``_Scratch.EVERY`` migrations) plus at most that many migrations. One run finds every broken rollback.
 
+A phased migration (``-- pgshift: expand`` ...) round-trips each way out of its window, reported per
+phase: expand then abort, expand then the rollback file, and expand, backfill, validate, contract then
+the rollback file, each back to the schema before it; then expanded again, the way deploys leave it.
+
 A migration with a ``-- forward_only: true`` header has no rollback by design: it is skipped by
 name; so is a baseline, whose rollback file refuses. Everything after either is still tested.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +31,7 @@ from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import MigrationError, PgShiftError
-from pgshift.migrations import apply, refusal, sqltext
+from pgshift.migrations import apply, phases, refusal, sqltext, window
 from pgshift.migrations.source import Migration
 
 FORWARD_ONLY = "forward-only ('-- forward_only: true'): no rollback by design"
@@ -43,6 +47,7 @@ class RoundTrip:
     diff: list[str] = field(default_factory=list)
     rollback_ms: int | None = None
     reapply_ms: int | None = None
+    phase: str | None = None      # a phased migration's: abort | rollback after expand | rollback after contract
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,14 @@ class BackwardReport:
         tested = sum(1 for t in self.trips if t.state not in ("not tested", "skipped"))
         if failed:
             first = failed[0]
-            return f"{len(failed)} of {tested} rollback(s) fail; first: {first.file}: {first.problem}"
+            where = f" ({first.phase})" if first.phase else ""
+            return f"{len(failed)} of {tested} rollback(s) fail; first: {first.file}{where}: {first.problem}"
+        phased = sorted({t.id for t in self.trips if t.phase})
+        tested = len({t.id for t in self.trips if t.state not in ("not tested", "skipped")})
         text = f"{tested} migration(s) round-trip (up, down, up) exactly"
+        if phased:
+            text += (f", {len(phased)} phased one(s) by phase (expand then abort, expand then rollback, "
+                     "contract then rollback)")
         forward = (FORWARD_ONLY, FORWARD_ONLY_HISTORY)
         one_way = [t.id for t in self.trips if t.state == "skipped" and t.problem in forward]
         skipped = [t.id for t in self.trips if t.state == "skipped" and t.problem not in forward]
@@ -270,14 +281,79 @@ def _trip_in_transaction(db: Database, m: Migration, limits: apply.Limits, befor
             db.execute("ROLLBACK")
 
 
+def phase_trips(db: Database, migrations: list[Migration], m: Migration, limits: apply.Limits,
+                before: snapshot.Snapshot, after: snapshot.Snapshot, strict: bool = False) -> list[RoundTrip]:
+    """The trips of a phased migration ``m``, the newest applied (expanded): abort; the rollback file
+    after the expand; contract, then the rollback file. Each compares with ``before``, and the expand
+    again with ``after``. On success the database is left as it came (``m`` expanded); else unknown."""
+    name = m.path.name
+    trips: list[RoundTrip] = []
+
+    def back(phase: str, file: str, undo: Callable[[], object], what: str) -> bool:
+        started = time.monotonic()
+        try:
+            undo()
+        except PgShiftError as error:
+            trips.append(RoundTrip(m.id, file, "failed", f"{phase} fails: {error}", phase=phase))
+            return False
+        down_ms = int((time.monotonic() - started) * 1000)
+        changed, _ = _differs(before, take(db), strict)
+        if changed:
+            trips.append(RoundTrip(m.id, file, "failed", f"after {what} the schema differs from "
+                                   f"before {name} ({len(changed)} difference(s); '-' is missing, '+' was left "
+                                   "behind)", changed, down_ms, phase=phase))
+            return False
+        started = time.monotonic()
+        try:
+            apply_one(db, migrations, m, limits)
+        except MigrationError as error:
+            trips.append(RoundTrip(m.id, file, "failed", f"{name} does not expand again after {phase}: {error}",
+                                   rollback_ms=down_ms, phase=phase))
+            return False
+        up_ms = int((time.monotonic() - started) * 1000)
+        changed, _ = _differs(after, take(db), strict)
+        if changed:
+            trips.append(RoundTrip(m.id, file, "failed", f"{name} expanded again after {phase} gives a different "
+                                   "schema", changed, down_ms, up_ms, phase=phase))
+            return False
+        trips.append(RoundTrip(m.id, file, "ok", None, [], down_ms, up_ms, phase=phase))
+        return True
+
+    def complete_then_rollback() -> None:
+        # A scratch copy: its own statements (a rehearsal's measuring) are no evidence of an old release.
+        window.complete(db, migrations, limits, old_release="", only=m.id, force=True,
+                        reason="round trip on a scratch copy")
+        apply.rollback(db, m, limits)
+
+    rollback = _rollback_file(m)
+    if not back("abort", f"{name} (abort)", lambda: window.abort(db, migrations, limits, only=m.id),
+                "the expand then deploy.abort"):
+        return trips
+    if m.rollback_path is None:
+        trips.append(RoundTrip(m.id, rollback, "failed", f"no rollback file: write migrations/{rollback}",
+                               phase="rollback after expand"))
+        return trips
+    if not back("rollback after expand", rollback, lambda: apply.rollback(db, m, limits),
+                "the expand then the rollback file"):
+        return trips
+    back("rollback after contract", rollback, complete_then_rollback,
+         "the expand, backfill, contract then the rollback file")
+    return trips
+
+
 def _trip(work: _Scratch, applied: list[Migration], limits: apply.Limits, before: snapshot.Snapshot,
-          after: snapshot.Snapshot, strict: bool = False) -> RoundTrip:
+          after: snapshot.Snapshot, strict: bool = False) -> RoundTrip | list[RoundTrip]:
     """The round trip of the newest of ``applied``; the scratch database is left with all of them applied."""
     m = applied[-1]
     if m.rollback_path is None and sqltext.is_empty(m.sql):  # a placeholder: nothing to undo, nothing to write
         return RoundTrip(m.id, _rollback_file(m), "ok")
     if m.forward_only or refusal.refused(m) is not None or m.rollback_path is None:
         return round_trip(work.db, work.migrations, m, limits, before, after)  # named without running anything
+    if phases.has_phases(m.sql):  # its sections run apart, never the file at once
+        trips = phase_trips(work.db, work.migrations, m, limits, before, after, strict)
+        if any(t.state != "ok" for t in trips):
+            work.rebuild(applied, len(applied))
+        return trips
     if _one_transaction(m):
         return _trip_in_transaction(work.db, m, limits, before, after, strict)
     trip = round_trip(work.db, work.migrations, m, limits, before, after, strict)  # statement by statement
@@ -310,7 +386,8 @@ def run(admin: DatabaseUrl, migrations: list[Migration], limits: apply.Limits,
                 break
             applied.append(m)
             after = take(work.db)
-            trips.append(_trip(work, applied, limits, before, after, strict_order))
+            trip = _trip(work, applied, limits, before, after, strict_order)
+            trips.extend(trip if isinstance(trip, list) else [trip])
             before = after
             if len(applied) % work.EVERY == 0 and len(applied) <= last_committing:
                 work.save(len(applied))

@@ -39,9 +39,13 @@ RULES: dict[str, str] = {
                             "ACCESS EXCLUSIVE lock (unless the change is binary-compatible, e.g. varchar(n) to "
                             "text); add a new column and backfill instead",
     "setting-not-null": "SET NOT NULL on {table}.{column} scans the whole table under an ACCESS EXCLUSIVE lock; add "
-                        "CHECK ({column} IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL",
+                        "CONSTRAINT c CHECK ({column} IS NOT NULL) NOT VALID, then VALIDATE CONSTRAINT c in a "
+                        "transaction of its own (a later migration, or a '-- pgshift: validate' section), then SET "
+                        "NOT NULL (PostgreSQL 12+ uses the validated check and skips the scan) and DROP CONSTRAINT c",
     "constraint-missing-not-valid": "adding {what} to {table} checks every row under a lock that blocks writes; add "
-                                    "it NOT VALID, then VALIDATE CONSTRAINT in a later migration",
+                                    "it NOT VALID, then VALIDATE CONSTRAINT in a transaction of its own (a later "
+                                    "migration, or a '-- pgshift: validate' section): that takes only SHARE UPDATE "
+                                    "EXCLUSIVE",
     "adding-unique-constraint": "adding {what} to {table} builds its index under a lock that blocks writes; "
                                 "CREATE UNIQUE INDEX CONCURRENTLY first, then ADD CONSTRAINT ... USING INDEX",
     "renaming-column": "renaming {table}.{column} breaks code that still uses the old name while it deploys; add "
@@ -159,6 +163,8 @@ class _Linter:
         self.sizes = sizes or {}  # bare table name -> its size on the target
         self.existing = {name.rsplit(".", 1)[-1].lower() for name in existing}
         self.indexes: dict[str, str] = {}  # index -> its table, for the indexes the migrations create
+        self.checks: dict[str, tuple[str, str]] = {}  # CHECK (col IS NOT NULL) constraint -> (table, column)
+        self.validated: set[tuple[str, str]] = set()  # (table, column) a validated such check proves not null
 
     def migration(self, m: Migration, check: bool) -> tuple[list[LintFinding], int]:
         try:
@@ -289,12 +295,23 @@ class _Linter:
         if sub == "AT_AlterColumnType":
             return [("changing-column-type", {"table": table, "column": cmd.get("name", "")})]
         if sub == "AT_SetNotNull":
+            if (table.rsplit(".", 1)[-1].lower(), str(cmd.get("name", "")).lower()) in self.validated:
+                return []  # the validated check proves it: no scan
             return [("setting-not-null", {"table": table, "column": cmd.get("name", "")})]
+        if sub == "AT_ValidateConstraint" and str(cmd.get("name", "")).lower() in self.checks:
+            self.validated.add(self.checks[str(cmd.get("name", "")).lower()])
+            return []
         if sub == "AT_DropColumn":
             return [("ban-drop-column", {"table": table, "column": cmd.get("name", "")})]
         if sub == "AT_AddConstraint":
             constraint = definition.get("Constraint", {})
             contype = constraint.get("contype")
+            column = _not_null_column(constraint) if contype == "CONSTR_CHECK" else None
+            if column is not None and constraint.get("conname"):
+                key = (table.rsplit(".", 1)[-1].lower(), column)
+                self.checks[str(constraint["conname"]).lower()] = key
+                if not constraint.get("skip_validation"):
+                    self.validated.add(key)
             if contype in ("CONSTR_FOREIGN", "CONSTR_CHECK") and not constraint.get("skip_validation"):
                 what = "a foreign key" if contype == "CONSTR_FOREIGN" else "a check constraint"
                 return [("constraint-missing-not-valid", {"table": table, "what": what})]
@@ -302,6 +319,15 @@ class _Linter:
                 what = "a unique constraint" if contype == "CONSTR_UNIQUE" else "a primary key"
                 return [("adding-unique-constraint", {"table": table, "what": what})]
         return []
+
+
+def _not_null_column(constraint: dict[str, Any]) -> str | None:
+    """The column of a ``CHECK (column IS NOT NULL)``; None for any other check."""
+    test = constraint.get("raw_expr", {}).get("NullTest", {})
+    fields = test.get("arg", {}).get("ColumnRef", {}).get("fields", [])
+    if test.get("nulltesttype") != "IS_NOT_NULL" or len(fields) != 1 or "String" not in fields[0]:
+        return None
+    return str(fields[0]["String"]["sval"]).lower()
 
 
 class _Blank(dict[str, str]):

@@ -12,7 +12,7 @@ import getpass
 import os
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -140,10 +140,12 @@ class Database:
         with contextlib.suppress(psycopg.Error):  # nothing running, or the session is gone
             self.conn.cancel_safe(timeout=5)
 
-    def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
-        """Run one statement, or (without params) a script of several, sent as one simple query."""
+    @contextlib.contextmanager
+    def _command(self) -> Iterator[None]:
+        """One command's errors: an SQL error leaves the session outside any transaction and comes out
+        as ours; Ctrl-C or SIGTERM mid-command leaves it idle for the clean-up."""
         try:
-            self.conn.execute(query.encode() if params is None else query, params, prepare=False)
+            yield
         except psycopg.Error as exc:
             self._reset()
             raise _sql_error(exc) from None
@@ -151,16 +153,15 @@ class Database:
             self._settle_interrupted()
             raise
 
+    def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
+        """Run one statement, or (without params) a script of several, sent as one simple query."""
+        with self._command():
+            self.conn.execute(query.encode() if params is None else query, params, prepare=False)
+
     def rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        try:
+        with self._command():
             cursor = self.conn.execute(query, params, prepare=False)
             return cursor.fetchall() if cursor.description is not None else []
-        except psycopg.Error as exc:
-            self._reset()
-            raise _sql_error(exc) from None
-        except KeyboardInterrupt:
-            self._settle_interrupted()
-            raise
 
     def one(self, query: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         found = self.rows(query, params)

@@ -6,7 +6,8 @@ whole, and the result says so; none writes to the target) each pending migration
 one by one over the target's real data, timed with the locks it took and the tables it rewrote
 (``pgshift.checks.performance.measure``: too slow, or a blocking lock held too long, fails); then,
 newest first, each is rolled back, applied and rolled back again, the schema compared each time
-(``pgshift.checks.backward.round_trip``); then all are applied again, checked to give the same schema
+(``pgshift.checks.backward.round_trip``; a phased one first expand then abort, and contract then its
+rollback file, ``backward.phase_trips``); then all are applied again, checked to give the same schema
 as the first time. ``pgshift.checks.constraints`` inspects the clone before and after: a smell the
 migrations introduce fails, one already there is reported. Only a rehearsal that passes lets the
 deploy touch the target; the clone is always dropped.
@@ -26,7 +27,7 @@ from pgshift.databases import snapshot, throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import CreateRefused, MigrationError
-from pgshift.migrations import apply, history
+from pgshift.migrations import apply, history, phases
 from pgshift.migrations.source import Migration
 
 
@@ -154,6 +155,15 @@ def _walk(db: Database, migrations: list[Migration], todo: list[Migration], limi
     up: dict[str, int] = {}
     reached = 0  # todo[:reached] stay applied: a forward-only migration cannot be rolled back
     for k in reversed(range(len(todo))):  # newest first: down, compare, up, compare, down again
+        if phases.has_phases(todo[k].sql) and not todo[k].forward_only:  # abort, rollback, contract + rollback
+            trips = backward.phase_trips(db, migrations, todo[k], limits, before[k], after[k])
+            bad = [t for t in trips if t.state != "ok"]
+            if bad:
+                shown = f": {'; '.join(bad[0].diff[:3])}" if bad[0].diff else ""
+                problems.append(f"on a copy of the target, {bad[0].file} ({bad[0].phase}): "
+                                f"{_bare(bad[0].problem or 'failed')}{shown}")
+                break
+            say(f"rehearsed the phases of {todo[k].id}: " + ", ".join(f"{t.phase} ok" for t in trips))
         trip = backward.round_trip(db, migrations, todo[k], limits, before[k], after[k])
         if trip.state == "skipped":
             say(f"not rolled back: {todo[k].id} ({trip.problem}), nor what is older")

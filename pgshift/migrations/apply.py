@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ChecksumMismatch, ConfigError, LockTimeout, MigrationError, PgShiftError
-from pgshift.migrations import backfill, history, phases, sqltext, squashed, stepwise, txmode
+from pgshift.migrations import backfill, gate, history, phases, sqltext, squashed, stepwise, txmode, validate
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
@@ -158,6 +158,8 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
                 raise
         if phased:  # the backfills of phased files applied now, or of an earlier run that stopped
             backfill.run_open(db, migrations, limits, say, watch)
+            validate.run_open(db, migrations, limits, say)  # each statement alone, once the rows are filled
+            gate.look_open(db, migrations)  # what the contract gate compares pg_stat_statements with
         return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
 
 

@@ -4,17 +4,25 @@ A file with a ``-- pgshift: expand`` line is a zero-downtime change in one plain
 
     -- pgshift: expand
     ALTER TABLE users ADD COLUMN full_name text;
+    ALTER TABLE users ADD CONSTRAINT users_full_name_not_null CHECK (full_name IS NOT NULL) NOT VALID;
     -- pgshift: backfill users SET full_name = name WHERE full_name IS NULL
+    -- pgshift: validate
+    ALTER TABLE users VALIDATE CONSTRAINT users_full_name_not_null;
     -- pgshift: contract
+    ALTER TABLE users ALTER COLUMN full_name SET NOT NULL;
+    ALTER TABLE users DROP CONSTRAINT users_full_name_not_null;
     ALTER TABLE users DROP COLUMN name;
     -- pgshift: abort
     ALTER TABLE users DROP COLUMN full_name;
 
 The expand section (with any text before the first marker) runs when the migration is applied, and its
-phase row (``expanded``) commits with it; then each backfill line runs through ``backfill``. The
-contract section runs only through ``complete``, the abort section (or else the rollback file) only
-through ``abort``. Until it is completed, a later migration that mentions a table and a column this one
-touches is refused. Everything here is plain text matching: the file stays what the team reviewed.
+phase row (``expanded``) commits with it; then each backfill line runs through ``backfill``, then each
+statement of the validate section in a transaction of its own (``pgshift.migrations.validate``: a
+``VALIDATE CONSTRAINT`` takes only SHARE UPDATE EXCLUSIVE, and would otherwise be held under the ACCESS
+EXCLUSIVE lock its ``ADD CONSTRAINT ... NOT VALID`` took). The contract section runs only through
+``complete``, the abort section (or else the rollback file) only through ``abort``. Until it is
+completed, a later migration that mentions a table and a column this one touches is refused.
+Everything here is plain text matching: the file stays what the team reviewed.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ CREATE TABLE IF NOT EXISTS pgshift.backfills (
 );
 """
 
-_MARK = re.compile(r"^--\s*pgshift:\s*(expand|backfill|contract|abort)\b[ \t]*(.*)$", re.IGNORECASE)
+_MARK = re.compile(r"^--\s*pgshift:\s*(expand|backfill|validate|contract|abort)\b[ \t]*(.*)$", re.IGNORECASE)
 _BACKFILL = re.compile(r"^(?P<table>[\w.\"]+)\s+SET\s+(?P<set>.+?)(?:\s+WHERE\s+(?P<where>.+))?$",
                        re.IGNORECASE | re.DOTALL)
 _ALTER = re.compile(r"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>[\w.\"]+)(?P<body>[^;]*)",
@@ -86,6 +94,7 @@ class Phases(NamedTuple):
     contract: str | None      # the section (the file, other lines blanked); None when the file has none
     abort: str | None
     columns: tuple[str, ...]  # "table.column" the migration touches, lowercase
+    validate: str | None = None  # the section, like contract; each statement runs in its own transaction
 
 
 def has_phases(sql: str) -> bool:
@@ -103,17 +112,18 @@ def parse(sql: str, origin: str) -> Phases | None:
     lines = sql.split("\n")
     section = "expand"
     seen: list[str] = []
-    bodies: dict[str, list[str]] = {"contract": [], "abort": []}  # each the whole file, other lines blanked
+    # each the whole file, other lines blanked
+    bodies: dict[str, list[str]] = {"validate": [], "contract": [], "abort": []}
     expand: list[str] = []
     backfills: list[Backfill] = []
-    order = ["expand", "backfill", "contract", "abort"]
+    order = ["expand", "backfill", "validate", "contract", "abort"]
     for number, line in enumerate(lines, 1):
         found = _MARK.match(line.strip())
         if found is not None:
             kind, rest = found.group(1).lower(), found.group(2).strip()
             if (seen and order.index(kind) < order.index(seen[-1])) or (kind != "backfill" and kind in seen):
                 raise MigrationError(f"{origin}, line {number}: '-- pgshift: {kind}' is out of place; the sections "
-                                     "come once each in the order expand, backfill, contract, abort")
+                                     "come once each in the order expand, backfill, validate, contract, abort")
             seen.append(kind)
             section = kind
             expand.append(_blank(line))
@@ -135,9 +145,10 @@ def parse(sql: str, origin: str) -> Phases | None:
                                  "or the contract section; move it under '-- pgshift: contract'")
     contract = "\n".join(bodies["contract"]) if "contract" in seen else None
     abort = "\n".join(bodies["abort"]) if "abort" in seen else None
+    validate = "\n".join(bodies["validate"]) if "validate" in seen else None
     expand_text = "\n".join(expand)
     return Phases(expand_text, backfills, contract, abort,
-                  _touched(expand_text + "\n" + (contract or ""), backfills))
+                  _touched(expand_text + "\n" + (contract or ""), backfills), validate)
 
 
 def _blank(line: str) -> str:

@@ -6,7 +6,24 @@ batches skip the trigger: they set ``pgshift.backfill``, and the copy they make 
 would keep); the old
 and the new application both work until ``deploy.complete`` drops the trigger and the old column.
 ``hints`` finds the renames a ``schema.sql`` declares with a ``-- renamed from old_name`` comment on
-the column's line; a new type there makes it a type change too, the values cast both ways.
+the column's line; a new type there makes it a type change too, the values cast both ways. A new
+column declared NOT NULL gets it the way that never scans the table under ACCESS EXCLUSIVE: a
+``CHECK (new IS NOT NULL) NOT VALID`` in the expand (enforced from then on for every write), its
+``VALIDATE CONSTRAINT`` in the validate section (a transaction of its own, SHARE UPDATE EXCLUSIVE), and
+in the contract ``SET NOT NULL`` (which finds the validated check and skips its scan) and the check
+dropped.
+
+A new ``NOT NULL`` column whose values come from other columns of the row is the third template:
+``computed_hints`` finds ``full_name text NOT NULL, -- computed from first_name || ' ' || last_name``;
+the expand adds the column nullable with a trigger that fills it from the expression on every write
+of the old application, and the check ``NOT VALID``; the backfill fills the rows there were; the
+validate section validates the check, the contract sets ``NOT NULL``, drops the check and the trigger.
+
+A table rename is the other case both application versions cannot share with triggers: ``table_hints``
+finds ``CREATE TABLE new ( -- renamed from old``, and ``render_table`` renames the table and puts a view
+with ``security_invoker = true`` (PostgreSQL 15+) under the old name, with the table's grants copied to
+it: the old application reads and writes through the view with its own privileges and row security,
+never the view owner's; the contract drops the view. No search_path change is needed.
 """
 
 from __future__ import annotations
@@ -20,6 +37,9 @@ _COLUMN = re.compile(r"^\s*(?P<name>[\w\"]+)\s+(?P<type>.+?)\s*,?\s*--\s*renamed
                      re.IGNORECASE | re.MULTILINE)
 _CONSTRAINTS = re.compile(r"\s+(NOT\s+NULL|NULL|DEFAULT|PRIMARY|UNIQUE|CHECK|REFERENCES|GENERATED|COLLATE)\b.*$",
                           re.IGNORECASE)
+_NOT_NULL = re.compile(r"\b(NOT\s+NULL|PRIMARY\s+KEY)\b", re.IGNORECASE)
+_TABLE_HINT = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>[\w.\"]+)\s*\([ \t]*"
+                         r"--\s*renamed\s+from\s+(?P<old>[\w.\"]+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
 class Rename(NamedTuple):
@@ -28,10 +48,16 @@ class Rename(NamedTuple):
     new: str
     type: str   # the column's type as declared, without its constraints
     old_type: str | None = None  # the old column's type when it differs: values are cast both ways
+    not_null: bool = False       # the new column is declared NOT NULL
+    old_not_null: bool = False   # the old column is NOT NULL (a rollback puts that back)
 
     @property
     def function(self) -> str:
         return f"pgshift_sync_{self.table.split('.')[-1]}_{self.new}"[:63]
+
+    @property
+    def check(self) -> str:
+        return f"{self.table.split('.')[-1].strip(chr(34))}_{self.new.strip(chr(34))}_not_null"[:63]
 
 
 def hints(schema_sql: str) -> list[Rename]:
@@ -39,8 +65,10 @@ def hints(schema_sql: str) -> list[Rename]:
     found: list[Rename] = []
     for table in _TABLE.finditer(schema_sql):
         for column in _COLUMN.finditer(table.group("body")):
-            kind = _CONSTRAINTS.sub("", column.group("type").rstrip(",")).strip()
-            found.append(Rename(table.group("name"), column.group("old"), column.group("name"), kind))
+            declared = column.group("type").rstrip(",")
+            kind = _CONSTRAINTS.sub("", declared).strip()
+            found.append(Rename(table.group("name"), column.group("old"), column.group("name"), kind,
+                                not_null=_NOT_NULL.search(declared) is not None))
     return found
 
 
@@ -53,6 +81,14 @@ def render(ident: str, rename: Rename) -> tuple[str, str]:
     copied = f"{old}::{rename.type}" if kind else old
     back = f"{new}::{kind}" if kind else new
     what = f"rename {t}.{old} to {new}" + (f" ({kind} to {rename.type})" if kind else "")
+    check = rename.check
+    # NOT NULL without a scan under ACCESS EXCLUSIVE: a check NOT VALID now, validated alone, then used.
+    add_check = (f"ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({new} IS NOT NULL) NOT VALID;\n"
+                 if rename.not_null else "")
+    validate = (f"-- pgshift: validate\nALTER TABLE {t} VALIDATE CONSTRAINT {check};\n" if rename.not_null else "")
+    set_not_null = (f"ALTER TABLE {t} ALTER COLUMN {new} SET NOT NULL;\nALTER TABLE {t} DROP CONSTRAINT {check};\n"
+                    if rename.not_null else "")
+    old_not_null = f"ALTER TABLE {t} ALTER COLUMN {old} SET NOT NULL;\n" if rename.old_not_null else ""
     forward = f"""-- {ident}: {what} without downtime (expand, backfill, contract)
 -- pgshift: expand
 ALTER TABLE {t} ADD COLUMN {new} {rename.type};
@@ -74,11 +110,11 @@ END
 $$;
 CREATE TRIGGER {fn} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW
     WHEN (current_setting('pgshift.backfill', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION {fn}();
--- pgshift: backfill {t} SET {new} = {copied} WHERE {new} IS DISTINCT FROM {copied}
--- pgshift: contract
+{add_check}-- pgshift: backfill {t} SET {new} = {copied} WHERE {new} IS DISTINCT FROM {copied}
+{validate}-- pgshift: contract
 DROP TRIGGER {fn} ON {t};
 DROP FUNCTION {fn}();
-ALTER TABLE {t} DROP COLUMN {old};
+{set_not_null}ALTER TABLE {t} DROP COLUMN {old};
 -- pgshift: abort
 DROP TRIGGER IF EXISTS {fn} ON {t};
 DROP FUNCTION IF EXISTS {fn}();
@@ -89,6 +125,137 @@ DROP TRIGGER IF EXISTS {fn} ON {t};
 DROP FUNCTION IF EXISTS {fn}();
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {old} {kind or rename.type};
 UPDATE {t} SET {old} = {back};
-ALTER TABLE {t} DROP COLUMN {new};
+{old_not_null}ALTER TABLE {t} DROP COLUMN {new};
 """
     return forward, rollback
+
+
+_COMPUTED = re.compile(r"^\s*(?P<name>[\w\"]+)\s+(?P<type>.+?)\s*,?\s*--\s*computed\s+from\s+(?P<expr>.+?)\s*$",
+                       re.IGNORECASE | re.MULTILINE)
+
+
+class Computed(NamedTuple):
+    table: str
+    column: str
+    type: str        # without its constraints
+    expression: str  # over the row's other columns, as written
+
+    @property
+    def function(self) -> str:
+        return f"pgshift_fill_{self.table.split('.')[-1]}_{self.column}"[:63]
+
+    @property
+    def check(self) -> str:
+        return f"{self.table.split('.')[-1].strip(chr(34))}_{self.column.strip(chr(34))}_not_null"[:63]
+
+
+def computed_hints(schema_sql: str) -> list[Computed]:
+    """The new NOT NULL columns ``schema.sql`` fills from others: ``c text NOT NULL, -- computed from a || b``."""
+    found: list[Computed] = []
+    for table in _TABLE.finditer(schema_sql):
+        for column in _COMPUTED.finditer(table.group("body")):
+            kind = _CONSTRAINTS.sub("", column.group("type").rstrip(",")).strip()
+            found.append(Computed(table.group("name"), column.group("name"), kind, column.group("expr")))
+    return found
+
+
+def render_computed(ident: str, computed: Computed) -> tuple[str, str]:
+    """The migration and its rollback for a new NOT NULL column computed from the row's others."""
+    t, c, fn, check, expr = computed.table, computed.column, computed.function, computed.check, computed.expression
+    forward = f"""-- {ident}: add {t}.{c} NOT NULL, filled from {expr}, without downtime
+-- pgshift: expand
+ALTER TABLE {t} ADD COLUMN {c} {computed.type};
+-- The old application does not write {c}: every write of a row that lacks it fills it.
+CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.{c} IS NULL THEN
+        SELECT {expr} INTO NEW.{c} FROM (SELECT NEW.*) AS pgshift_row;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER {fn} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW
+    WHEN (current_setting('pgshift.backfill', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION {fn}();
+ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID;
+-- pgshift: backfill {t} SET {c} = {expr} WHERE {c} IS NULL
+-- pgshift: validate
+ALTER TABLE {t} VALIDATE CONSTRAINT {check};
+-- pgshift: contract
+DROP TRIGGER {fn} ON {t};
+DROP FUNCTION {fn}();
+ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL;
+ALTER TABLE {t} DROP CONSTRAINT {check};
+-- pgshift: abort
+DROP TRIGGER IF EXISTS {fn} ON {t};
+DROP FUNCTION IF EXISTS {fn}();
+ALTER TABLE {t} DROP COLUMN IF EXISTS {c};
+"""
+    rollback = f"""-- Rollback of {ident}: without {t}.{c} again, expanded or completed.
+DROP TRIGGER IF EXISTS {fn} ON {t};
+DROP FUNCTION IF EXISTS {fn}();
+ALTER TABLE {t} DROP COLUMN IF EXISTS {c};
+"""
+    return forward, rollback
+
+
+class TableRename(NamedTuple):
+    old: str
+    new: str
+
+
+def table_hints(schema_sql: str) -> list[TableRename]:
+    """The table renames ``schema.sql`` declares: ``CREATE TABLE customers ( -- renamed from clients``."""
+    return [TableRename(m.group("old"), m.group("name")) for m in _TABLE_HINT.finditer(schema_sql)]
+
+
+def render_table(ident: str, rename: TableRename) -> tuple[str, str]:
+    """The migration and its rollback for a table rename: the table takes its new name, a view with
+    ``security_invoker`` and the table's grants keeps the old one until the contract drops it."""
+    old, new = rename.old, rename.new
+    bare_new = new.split(".")[-1]
+    forward = f"""-- {ident}: rename table {old} to {bare_new} without downtime (expand, contract)
+-- pgshift: expand
+-- The old name stays as a view the old application reads and writes through with its own privileges
+-- (security_invoker: its grants and row security, never the view owner's).
+-- pgshift: ignore renaming-table
+ALTER TABLE {old} RENAME TO {bare_new};
+CREATE VIEW {old} WITH (security_invoker = true) AS SELECT * FROM {new};
+{copy_grants(new, old)}
+-- pgshift: contract
+DROP VIEW {old};
+-- pgshift: abort
+DROP VIEW IF EXISTS {old};
+ALTER TABLE {new} RENAME TO {old.split(".")[-1]};
+"""
+    rollback = f"""-- Rollback of {ident}: the table under its old name again, expanded or completed.
+DROP VIEW IF EXISTS {old};
+ALTER TABLE {new} RENAME TO {old.split(".")[-1]};
+"""
+    return forward, rollback
+
+
+def copy_grants(table: str, view: str) -> str:
+    """A DO block granting on ``view`` what others hold on ``table``: the table's and its columns' grants."""
+    source = table.replace("'", "''")
+    target = view.replace("'", "''")
+    return f"""DO $pgshift$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT a.privilege_type AS what, a.is_grantable AS again, NULL::text AS col,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS who
+        FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
+        WHERE c.oid = '{source}'::regclass AND a.grantee <> c.relowner
+        UNION ALL
+        SELECT a.privilege_type, a.is_grantable, quote_ident(t.attname),
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END
+        FROM pg_class c JOIN pg_attribute t ON t.attrelid = c.oid
+             CROSS JOIN LATERAL aclexplode(t.attacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
+        WHERE c.oid = '{source}'::regclass AND NOT t.attisdropped AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT %s%s ON %s TO %s%s', g.what, coalesce(' (' || g.col || ')', ''), '{target}', g.who,
+                       CASE WHEN g.again THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$pgshift$;"""

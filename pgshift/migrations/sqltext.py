@@ -29,10 +29,12 @@ _TOKEN = re.compile(
 )
 
 # Every statement that cannot run inside a transaction block, or that ends one, has one of these words;
-# so does ``ALTER TYPE ... ADD VALUE``, whose new value cannot be used before a commit.
+# so does ``ALTER TYPE ... ADD VALUE``, whose new value cannot be used before a commit, and
+# ``VALIDATE CONSTRAINT``, which must not share a transaction with the ``ADD CONSTRAINT ... NOT VALID``.
 NEEDS_PARSE = frozenset({
     "CONCURRENTLY", "VACUUM", "DATABASE", "SYSTEM", "TABLESPACE", "SUBSCRIPTION", "CLUSTER",
     "BEGIN", "COMMIT", "ROLLBACK", "START", "END", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE", "VALUE",
+    "VALIDATE",
 })
 
 
@@ -144,6 +146,30 @@ def used_before_commit(statements: list[Statement]) -> tuple[Statement, Statemen
         for later in statements[n + 1:]:
             if literal in later.text:
                 return statement, later
+    return None
+
+
+_NAME = r'(?P<name>"(?:[^"]|"")+"|[^\s"(;]+)'
+_ADD_NOT_VALID = re.compile(rf"\bADD\s+CONSTRAINT\s+{_NAME}.*\bNOT\s+VALID\b", re.IGNORECASE | re.DOTALL)
+_VALIDATE = re.compile(rf"\bVALIDATE\s+CONSTRAINT\s+{_NAME}", re.IGNORECASE)
+
+
+def _constraint(raw: str) -> str:
+    return raw[1:-1].replace('""', '"') if raw.startswith('"') else raw.lower()
+
+
+def validated_with_add(statements: list[Statement]) -> tuple[Statement, Statement] | None:
+    """An ``ADD CONSTRAINT c ... NOT VALID`` and a later ``VALIDATE CONSTRAINT c`` of the same file: in
+    one transaction the validation's scan runs under the ACCESS EXCLUSIVE lock the first one took (so
+    nothing reads or writes the table meanwhile), alone it takes only SHARE UPDATE EXCLUSIVE."""
+    added: dict[str, Statement] = {}
+    for statement in statements:
+        if statement.kind != "AlterTableStmt":
+            continue
+        if (found := _VALIDATE.search(statement.text)) is not None and _constraint(found["name"]) in added:
+            return added[_constraint(found["name"])], statement
+        if (found := _ADD_NOT_VALID.search(statement.text)) is not None:
+            added[_constraint(found["name"])] = statement
     return None
 
 

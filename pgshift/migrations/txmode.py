@@ -2,8 +2,10 @@
 
 One rule for ``apply``, its rollbacks, the deploy plan and status. A file runs in one transaction
 unless a ``-- transactional: false`` header says otherwise, one of its statements refuses a transaction
-block (``CREATE INDEX CONCURRENTLY``, ...), or it adds an enum value and then uses it, which needs a
-commit between the two. Statement by statement, each statement commits with its journal step.
+block (``CREATE INDEX CONCURRENTLY``, ...), it adds an enum value and then uses it, which needs a
+commit between the two, or it validates a constraint it adds ``NOT VALID`` (alone, the validation
+takes SHARE UPDATE EXCLUSIVE; after the ``ADD CONSTRAINT`` in its transaction, it would scan the table
+under that statement's ACCESS EXCLUSIVE lock). Statement by statement, each statement commits with its journal step.
 """
 
 from __future__ import annotations
@@ -42,4 +44,10 @@ def of(sql: str, origin: str, *, may_need_parse: bool | None = None) -> Mode:
         added, later = used
         return Mode(statements, f"line {later.line} uses the enum value {added.adds_value!r} that line "
                                 f"{added.line} adds, so that value is committed first")
+    validated = sqltext.validated_with_add(statements)
+    if validated is not None:
+        added, later = validated
+        return Mode(statements, f"line {later.line} validates the constraint line {added.line} adds NOT VALID, "
+                                "so that it scans under SHARE UPDATE EXCLUSIVE only, not the ACCESS EXCLUSIVE "
+                                "lock of the ADD")
     return Mode(None)

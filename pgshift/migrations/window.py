@@ -3,18 +3,21 @@ contract section, gated on evidence that the old application is gone), aborting 
 
 The gate: with ``old_release`` set (an ``application_name`` LIKE pattern, e.g. ``shop-v41%``), sessions
 of this database that match it are the old application still connected, and ``complete`` refuses while
-any is. ``force`` with a reason overrides it; the reason and the evidence are kept in the phase row.
+any is; it refuses too while pg_stat_statements shows statements naming an old column or table run
+since the last look, or the generated models module still maps one (``pgshift.migrations.gate``).
+``force`` with a reason overrides it; the reason and the evidence are kept in the phase row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from pgshift.databases.db import Database, SqlFailure
 from pgshift.errors import ConfigError, LockTimeout, MigrationError, Refused
-from pgshift.migrations import drift, history, phases, sqltext, txmode
+from pgshift.migrations import drift, gate, history, phases, sqltext, txmode, validate
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 from pgshift.migrations.lock import migration_lock
 from pgshift.migrations.source import Migration
@@ -109,11 +112,12 @@ def _open(db: Database, migrations: list[Migration], only: str | None,
 
 
 def complete(db: Database, migrations: list[Migration], limits: Limits, *, old_release: str, force: bool = False,
-             reason: str | None = None, only: str | None = None,
+             reason: str | None = None, only: str | None = None, models: Path | None = None,
              say: Callable[[str], None] | None = None) -> list[str]:
     """Run the contract section of every expanded migration (or ``only``), each in one transaction with its
-    phase row. Refused while a backfill is unfinished, or while the old release is connected (unless
-    ``force`` with a ``reason``). Returns the ids completed."""
+    phase row, once its validate section ran (each statement alone). Refused while a backfill is unfinished,
+    or while there is evidence of the old release (its sessions, its statements in pg_stat_statements, the
+    ``models`` module mapping an old name), unless ``force`` with a ``reason``. Returns the ids completed."""
     if force and not (reason or "").strip():
         raise ConfigError("--force needs --reason 'why the old release may be ignored'; it is recorded")
     tell = say or (lambda _m: None)
@@ -128,13 +132,15 @@ def complete(db: Database, migrations: list[Migration], limits: Limits, *, old_r
             if unfinished:
                 raise Refused(f"{migration.id}: {unfinished}; run inv deploy (or inv dev.migrate) to finish it, "
                               "then inv deploy.complete")
-        seen = old_sessions(db, old_release)
+        for migration, parsed in chosen:
+            validate.run(db, migration, parsed, limits, tell)
+        evidence = _evidence(db, chosen, old_release, models)
         forced: str | None = None
-        if seen:
+        if evidence:
             if not force:
-                raise Refused(f"{len(seen)} session(s) of the old release ({old_release}) still connected: "
-                              f"{seen[0]}; deploy the new release everywhere first, or pass --force --reason '...'")
-            forced = f"{(reason or '').strip()} (forced past {len(seen)} old session(s): {'; '.join(seen)[:500]})"
+                raise Refused("; and ".join(evidence) + "; or, if the old release is gone for sure, pass "
+                              "--force --reason '...'")
+            forced = f"{(reason or '').strip()} (forced past: {'; '.join(evidence)[:700]})"
         elif force:
             forced = (reason or "").strip()
         for migration, parsed in chosen:
@@ -145,6 +151,29 @@ def complete(db: Database, migrations: list[Migration], limits: Limits, *, old_r
             tell(f"completed {migration.id}")
             done.append(migration.id)
     return done
+
+
+def _evidence(db: Database, chosen: list[tuple[Migration, phases.Phases]], old_release: str,
+              models: Path | None) -> list[str]:
+    """Why the old release may still be running, each with the next step; empty when nothing says so."""
+    found: list[str] = []
+    seen = old_sessions(db, old_release)
+    if seen:
+        found.append(f"{len(seen)} session(s) of the old release ({old_release}) still connected: {seen[0]}; "
+                     "deploy the new release everywhere first")
+    for migration, parsed in chosen:
+        names = gate.old_names(parsed.contract)
+        since = gate.statements_since(db, migration.id, names)
+        if since is not None:
+            found.append(f"pg_stat_statements shows {since.calls} call(s) since {since.looked_at:%Y-%m-%d %H:%M:%S} "
+                         f"of statements naming {', '.join(n.shown for n in names)} ({migration.id} drops them), "
+                         f"e.g. {since.statements[0][:160]}; move what runs them to the new names, then run "
+                         "inv deploy.complete again (it compares with a look taken now)")
+        mapped = gate.models_mapping(models, names)
+        if mapped:
+            found.append(f"the models module still maps what {migration.id} drops: {', '.join(mapped[:3])}; "
+                         "remove those from the models the new release ships, then run inv deploy.complete again")
+    return found
 
 
 def abort(db: Database, migrations: list[Migration], limits: Limits, *, only: str | None = None,
