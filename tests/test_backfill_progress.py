@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def test_the_bar_at_a_terminal_shows_share_rate_and_eta_and_takes_the_periodic_l
     bar = _progress.BackfillBar()
     bar.enabled = True  # as at a terminal
     monkeypatch.setattr(_progress.time, "monotonic", iter([10.0, 10.05, 11.0, 12.0]).__next__)
+    monkeypatch.setattr(_progress.shutil, "get_terminal_size", lambda *_a: os.terminal_size((120, 40)))
     printed: list[str] = []
     say = bar.lines(printed.append)
     first = Tick("batch", "m step 1 (users)", 250_000, 1_000_000, 250_000, 200_000, 2.0)
