@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "lock_wait": 30.0,           # seconds to wait for another migrator's advisory lock
     "lock_retries": 10,          # retries of a statement or migration that hit lock_timeout
     "retry_backoff": 0.5,        # seconds before the first retry; doubles each time up to 10, jittered
+    "concurrent_wait_timeout": 30.0,  # seconds a CREATE INDEX / REINDEX CONCURRENTLY may wait for older
+                                 # transactions (each try; then cancelled, its leftover dropped, retried)
     "connect_timeout": 10,       # seconds
     "perf_rows": 100_000,        # inv test.performance: rows in each table nothing references
     "quick_rows": 10_000,        # the performance run inside inv test
@@ -113,6 +115,7 @@ class Settings:
     phase_lock_timeout: float = DEFAULTS["phase_lock_timeout"]
     phase_lock_retries: int = DEFAULTS["phase_lock_retries"]
     old_release: str = ""
+    concurrent_wait_timeout: float = DEFAULTS["concurrent_wait_timeout"]
 
     @property
     def is_production(self) -> bool:
@@ -390,4 +393,5 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         phase_lock_timeout=_number(config, "phase_lock_timeout", positive=True),
         phase_lock_retries=_whole(config, "phase_lock_retries"),
         old_release=_pattern(config, "old_release"),
+        concurrent_wait_timeout=_number(config, "concurrent_wait_timeout", positive=True),
     )

@@ -11,6 +11,7 @@ import functools
 import gc
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -117,6 +118,24 @@ def out(text: str = "") -> None:
     """Write a line of a task's output to the current ``sys.stdout`` (looked up at each call, so a
     caller that redirects it, like the in-process test tier, reads the text)."""
     sys.stdout.write(text + "\n")
+
+
+class LiveOut:
+    """``out`` on a terminal, which also rewrites one line in place ("" clears it): how the progress of a
+    long statement, such as a concurrent index build, shows without scrolling."""
+
+    def __call__(self, text: str = "") -> None:
+        out(text)
+
+    def live(self, text: str) -> None:
+        width = shutil.get_terminal_size().columns - 1
+        sys.stdout.write(f"\r{text[:width]}\033[K")
+        sys.stdout.flush()
+
+
+def progress_out() -> Callable[[str], None]:
+    """Where a task's progress goes: ``out``, with the live line when stdout is a terminal."""
+    return LiveOut() if sys.stdout.isatty() else out
 
 
 def emit_json(data: Any) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pgshift.errors import ExitCode
 from tasks import _prompts
-from tasks._cli import emit_json, finish, out, table
+from tasks._cli import emit_json, finish, out, progress_out, table
 from tasks._progress import BackfillBar
 from tasks._status import show_drift
 
@@ -67,7 +67,7 @@ def run(config: Settings, *, rehearse: bool, dry_run: bool, yes: bool, on_failur
     try:
         report = api.deploy(config, rehearse=rehearse, on_failure=on_failure,
                             confirm=confirm if config.is_production else None,
-                            progress=None if json else bar.lines(out), watch=None if json else bar)
+                            progress=None if json else bar.lines(progress_out()), watch=None if json else bar)
     finally:
         bar.clear()
     if json:

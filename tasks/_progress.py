@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tasks._cli import tty
 
@@ -44,13 +44,7 @@ class BackfillBar:
         self._shown = True
 
     def lines(self, say: Progress) -> Progress:
-        def filtered(text: str) -> None:
-            if self.enabled and self._tick is not None and self._tick.event == "batch" \
-                    and text == self._tick.line():
-                return
-            self.clear()
-            say(text)
-        return filtered
+        return _Lines(self, say)
 
     def clear(self) -> None:
         if self._shown:
@@ -70,3 +64,20 @@ def render(tick: BackfillTick, columns: int = 100) -> str:
     width = max(10, min(40, columns - len(head) - len(tail) - 3))
     filled = round(width * (share or 0.0))
     return (head + "[" + "#" * filled + "." * (width - filled) + "]" + tail)[:max(columns - 1, 20)]
+
+
+class _Lines:
+    """``say`` without the periodic lines the bar shows; any other attribute of it (``live``) passes."""
+
+    def __init__(self, bar: BackfillBar, say: Progress) -> None:
+        self._bar, self._say = bar, say
+
+    def __call__(self, text: str = "") -> None:
+        tick = self._bar._tick
+        if self._bar.enabled and tick is not None and tick.event == "batch" and text == tick.line():
+            return
+        self._bar.clear()
+        self._say(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._say, name)

@@ -6,7 +6,7 @@ from invoke.tasks import task
 from pgshift import api
 from tasks import _adopt, _backup, _status
 from tasks._adopt import REASON_HELP
-from tasks._cli import boundary, out, settings, tty
+from tasks._cli import boundary, out, progress_out, settings, tty
 from tasks._progress import BackfillBar
 
 
@@ -39,8 +39,8 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
     bar = BackfillBar()
     try:
         result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
-                             upto=to or None, progress=bar.lines(out), empty=empty, allow_data_loss=allow_data_loss,
-                             confirm=confirm, allow_out_of_order=allow_out_of_order,
+                             upto=to or None, progress=bar.lines(progress_out()), empty=empty,
+                             allow_data_loss=allow_data_loss, confirm=confirm, allow_out_of_order=allow_out_of_order,
                              expand_contract=expand_contract, watch=bar)
     finally:
         bar.clear()

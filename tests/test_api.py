@@ -2,7 +2,8 @@
 
 Counting connections and folder reads wraps the real functions (the database is still real): a
 deploy may open at most three connections to its target (the plan's read-only session, the session
-under the migration lock, pg_dump's) and read the migrations folder once.
+under the migration lock, pg_dump's), plus one watcher session for the concurrent index builds, and
+read the migrations folder once.
 """
 
 from __future__ import annotations
@@ -75,16 +76,23 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counts]:
     yield counts
 
 
-def test_a_deploy_opens_three_connections_to_its_target_and_reads_the_folder_once(
-        task_db_url: DatabaseUrl, tmp_path: Path, counted: Counts) -> None:
+@pytest.mark.parametrize("builds", [1, 3])
+def test_a_deploy_opens_three_connections_and_one_watcher_for_its_concurrent_builds_and_reads_the_folder_once(
+        task_db_url: DatabaseUrl, tmp_path: Path, counted: Counts, builds: int) -> None:
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    index = tmp_path / "migrations" / "20250201000000_index_api_keys_user.sql"
+    undo = index.with_name(index.name.replace(".sql", ".rollback.sql"))
+    for n, column in enumerate(("created_at", "last_used_at")[: builds - 1], 1):  # more builds: one watcher
+        index.write_text(index.read_text() + f"CREATE INDEX CONCURRENTLY api_keys_extra_{n} ON api_keys ({column});\n")
+        undo.write_text(undo.read_text() + f"DROP INDEX CONCURRENTLY api_keys_extra_{n};\n")
     env = cli_env(task_db_url, ENVIRONMENT="staging", INVOKE_PGSHIFT_MIGRATIONS_DIR=str(tmp_path / "migrations"),
                   INVOKE_PGSHIFT_BACKUPS_DIR=str(tmp_path / "backups"), INVOKE_PGSHIFT_LOGS_DIR=str(tmp_path / "logs"))
     done = inv_here("deploy", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "deploy #1 succeeded: 3 migration(s)" in done.stdout
     sessions, dumps = counted.connections[task_db_url.dbname], counted.dumps[task_db_url.dbname]
-    assert (sessions, dumps) == (2, 1), counted.connections  # the plan's, the lock's; pg_dump
+    # the plan's, the lock's, the watcher of the concurrent index builds (one for all of them); pg_dump
+    assert (sessions, dumps) == (3, 1), counted.connections
     assert counted.reads == 1
 
 

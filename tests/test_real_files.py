@@ -140,7 +140,8 @@ def test_a_concurrent_index_build_retries_behind_a_long_transaction_and_leaves_n
     write_migration(migrations_dir, A, "create table items (id int primary key, sku text);"
                     "insert into items select g, 'sku' || g from generate_series(1, 1000) g;")
     write_migration(migrations_dir, B, "create index concurrently items_sku on items (sku);")
-    settings = make_settings(db_url, lock_timeout=0.3, lock_retries=20, retry_backoff=0.1)
+    settings = make_settings(db_url, lock_timeout=0.3, concurrent_wait_timeout=0.3, lock_retries=20,
+                             retry_backoff=0.1)
     api.migrate(settings, upto=A)
     holder = hold_table(db_url, "items", 1.5, threading.Event(), mode="ROW EXCLUSIVE")  # a writer
     (applied,) = api.migrate(settings).result.applied
@@ -155,14 +156,16 @@ def test_a_concurrent_index_build_that_never_gets_its_turn_names_the_blocker_and
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, A, "create table items (id int primary key, sku text);")
     write_migration(migrations_dir, B, "create index concurrently items_sku on items (sku);")
-    settings = make_settings(db_url, lock_timeout=0.2, lock_retries=2, retry_backoff=0.05)
+    settings = make_settings(db_url, lock_timeout=0.2, concurrent_wait_timeout=0.2, lock_retries=2,
+                             retry_backoff=0.05)
     api.migrate(settings, upto=A)
     ready = threading.Event()
     with Database.connect(db_url) as blocker:
         blocker.execute("BEGIN; LOCK TABLE items IN ROW EXCLUSIVE MODE;")  # a writer's lock
         ready.set()
-        with pytest.raises(LockTimeout, match=rf"line 1: could not get a table lock .* 3 attempts; blocked by "
-                                              rf"pid {blocker.pid}"):
+        with pytest.raises(LockTimeout, match=rf"line 1: CREATE INDEX CONCURRENTLY waited longer than "
+                                              rf"concurrent_wait_timeout .*\(waiting for writers before build\), "
+                                              rf"3 attempts; held up by pid {blocker.pid}"):
             api.migrate(settings)
         blocker.execute("COMMIT")
     with Database.connect(db_url) as db:

@@ -117,6 +117,7 @@ KEYS: dict[str, tuple[object, object, object, str]] = {
     "phase_lock_timeout": ("0.15", 0.15, "0", "phase_lock_timeout='0' must be a number of seconds above 0"),
     "phase_lock_retries": ("40", 40, "2.5", "phase_lock_retries='2.5' is not a whole number"),
     "old_release": (" shop-v41% ", "shop-v41%", ["v41"], "old_release=['v41'] must be an application_name pattern"),
+    "concurrent_wait_timeout": ("2.5", 2.5, "0", "concurrent_wait_timeout='0' must be a number of seconds above 0"),
 }
 
 

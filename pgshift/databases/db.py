@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import psycopg
@@ -97,6 +97,7 @@ class DatabaseMissing(ConnectionFailed):
 class Database:
     url: DatabaseUrl
     conn: psycopg.Connection[Any]
+    _companion: Database | None = field(default=None, repr=False)
 
     @classmethod
     def connect(cls, url: DatabaseUrl, connect_timeout: int = 10) -> Database:
@@ -119,7 +120,17 @@ class Database:
         return cls(url=url, conn=conn)
 
     def close(self) -> None:
+        if self._companion is not None:
+            self._companion.close()
+            self._companion = None
         self.conn.close()
+
+    def companion(self) -> Database:
+        """A second session to the same database, for watching this one from another thread while it
+        runs a statement: opened on first use, kept for the next, closed with this session."""
+        if self._companion is None or self._companion.conn.closed:
+            self._companion = Database.connect(self.url)
+        return self._companion
 
     def __enter__(self) -> Database:
         return self

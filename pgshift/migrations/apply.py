@@ -148,7 +148,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
                     # Alone, the one-migration path applies it, retrying a lock timeout or running a
                     # statement that refuses a transaction outside one. What a failed batch did not
                     # reach is batched again on the next round.
-                    done.append(_apply_one(db, failed, limits, durable=index == len(runnable)))
+                    done.append(_apply_one(db, failed, limits, durable=index == len(runnable), say=progress))
                     _failpoint(f"committed:{failed.migration.id}")
                     say(f"applied {failed.migration.id} in {done[-1].duration_ms} ms")
             except PgShiftError as error:
@@ -216,13 +216,14 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
     return applied, batch[stopped], failure
 
 
-def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Applied:
+def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool,
+               say: Progress | None = None) -> Applied:
     migration = item.migration
     if isinstance(migration, phases.Expanding):  # an expand phase: the application runs on, a tight budget
         limits = limits.for_phases()
     mode = txmode.of(migration.sql, migration.path.name, may_need_parse=migration.may_need_parse)
     if mode.statements is not None:
-        return _apply_statements(db, item, limits, mode.statements)
+        return _apply_statements(db, item, limits, mode.statements, say)
     try:
         elapsed, tries = retrying(db, limits, migration.path.name,
                                   lambda: _apply_script(db, migration, limits, durable))
@@ -236,7 +237,7 @@ def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool) -> Ap
             # before its commit, though the quick scan saw no sign of either (an odd string escape can
             # hide one): trust the server, run it split.
             return _apply_statements(db, item, limits,
-                                     sqltext.statements(migration.sql, migration.path.name))
+                                     sqltext.statements(migration.sql, migration.path.name), say)
         error = _explain_transactional(db, migration, failure, limits)
         _record_failure(db, migration, transactional=True, error=str(error))
         raise error from None
@@ -271,7 +272,7 @@ def _apply_script(db: Database, migration: Migration, limits: Limits, durable: b
 
 
 def _apply_statements(db: Database, item: Pending, limits: Limits,
-                      statements: list[sqltext.Statement]) -> Applied:
+                      statements: list[sqltext.Statement], say: Progress | None = None) -> Applied:
     migration = item.migration
     hashes = [stepwise.digest(s) for s in statements]
     start, resumed = 0, False
@@ -295,7 +296,8 @@ def _apply_statements(db: Database, item: Pending, limits: Limits,
         step=lambda n: (f"UPDATE pgshift.migrations SET statements_done = {n}, "
                         f"done_hashes = done_hashes || {db.literal(hashes[n - 1])}::text {where}"),
         executed=f"executed:{migration.id}", journaled=f"journaled:{migration.id}")
-    ran = stepwise.run(db, statements, limits, journal, start=start, resumed=resumed, what=migration.path.name)
+    ran = stepwise.run(db, statements, limits, journal, start=start, resumed=resumed, what=migration.path.name,
+                       progress=say)
     stopped = ran.stopped
     if stopped is not None:
         _record_failure(db, migration, transactional=False, error=str(stopped.error))

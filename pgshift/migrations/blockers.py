@@ -2,7 +2,9 @@
 
 Once a migration has hit ``lock_timeout``, its retries are watched: a thread polls
 ``pg_blocking_pids`` for the migrating session and remembers the sessions that held it up, so the
-final message can name them (pid, application, client, what they run, since when).
+final message can name them (pid, application, client, what they run, since when). ``holding_up``
+names the older transactions a concurrent index build waits for (its virtualxid waits), with the age
+of each transaction.
 """
 
 from __future__ import annotations
@@ -18,6 +20,24 @@ _QUERY = (
     "coalesce(host(client_addr), 'local socket'), state, left(regexp_replace(query, '\\s+', ' ', 'g'), 60), "
     "to_char(coalesce(xact_start, query_start), 'HH24:MI:SS') "
     "FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid")
+
+# A concurrent index build waits on the virtual transaction ids of older transactions: the sessions
+# holding the ids it waits for, and those pg_blocking_pids names.
+_HOLDING_UP = (
+    "SELECT a.pid, coalesce(nullif(a.application_name, ''), a.usename::text, '?'), "
+    "coalesce(host(a.client_addr), 'local socket'), coalesce(a.state, '?'), "
+    "coalesce(extract(epoch FROM now() - a.xact_start)::int, 0), "
+    "left(regexp_replace(a.query, '\\s+', ' ', 'g'), 60) "
+    "FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(%s)) OR a.pid IN ("
+    "SELECT h.pid FROM pg_locks w JOIN pg_locks h ON h.locktype = 'virtualxid' AND h.granted "
+    "AND h.virtualxid = w.virtualxid WHERE w.pid = %s AND w.locktype = 'virtualxid' AND NOT w.granted) "
+    "ORDER BY a.pid")
+
+
+def holding_up(db: Database, pid: int) -> dict[int, str]:
+    """The sessions session ``pid`` waits for, each described for a message."""
+    return {other: f"pid {other} (application {app!r}, from {addr}, {state}, transaction open {age} s: {query})"
+            for other, app, addr, state, age, query in db.rows(_HOLDING_UP, [pid, pid])}
 
 
 class BlockerWatch:

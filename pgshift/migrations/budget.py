@@ -39,6 +39,7 @@ class Limits(NamedTuple):
     max_replay_lag: float = 10.0
     max_xact_seconds: float = 60.0
     max_active: int = 0
+    concurrent_wait: float = 30.0  # a concurrent index build's wait for older transactions, each try
     progress_seconds: float = 5.0   # a backfill's progress report this often
     phase_lock_timeout: float = 0.1
     phase_lock_retries: int = 20
@@ -50,6 +51,7 @@ class Limits(NamedTuple):
                    retry_backoff=settings.retry_backoff, batch_seconds=settings.backfill_batch_seconds,
                    max_replay_lag=settings.backfill_max_replay_lag,
                    max_xact_seconds=settings.backfill_max_xact_seconds, max_active=settings.backfill_max_active,
+                   concurrent_wait=settings.concurrent_wait_timeout,
                    progress_seconds=settings.backfill_progress_seconds,
                    phase_lock_timeout=settings.phase_lock_timeout, phase_lock_retries=settings.phase_lock_retries)
 

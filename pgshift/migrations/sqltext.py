@@ -100,6 +100,7 @@ class Statement:
     kind: str           # the parse node, e.g. "IndexStmt"
     transactional: bool  # False: must run outside a transaction block
     indexes: tuple[str, ...] = ()  # for CREATE/DROP INDEX CONCURRENTLY: the index names it names
+    reindex: str = ""   # REINDEX: what it rebuilds ("index", "table", "schema", ...); indexes holds its name
     adds_value: str | None = None  # ALTER TYPE ... ADD VALUE: the new value (usable only once committed)
 
 
@@ -131,7 +132,9 @@ def statements(sql: str, origin: str = "migration") -> list[Statement]:
         added = node.get("newVal") if kind == "AlterEnumStmt" and "oldVal" not in node else None
         found.append(Statement(text=text.strip(), line=line, kind=kind,
                                transactional=not _outside_transaction(kind, node),
-                               indexes=_index_names(kind, node), adds_value=added))
+                               indexes=_index_names(kind, node), adds_value=added,
+                               reindex=node["kind"].removeprefix("REINDEX_OBJECT_").lower()
+                               if kind == "ReindexStmt" else ""))
     return found
 
 
@@ -198,6 +201,12 @@ def _index_names(kind: str, node: dict[str, Any]) -> tuple[str, ...]:
     if kind == "IndexStmt" and node.get("idxname"):
         schema = node.get("relation", {}).get("schemaname")
         return (f'"{schema}"."{node["idxname"]}"' if schema else f'"{node["idxname"]}"',)
+    if kind == "ReindexStmt" and node.get("relation"):
+        relation = node["relation"]
+        schema = relation.get("schemaname")
+        return (f'"{schema}"."{relation["relname"]}"' if schema else f'"{relation["relname"]}"',)
+    if kind == "ReindexStmt" and node.get("name"):
+        return (f'"{node["name"]}"',)
     if kind == "DropStmt" and node.get("removeType") == "OBJECT_INDEX":
         names = []
         for obj in node.get("objects", []):

@@ -2,8 +2,9 @@
 
 Each plain statement commits together with its journal step; one that refuses a transaction block
 (``CREATE INDEX CONCURRENTLY``) runs alone and is journaled right after. A statement that hits
-``lock_timeout`` is retried after a pause, as a transactional migration is; an INVALID index that a
-failed concurrent build left is dropped before the retry. On resume after a crash, the statement the
+``lock_timeout`` is retried after a pause, as a transactional migration is. A concurrent index build or
+rebuild runs under its own wait budget, watched and reported (pgshift.migrations.concurrent); the
+INVALID index a failed try left is dropped before the retry. On resume after a crash, the statement the
 journal stopped at is first settled: a half-built index dropped and rebuilt, one already built kept, an
 index already dropped not dropped again.
 
@@ -21,7 +22,7 @@ from typing import NamedTuple
 
 from pgshift.databases.db import Database
 from pgshift.errors import PgShiftError
-from pgshift.migrations import sqltext
+from pgshift.migrations import concurrent, sqltext
 from pgshift.migrations.budget import Limits, retrying, settings_sql
 
 
@@ -55,9 +56,11 @@ def failpoint(name: str) -> None:
 
 
 def run(db: Database, statements: list[sqltext.Statement], limits: Limits, journal: Journal, *,
-        start: int = 0, resumed: bool = False, what: str = "migration") -> Ran:
+        start: int = 0, resumed: bool = False, what: str = "migration",
+        progress: Callable[[str], None] | None = None) -> Ran:
     """Run ``statements[start:]``: where it stopped, if it did (the journal says the same), and the
-    attempts it took. ``resumed``: an earlier run stopped at ``start`` and may have half-run that one."""
+    attempts it took. ``resumed``: an earlier run stopped at ``start`` and may have half-run that one.
+    ``progress`` hears how a concurrent index build advances."""
     db.execute(settings_sql(limits, local=False))
     most = 1
     try:
@@ -66,7 +69,7 @@ def run(db: Database, statements: list[sqltext.Statement], limits: Limits, journ
             try:
                 most = max(most, _one(db, statement, journal.step(index + 1), limits, f"{what}, line {statement.line}",
                                       settle_first=resumed and index == start,
-                                      executed=f"{journal.executed}:{index + 1}"))
+                                      executed=f"{journal.executed}:{index + 1}", say=progress))
                 failpoint(f"{journal.journaled}:{index + 1}")
             except PgShiftError as error:
                 return Ran(Stopped(index, statement, error), most)
@@ -76,10 +79,15 @@ def run(db: Database, statements: list[sqltext.Statement], limits: Limits, journ
 
 
 def _one(db: Database, statement: sqltext.Statement, step: str, limits: Limits, what: str, *,
-         settle_first: bool, executed: str) -> int:
+         settle_first: bool, executed: str, say: Callable[[str], None] | None = None) -> int:
     if statement.transactional:
         return retrying(db, limits, what, lambda: db.execute(
             f"BEGIN; {settings_sql(limits, local=True)}\n{statement.text};\n{step}; COMMIT;"))[1]
+    if concurrent.handles(statement):
+        tries_taken = concurrent.run(db, statement, limits, what, say, settle_first=settle_first)
+        failpoint(executed)
+        db.execute(step)
+        return tries_taken
     tries = 0
 
     def attempt() -> None:
@@ -101,6 +109,8 @@ def settle(db: Database, statement: sqltext.Statement) -> bool:
     """A statement that refuses a transaction may have run, or half-run, before a crash or a timeout.
     True: its effect is complete (an index it built is valid, one it dropped is gone). A half-built
     (INVALID) index is dropped, so the statement runs again."""
+    if concurrent.handles(statement):
+        return concurrent.settle(db, statement)
     if not statement.indexes:
         return False
     if statement.kind == "DropStmt":
