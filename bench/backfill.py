@@ -5,11 +5,14 @@
 
 A table of --rows users (id, name) gets the rename template's migration (users.name to full_name: the
 new column, triggers keeping both in step, a backfill, then the contract). Two client loops run the
-whole time, each on its own connection: the old application reads and writes through ``name``, the new
-one through ``full_name`` (from the moment the expand phase commits). The old application stops before
-``deploy.complete``, as the contract gate requires; the new one runs through it.
+whole time, each in its own process (as applications are): the old application reads and writes
+through ``name``, the new one through ``full_name`` (from the moment the expand phase commits). The
+old application stops before ``deploy.complete``, as the contract gate requires; the new one runs
+through it.
 
-Reported: the backfill's rows per second (against the 200,000 rows/s target), errors per client (must
+Reported: the backfill's rows per second (against the 200,000 rows/s target, and as a ratio to two
+floors measured in the same run: one bare UPDATE of a fresh copy of the table, and the same with a
+row trigger like the rename's in place, which the backfill's batches pay for too), errors per client (must
 be 0), each client's p50/p99 latency per phase (before, expand, backfill, complete), the longest single
 operation any client saw (a lock wait shows there; target under 200 ms), and that every row ends right.
 ``--min-rate`` makes a rate below it exit 1.
@@ -19,11 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,39 +41,64 @@ from pgshift import api, settings  # noqa: E402
 from pgshift.databases import throwaway  # noqa: E402
 from pgshift.databases.db import Database  # noqa: E402
 from pgshift.dburl import DatabaseUrl  # noqa: E402
-from pgshift.migrations import rename  # noqa: E402
+from pgshift.migrations import backfill, phases, rename  # noqa: E402
+from pgshift.migrations.budget import Limits  # noqa: E402
 
 TABLE = "20250101000000_users"
 RENAME = "20250102000000_rename_user_name"
 TARGET_RATE = 200_000
 
 
-class Client(threading.Thread):
-    """One application version's loop: read a random user, write it, through its column name."""
+def _client_loop(url: str, column: str, rows: int, app: str, ready: Any, go: Any, stop: Any, out: Any) -> None:
+    """One application version's loop, in a process of its own (as an application is: threads here
+    would share one interpreter lock with the migrator): read a random user, write it, through its
+    column name, from ``go`` to ``stop``; then send back its samples (when, seconds) and errors."""
+    chance = random.Random(column)
+    samples: list[tuple[float, float]] = []
+    errors: list[str] = []
+    parsed = DatabaseUrl.parse(url)
+    with Database.connect(replace(parsed, params=(*parsed.params, ("application_name", app)))) as db:
+        ready.set()
+        go.wait()
+        while not stop.is_set():
+            key = chance.randint(1, rows)
+            for query, params in ((f"SELECT {column} FROM users WHERE id = %s", [key]),
+                                  (f"UPDATE users SET {column} = %s WHERE id = %s", [f"{column} {key}", key])):
+                began = time.monotonic()
+                try:
+                    db.rows(query, params)
+                except Exception as error:  # counted, and the loop goes on
+                    errors.append(str(error))
+                samples.append((began, time.monotonic() - began))
+            time.sleep(0.001)
+    out.put((samples, errors))
+
+
+class Client:
+    """An application version's loop in its own process, started now, going from ``start()``."""
 
     def __init__(self, url: DatabaseUrl, column: str, rows: int, app: str) -> None:
-        super().__init__(daemon=True)
-        self.url = replace(url, params=(*url.params, ("application_name", app)))
-        self.column, self.rows = column, rows
-        self.samples: list[tuple[float, float]] = []  # (when, seconds)
+        context = multiprocessing.get_context("spawn")
+        self._ready, self._go, self._stop = context.Event(), context.Event(), context.Event()
+        self._out = context.Queue()
+        self._process = context.Process(target=_client_loop, daemon=True, args=(
+            str(url), column, rows, app, self._ready, self._go, self._stop, self._out))
+        self._process.start()
+        self.samples: list[tuple[float, float]] = []
         self.errors: list[str] = []
-        self.stop = threading.Event()
 
-    def run(self) -> None:
-        chance = random.Random(self.column)
-        with Database.connect(self.url) as db:
-            while not self.stop.is_set():
-                key = chance.randint(1, self.rows)
-                write = [f"{self.column} {key}", key]
-                for query, params in ((f"SELECT {self.column} FROM users WHERE id = %s", [key]),
-                                      (f"UPDATE users SET {self.column} = %s WHERE id = %s", write)):
-                    began = time.perf_counter()
-                    try:
-                        db.rows(query, params)
-                    except Exception as error:  # counted, and the loop goes on
-                        self.errors.append(str(error))
-                    self.samples.append((began, time.perf_counter() - began))
-                time.sleep(0.001)
+    def connected(self) -> None:
+        if not self._ready.wait(timeout=120):
+            raise SystemExit(f"the client process ({self._process.pid}) did not connect")
+
+    def start(self) -> None:
+        self._go.set()
+
+    def finish(self) -> None:
+        self._go.set()
+        self._stop.set()
+        self.samples, self.errors = self._out.get(timeout=60)
+        self._process.join(timeout=10)
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -82,16 +110,42 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 1)}
 
 
-def floor_rate(url: DatabaseUrl, rows: int) -> float:
-    """Rows per second of the same copy as one bare UPDATE of a fresh table, no clients: the floor."""
+def alone_rate(url: DatabaseUrl, rows: int, limits: Limits) -> float:
+    """Rows per second of the backfill engine itself on a fresh copy with the trigger, no clients: what
+    the batches cost over the floor, apart from the CPU the clients take on this machine."""
     with Database.connect(url) as db:
-        db.execute("CREATE TABLE floor_users (id bigint PRIMARY KEY, name text NOT NULL, full_name text); "
-                   f"INSERT INTO floor_users SELECT g, 'user ' || g FROM generate_series(1, {rows}) g; "
-                   "ANALYZE floor_users; CHECKPOINT;")
+        _floor_table(db, rows, trigger=True)
+        fill = phases.Backfill(1, "floor_users", "full_name = name", "full_name IS DISTINCT FROM name", 1)
+        done = backfill.run(db, "bench_alone", fill, limits, lambda _line: None)
+        db.execute("DELETE FROM pgshift.backfills WHERE id = 'bench_alone'; DROP TABLE floor_users; "
+                   "DROP FUNCTION floor_sync()")
+    return rows / done.seconds
+
+
+def _floor_table(db: Database, rows: int, trigger: bool) -> None:
+    db.execute("CREATE TABLE floor_users (id bigint PRIMARY KEY, name text NOT NULL, full_name text); "
+               f"INSERT INTO floor_users SELECT g, 'user ' || g FROM generate_series(1, {rows}) g; "
+               "ANALYZE floor_users; CHECKPOINT;")
+    if trigger:
+        db.execute("CREATE FUNCTION floor_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                   "NEW.full_name := NEW.name; RETURN NEW; END $$; "
+                   "CREATE TRIGGER floor_sync BEFORE INSERT OR UPDATE ON floor_users FOR EACH ROW WHEN "
+                   "(current_setting('pgshift.backfill', true) IS DISTINCT FROM 'on') "
+                   "EXECUTE FUNCTION floor_sync()")
+
+
+def floor_rate(url: DatabaseUrl, rows: int, trigger: bool) -> float:
+    """Rows per second of the same copy as one bare UPDATE of a fresh table, no clients: the floor.
+    With ``trigger``, the table has a row trigger like the rename's, which skips the update (its WHEN
+    is false, as for a backfill batch) but still makes the server lock each row before it."""
+    with Database.connect(url) as db:
+        _floor_table(db, rows, trigger)
+        if trigger:
+            db.execute("SET pgshift.backfill = 'on'")
         began = time.perf_counter()
         db.execute("UPDATE floor_users SET full_name = name")
         took = time.perf_counter() - began
-        db.execute("DROP TABLE floor_users")
+        db.execute("RESET pgshift.backfill; DROP TABLE floor_users; DROP FUNCTION IF EXISTS floor_sync()")
     return rows / took
 
 
@@ -143,15 +197,17 @@ def run(url: DatabaseUrl, scratch: Path, rows: int, args: argparse.Namespace) ->
 
     def progress(line: str) -> None:
         if line.startswith(f"applied {RENAME}"):
-            marks["backfill"] = time.perf_counter()
+            marks["backfill"] = time.monotonic()
             new.start()
         elif line.startswith(f"applying {RENAME}"):
-            marks["expand"] = time.perf_counter()
+            marks["expand"] = time.monotonic()
 
+    old.connected()
+    new.connected()
     old.start()
     time.sleep(args.before)
     api.migrate(conf, progress=progress)
-    marks["backfill_end"] = time.perf_counter()
+    marks["backfill_end"] = time.monotonic()
     with Database.connect(url) as db:
         row = db.one("SELECT rows_scanned, extract(epoch FROM finished_at - started_at)::float8, batches, batch_size "
                      "FROM pgshift.backfills WHERE id = %s", [RENAME])
@@ -159,29 +215,31 @@ def run(url: DatabaseUrl, scratch: Path, rows: int, args: argparse.Namespace) ->
     assert row is not None and mismatched is not None
     scanned, seconds, batches, last_size = row
     time.sleep(0.5)
-    old.stop.set()
-    old.join()
-    marks["complete"] = time.perf_counter()
+    old.finish()
+    marks["complete"] = time.monotonic()
     api.deploy_complete(conf)
-    marks["complete_end"] = time.perf_counter()
+    marks["complete_end"] = time.monotonic()
     time.sleep(0.5)
-    new.stop.set()
-    new.join()
+    new.finish()
     with Database.connect(url) as db:
         missing = db.one("SELECT count(*) FROM users WHERE full_name IS NULL")
     assert missing is not None
 
-    phases = [("before", 0.0, marks["expand"]), ("expand", marks["expand"], marks["backfill"]),
+    spans = [("before", 0.0, marks["expand"]), ("expand", marks["expand"], marks["backfill"]),
               ("backfill", marks["backfill"], marks["backfill_end"]), ("complete", marks["complete"],
                                                                        marks["complete_end"] + 0.5)]
     latency = {client: {phase: percentiles([s for when, s in c.samples if start <= when < end])
-                        for phase, start, end in phases}
+                        for phase, start, end in spans}
                for client, c in (("old", old), ("new", new))}
     longest = max((s for c in (old, new) for _when, s in c.samples), default=0.0)
     rate = scanned / seconds if seconds else 0.0
-    floor = floor_rate(url, rows)
+    floor = floor_rate(url, rows, trigger=False)
+    floor_trigger = floor_rate(url, rows, trigger=True)
+    alone = alone_rate(url, rows, Limits.of(conf))
     return {"rows": rows, "rows_per_s": round(rate), "target_rows_per_s": TARGET_RATE,
             "floor_rows_per_s": round(floor), "ratio_to_floor": round(rate / floor, 2),
+            "floor_trigger_rows_per_s": round(floor_trigger), "ratio_to_floor_trigger": round(rate / floor_trigger, 2),
+            "alone_rows_per_s": round(alone), "alone_ratio_to_floor_trigger": round(alone / floor_trigger, 2),
             "ratio_to_target": round(rate / TARGET_RATE, 2), "backfill_s": round(seconds, 2),
             "batches": batches, "last_batch_size": last_size,
             "expand_ms": round((marks["backfill"] - marks["expand"]) * 1000, 1),
@@ -199,6 +257,10 @@ def show(r: dict[str, Any]) -> None:
           f"last batch {r['last_batch_size']:,} rows")
     print(f"floor: one bare UPDATE of the same rows, no clients: {r['floor_rows_per_s']:,} rows/s; "
           f"ours / floor = {r['ratio_to_floor']}")
+    print(f"floor with the rename's row trigger in place (skipped by WHEN, but each row locked first): "
+          f"{r['floor_trigger_rows_per_s']:,} rows/s; ours / that floor = {r['ratio_to_floor_trigger']}")
+    print(f"the same backfill with no clients running, on such a copy: {r['alone_rows_per_s']:,} rows/s = "
+          f"{r['alone_ratio_to_floor_trigger']} of that floor (the rest is the CPU the clients take)")
     print(f"expand {r['expand_ms']} ms, complete {r['complete_ms']} ms; rows correct: {r['rows_correct']}")
     print(f"errors: {r['errors'] or 'none'}" + (f" e.g. {r['first_errors'][0]}" if r["first_errors"] else ""))
     print(f"longest single client operation: {r['longest_op_ms']} ms (target under 200)")

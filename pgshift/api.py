@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the result types, re-exported for callers' annotations
     from pgshift.deploy.run import DeployReport as DeployReport
     from pgshift.deploy.state import DeployState as DeployState
     from pgshift.migrations.apply import ApplyResult as ApplyResult
+    from pgshift.migrations.backfill import BackfillTick as BackfillTick
     from pgshift.migrations.drift import Drift as Drift
     from pgshift.migrations.source import Migration as Migration
     from pgshift.migrations.status import Status as Status
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # the result types, re-exported for callers' annotations
     from pgshift.schema.reset import ResetResult as ResetResult
 
 Progress = Callable[[str], None]
+BackfillWatch = Callable[["BackfillTick"], None]  # a backfill's progress, batch by batch (a progress bar)
 
 __all__ = [  # the functions; the result types above are for annotations (import them under TYPE_CHECKING)
     "MigrateResult", "Progress", "Report", "backup", "backups", "backward", "baseline", "checks", "cleaned_up",
@@ -97,21 +99,22 @@ class MigrateResult:
 def migrate(settings: Settings, name: str | None = None, *, create_only: bool = False, upto: str | None = None,
             empty: bool = False, allow_data_loss: bool = False, progress: Progress | None = None,
             confirm: Confirm | None = None, allow_out_of_order: bool = False,
-            expand_contract: bool = False) -> MigrateResult:
+            expand_contract: bool = False, watch: BackfillWatch | None = None) -> MigrateResult:
     """Create a migration pair named ``name`` (if given), then apply every pending migration.
 
     With ``schema.sql`` present the new migration is generated from the difference between it and the
     migrated database; ``empty`` asks for the hand-written template instead. ``expand_contract`` writes
     a zero-downtime rename instead, for the first column (else table) schema.sql marks ``-- renamed from
     OLD`` whose old name the database still has (expand, backfill and contract phases; see docs/migrations.md); run
-    it once per rename."""
+    it once per rename. A backfill reports each batch to ``watch`` too (a progress bar), when given."""
     from pgshift.databases import target
     from pgshift.migrations import apply, drift, source
     from pgshift.schema import declared_path
 
     allowed = allow_out_of_order or settings.allow_out_of_order
     if expand_contract:
-        return _migrate_rename(settings, name, create_only=create_only, progress=progress, allowed=allowed)
+        return _migrate_rename(settings, name, create_only=create_only, progress=progress, allowed=allowed,
+                               watch=watch)
     if name and not empty and declared_path(settings).exists():
         return _migrate_to_schema(settings, name, create_only=create_only, upto=upto, progress=progress,
                                   allow_data_loss=allow_data_loss, confirm=confirm, allow_out_of_order=allowed)
@@ -125,13 +128,13 @@ def migrate(settings: Settings, name: str | None = None, *, create_only: bool = 
         migrations.append(created)
     with target.connect(settings) as db, drift.kept(db, migrations):
         late = _in_order(db, migrations, allowed)
-        result = apply.apply(db, migrations, apply.Limits.of(settings), upto=upto, progress=progress)
+        result = apply.apply(db, migrations, apply.Limits.of(settings), upto=upto, progress=progress, watch=watch)
         _record_late(db, late, result)
     return MigrateResult(created, result)
 
 
 def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, progress: Progress | None,
-                    allowed: bool) -> MigrateResult:
+                    allowed: bool, watch: BackfillWatch | None = None) -> MigrateResult:
     """``migrate`` with ``expand_contract``: the rename template filled in from schema.sql's hint."""
     import functools
 
@@ -176,7 +179,7 @@ def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, 
         _new_head(settings, created)
         if create_only:
             return MigrateResult(created, before)
-        after = apply.apply(db, [*migrations, created], apply.Limits.of(settings), progress=progress)
+        after = apply.apply(db, [*migrations, created], apply.Limits.of(settings), progress=progress, watch=watch)
     return MigrateResult(created, apply.ApplyResult(before.applied + after.applied, after.empty))
 
 
@@ -467,15 +470,17 @@ def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop") -> Pla
 
 
 def deploy(settings: Settings, *, rehearse: bool, on_failure: str = "stop", confirm: Confirm | None = None,
-           progress: Progress | None = None) -> DeployReport:
+           progress: Progress | None = None, watch: BackfillWatch | None = None) -> DeployReport:
     """Deploy every pending migration: (rehearsal on a clone), lock, backup, maintenance, apply,
-    verify, Slack (when ``SLACK_WEBHOOK_URL`` is set), log. Production needs ``confirm``."""
+    verify, Slack (when ``SLACK_WEBHOOK_URL`` is set), log. Production needs ``confirm``. A backfill
+    reports each batch to ``watch`` (a progress bar), and to Slack at its start, every
+    ``backfill_notify_seconds`` and at its end."""
     from pgshift.deploy import notify, workflow
 
     slack = notify.Slack.from_settings(settings)
     try:
         return workflow.deploy(settings, rehearse=rehearse, on_failure=on_failure, confirm=confirm,
-                               notify=slack, progress=progress)
+                               notify=slack, progress=progress, watch=watch)
     finally:
         if slack is not None:
             slack.close()
@@ -513,8 +518,8 @@ def deploy_complete(settings: Settings, *, migration: str | None = None, force: 
 
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
-        return window.complete(db, migrations, Limits.of(settings), old_release=settings.old_release, force=force,
-                               reason=reason, only=migration, models=models_path(settings), say=progress)
+        return window.complete(db, migrations, Limits.of(settings).for_phases(), old_release=settings.old_release,
+                               force=force, reason=reason, only=migration, models=models_path(settings), say=progress)
 
 
 def deploy_abort(settings: Settings, *, migration: str | None = None,
@@ -527,7 +532,7 @@ def deploy_abort(settings: Settings, *, migration: str | None = None,
 
     migrations = source.read(settings.migrations_dir)
     with target.connect(settings) as db:
-        return window.abort(db, migrations, Limits.of(settings), only=migration, say=progress)
+        return window.abort(db, migrations, Limits.of(settings).for_phases(), only=migration, say=progress)
 
 
 def maintenance(settings: Settings) -> tuple[Maintenance, bool]:

@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
     "backfill_max_replay_lag": 10.0,  # seconds of replica replay lag that pause a backfill; 0: not checked
     "backfill_max_xact_seconds": 60.0,  # another transaction open this long pauses a backfill; 0: not checked
     "backfill_max_active": 0,    # this many other active sessions pause a backfill; 0: no ceiling
+    "backfill_progress_seconds": 5.0,  # a backfill's progress line (log) this often
+    "backfill_notify_seconds": 300.0,  # and a Slack message this often (besides start and end); 0: none between
+    "phase_lock_timeout": 0.1,   # lock_timeout of a phased migration's expand, contract, abort and batches
+    "phase_lock_retries": 20,    # their retries (the pause between grows as for lock_retries)
     "old_release": "",           # deploy.complete: application_name LIKE pattern of the old app's sessions
     "record_schema": "pgshift",  # the schema of the record, its lock and journals: pgshift or pgshift_<name>
 }
@@ -108,6 +112,10 @@ class Settings:
     backfill_max_replay_lag: float = DEFAULTS["backfill_max_replay_lag"]
     backfill_max_xact_seconds: float = DEFAULTS["backfill_max_xact_seconds"]
     backfill_max_active: int = DEFAULTS["backfill_max_active"]
+    backfill_progress_seconds: float = DEFAULTS["backfill_progress_seconds"]
+    backfill_notify_seconds: float = DEFAULTS["backfill_notify_seconds"]
+    phase_lock_timeout: float = DEFAULTS["phase_lock_timeout"]
+    phase_lock_retries: int = DEFAULTS["phase_lock_retries"]
     old_release: str = ""
     record_schema: str = DEFAULTS["record_schema"]
     concurrent_wait_timeout: float = DEFAULTS["concurrent_wait_timeout"]
@@ -396,6 +404,10 @@ def load(root: Path, config: Mapping[str, Any] | None = None,
         backfill_max_replay_lag=_number(config, "backfill_max_replay_lag"),
         backfill_max_xact_seconds=_number(config, "backfill_max_xact_seconds"),
         backfill_max_active=_whole(config, "backfill_max_active"),
+        backfill_progress_seconds=_number(config, "backfill_progress_seconds", positive=True),
+        backfill_notify_seconds=_number(config, "backfill_notify_seconds"),
+        phase_lock_timeout=_number(config, "phase_lock_timeout", positive=True),
+        phase_lock_retries=_whole(config, "phase_lock_retries"),
         old_release=_pattern(config, "old_release"),
         record_schema=record_schema(_given(config, "record_schema")),
         concurrent_wait_timeout=_number(config, "concurrent_wait_timeout", positive=True),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pgshift.errors import ExitCode
 from tasks import _prompts
 from tasks._cli import emit_json, finish, out, progress_out, table
+from tasks._progress import BackfillBar
 from tasks._status import show_drift
 
 if TYPE_CHECKING:
@@ -62,8 +63,13 @@ def run(config: Settings, *, rehearse: bool, dry_run: bool, yes: bool, on_failur
             show_plan(question.about, dry_run=False)
         return _prompts.ask(question, yes=yes)
 
-    report = api.deploy(config, rehearse=rehearse, on_failure=on_failure,
-                        confirm=confirm if config.is_production else None, progress=None if json else progress_out())
+    bar = BackfillBar()
+    try:
+        report = api.deploy(config, rehearse=rehearse, on_failure=on_failure,
+                            confirm=confirm if config.is_production else None,
+                            progress=None if json else bar.lines(progress_out()), watch=None if json else bar)
+    finally:
+        bar.clear()
     if json:
         emit_json(report.as_json())
     else:

@@ -7,6 +7,7 @@ from pgshift import api
 from tasks import _adopt, _backup, _status
 from tasks._adopt import REASON_HELP
 from tasks._cli import boundary, out, progress_out, settings, tty
+from tasks._progress import BackfillBar
 
 
 @task(
@@ -35,9 +36,14 @@ def migrate(c: Context, name: str | None = None, create_only: bool = False, to: 
     from tasks import _prompts
 
     confirm = _prompts.ask if tty() else None
-    result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
-                         upto=to or None, progress=progress_out(), empty=empty, allow_data_loss=allow_data_loss,
-                         confirm=confirm, allow_out_of_order=allow_out_of_order, expand_contract=expand_contract)
+    bar = BackfillBar()
+    try:
+        result = api.migrate(settings(c, require="development"), name or None, create_only=create_only,
+                             upto=to or None, progress=bar.lines(progress_out()), empty=empty,
+                             allow_data_loss=allow_data_loss, confirm=confirm, allow_out_of_order=allow_out_of_order,
+                             expand_contract=expand_contract, watch=bar)
+    finally:
+        bar.clear()
     generated = result.generated
     if generated is not None and generated.in_sync:
         out("the database matches schema.sql: no migration written")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("start", "success", "failure", "rollback", "maintenance on", "maintenance off")
+KINDS = ("start", "success", "failure", "rollback", "maintenance on", "maintenance off", "backfill")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Event:
             "rollback": f"{deploy} to {where} failed and was rolled back",
             "maintenance on": f"maintenance mode ON for {where}",
             "maintenance off": f"maintenance mode off for {where}",
+            "backfill": f"{deploy} to {where}: {self.detail.partition(': ')[0]}",
         }[self.kind]
 
     def lines(self) -> list[str]:

@@ -21,7 +21,7 @@ from pgshift.deploy.redaction import Redactor
 from pgshift.settings import Settings
 
 COLORS = {"start": "#439FE0", "success": "good", "failure": "danger", "rollback": "warning",
-          "maintenance on": "warning", "maintenance off": "good"}
+          "maintenance on": "warning", "maintenance off": "good", "backfill": "#439FE0"}
 RETRY_PAUSE = 0.2
 LAST_TRY_TIMEOUT = 1.0  # seconds: the outcome's one try after Slack failed earlier in the run
 

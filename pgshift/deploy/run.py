@@ -19,6 +19,7 @@ from pgshift.deploy.rehearsal import Rehearsal
 from pgshift.deploy.runlog import RunLog
 from pgshift.errors import ExitCode, MigrationError, PgShiftError
 from pgshift.migrations import apply
+from pgshift.migrations.backfill import Watch
 from pgshift.settings import Settings
 
 Progress = Callable[[str], None]
@@ -95,6 +96,7 @@ class Run:
         self.who = who()
         self.report = DeployReport(plan=plan_, log=log.path)
         self.started = time.monotonic()
+        self.watch: Watch | None = None  # a backfill's batches, for a progress bar
 
     def say(self, step: str, text: str) -> None:
         self.log.write(step, text)

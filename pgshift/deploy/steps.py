@@ -11,7 +11,7 @@ from pgshift.databases.db import Database
 from pgshift.deploy import deploys, maintenance
 from pgshift.deploy.run import DeployFailed, Run, failpoint
 from pgshift.errors import PgShiftError
-from pgshift.migrations import apply, drift, history, source
+from pgshift.migrations import apply, backfill, drift, history, source
 from pgshift.migrations.status import states
 
 
@@ -95,9 +95,19 @@ def apply_pending(run: Run, db: Database, migrations: list[source.Migration]) ->
         if verb == "applying" and ident in files:
             run.log.sql(files[ident].path.name, files[ident].sql)
 
+    # A backfill tells the team at its start, every backfill_notify_seconds and at its end (Slack is
+    # slow and rate-limited: never a message per batch), and a progress bar each batch.
+    every = run.settings.backfill_notify_seconds
+    slack = backfill.Paced(lambda tick: run.event("backfill", detail=tick.line()), every)
+
+    def watch(tick: backfill.Tick) -> None:
+        slack(tick)
+        if run.watch is not None:
+            run.watch(tick)
+
     deploys.step(db, deploy_id, "applying")
     with drift.kept(db, migrations):  # the reference status measures drift against
-        result = apply.apply(db, migrations, apply.Limits.of(run.settings), progress=progress)
+        result = apply.apply(db, migrations, apply.Limits.of(run.settings), progress=progress, watch=watch)
     run.report.applied = result.applied
     deploys.step(db, deploy_id, "applied", durations={a.id: a.duration_ms for a in result.applied})
     failpoint("deploy:applied")

@@ -41,6 +41,7 @@ from pgshift.deploy.runlog import RunLog
 from pgshift.errors import Aborted, ConfigError, ConnectionFailed, PgShiftError, Refused
 from pgshift.interrupt import terminate_as_interrupt
 from pgshift.migrations import apply, history, source
+from pgshift.migrations.backfill import Watch
 from pgshift.migrations.lock import migration_lock
 from pgshift.questions import Confirm, Question
 from pgshift.settings import Settings
@@ -76,15 +77,16 @@ def plan(settings: Settings, *, rehearse: bool, on_failure: str = "stop", dry_ru
 
 
 def deploy(settings: Settings, *, rehearse: bool, on_failure: str = "stop", confirm: Confirm | None = None,
-           notify: Notify | None = None, progress: Progress | None = None) -> DeployReport:
+           notify: Notify | None = None, progress: Progress | None = None,
+           watch: Watch | None = None) -> DeployReport:
     """Deploy every pending migration to the target. Raises on failure (after cleaning up)."""
     with terminate_as_interrupt():
         return _deploy(settings, rehearse=rehearse, on_failure=on_failure, confirm=confirm, notify=notify,
-                       progress=progress)
+                       progress=progress, watch=watch)
 
 
 def _deploy(settings: Settings, *, rehearse: bool, on_failure: str, confirm: Confirm | None,
-            notify: Notify | None, progress: Progress | None) -> DeployReport:
+            notify: Notify | None, progress: Progress | None, watch: Watch | None = None) -> DeployReport:
     redactor = Redactor.for_settings(settings)
     log = RunLog(settings.logs_dir, settings.environment, redactor)
     try:
@@ -98,6 +100,7 @@ def _deploy(settings: Settings, *, rehearse: bool, on_failure: str, confirm: Con
             log.write("preflight", f"failed: {error}")
             raise
         run = Run(settings, planned, log, notify, progress)
+        run.watch = watch
         _log_plan(run, planned, show=confirm is None)  # a confirmation shows the plan itself
         if not planned.proceed:
             more = f" (+{len(planned.problems) - 1} more)" if len(planned.problems) > 1 else ""

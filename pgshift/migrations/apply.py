@@ -97,8 +97,9 @@ def _from_repo_root(path: Path) -> str:
 
 
 def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: str | None = None,
-          progress: Progress | None = None) -> ApplyResult:
-    """Apply every pending migration (up to and including ``upto``) under the migration lock."""
+          progress: Progress | None = None, watch: backfill.Watch | None = None) -> ApplyResult:
+    """Apply every pending migration (up to and including ``upto``) under the migration lock; the
+    backfills of phased ones report to ``watch`` too, when given."""
     say = progress or (lambda _msg: None)
     if upto is not None and upto not in {m.id for m in migrations}:  # before anything is written
         raise ConfigError(f"--to {upto}: no such migration; see inv status for the ids")
@@ -156,7 +157,7 @@ def apply(db: Database, migrations: list[Migration], limits: Limits, *, upto: st
                 error.applied_before = tuple(a.id for a in done)
                 raise
         if phased:  # the backfills of phased files applied now, or of an earlier run that stopped
-            backfill.run_open(db, migrations, limits, say)
+            backfill.run_open(db, migrations, limits, say, watch)
             validate.run_open(db, migrations, limits, say)  # each statement alone, once the rows are filled
             gate.look_open(db, migrations)  # what the contract gate compares pg_stat_statements with
         return ApplyResult(applied=done, empty=[p.migration.id for p in pending if p.migration.empty])
@@ -218,6 +219,8 @@ def _apply_batch(db: Database, batch: list[Pending], limits: Limits,
 def _apply_one(db: Database, item: Pending, limits: Limits, durable: bool,
                say: Progress | None = None) -> Applied:
     migration = item.migration
+    if isinstance(migration, phases.Expanding):  # an expand phase: the application runs on, a tight budget
+        limits = limits.for_phases()
     mode = txmode.of(migration.sql, migration.path.name, may_need_parse=migration.may_need_parse)
     if mode.statements is not None:
         return _apply_statements(db, item, limits, mode.statements, say)
@@ -245,6 +248,8 @@ def _script(db: Database, migration: Migration, limits: Limits, durable: bool) -
 
     One statement, not four, sets the limits and notes the start (the duration is measured from it,
     since a batch shares one statement_timestamp()); the record commits with the migration."""
+    if isinstance(migration, phases.Expanding):
+        limits = limits.for_phases()
     sync = "" if durable else ", set_config('synchronous_commit', 'off', true)"
     prefix = (f"RESET ALL; BEGIN; SELECT set_config('lock_timeout', '{int(limits.lock_timeout * 1000)}ms', true), "
               f"set_config('statement_timeout', '{int(limits.statement_timeout * 1000)}ms', true){sync}, "

@@ -3,14 +3,21 @@
 It walks the table in primary-key order (keyset: each batch starts after the last key done, so no
 ``OFFSET`` over rows already passed). Each batch is its own transaction under ``lock_timeout``, retried
 by the lock budget, and the batch's journal step (last key done, rows done) commits in that same
-transaction, in ``pgshift.backfills``: after a ``kill -9`` the next run starts at the next batch, and no
-row is written twice or missed. The batch size follows a target batch time.
+transaction, in the record schema's ``backfills`` (``pgshift.backfills`` by default): after a ``kill -9``
+the next run starts at the next batch, and no row is written twice or missed. The batch size follows a
+target batch time. A batch is one statement (between its ``BEGIN`` and ``COMMIT``): its upper key, the
+update of its range and the journal step.
 
 Before each batch it reads its control row and the server's state: a pause asked for
 (``deploy.pause``), replica replay lag over ``max_replay_lag`` (``pg_stat_replication``), another
 transaction in this database open longer than ``max_xact_seconds`` (its xmin holds back vacuum; our own
 sessions do not count), or ``max_active`` other active sessions. Any of them holds the backfill, says
-which, and writes it in the journal for ``deploy.status``, until it clears.
+which, and writes it in the journal for ``deploy.status``, until it clears. It looks every
+``LOOK_EVERY`` seconds, not at each batch: the look costs a scan of ``pg_stat_activity``.
+
+Progress goes two ways: lines to ``say`` (start, held, going again, every ``progress_seconds``, done)
+and, when given, a ``Tick`` per event and per batch to ``watch`` (a progress bar, or ``Paced`` for a
+message at intervals); the caller decides how to show them.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ Say = Callable[[str], None]
 
 FIRST_BATCH = 1_000
 MIN_BATCH, MAX_BATCH = 100, 500_000
-PROGRESS_EVERY = 5.0   # seconds between progress lines
 POLL = 0.5             # seconds between looks while held
+LOOK_EVERY = 0.5       # seconds between looks while running
 DEADLOCK = "40P01"
 
 
@@ -56,7 +63,78 @@ class Journal(NamedTuple):
     batch_size: int | None
 
 
-def run_open(db: Database, migrations: list[Migration], limits: Limits, say: Say) -> list[Outcome]:
+class Tick(NamedTuple):
+    """Where one backfill line stands, for a progress bar or a message."""
+
+    event: str              # start, batch, held, going (again), done
+    label: str              # "<migration id> step <n> (<table>)"
+    scanned: int            # rows passed, over every run
+    total: int              # the estimate of the table's rows
+    rows_done: int          # rows changed, over every run
+    here: int               # rows passed in this run
+    seconds: float          # this run so far
+    held: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.here / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def share(self) -> float | None:
+        """Passed of the estimate, 0 to 1 (the estimate may be short: never over 1)."""
+        return min(1.0, self.scanned / self.total) if self.total > 0 else None
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.event == "done":
+            return 0.0
+        rate = self.rate
+        return max(self.total - self.scanned, 0) / rate if rate > 0 and self.total > 0 else None
+
+    def line(self) -> str:
+        if self.event == "start":
+            return f"backfill {self.label}: " + (f"resuming after {self.scanned:,} rows" if self.scanned
+                                                 else f"starting, ~{self.total:,} rows")
+        if self.event == "going":
+            return f"backfill {self.label}: going again"
+        if self.event == "done":
+            return (f"backfill {self.label}: done, {self.rows_done:,} rows changed in {self.seconds:.1f} s "
+                    f"({self.rate:,.0f} rows/s)")
+        if self.event == "held":
+            return f"backfill {self.label}: held: {self.held}"
+        return progress_line(self.label, self.scanned, self.total, self.here, self.seconds)
+
+
+Watch = Callable[[Tick], None]
+BackfillTick = Tick  # its name in pgshift.api
+
+
+class Paced:
+    """A ``watch`` that passes on every event but batches, and a batch at most every ``every`` seconds
+    (none with ``every`` 0): a message at intervals, never one per batch."""
+
+    def __init__(self, watch: Watch, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._watch, self._every, self._clock = watch, every, clock
+        self._next: float | None = None
+
+    def __call__(self, tick: Tick) -> None:
+        now = self._clock()
+        if tick.event != "batch":
+            if tick.event == "start":
+                self._next = now + self._every
+            self._watch(tick)
+            return
+        if self._every <= 0:
+            return
+        if self._next is None:
+            self._next = now + self._every
+        elif now >= self._next:
+            self._next = now + self._every
+            self._watch(tick)
+
+
+def run_open(db: Database, migrations: list[Migration], limits: Limits, say: Say,
+             watch: Watch | None = None) -> list[Outcome]:
     """Run (or resume) the backfills of every expanded migration whose backfill is not done."""
     files = {m.id: m for m in migrations}
     outcomes: list[Outcome] = []
@@ -66,7 +144,7 @@ def run_open(db: Database, migrations: list[Migration], limits: Limits, say: Say
             continue
         found = phases.parse(migration.sql, migration.path.name)
         for fill in found.backfills if found is not None else []:
-            outcomes.append(run(db, migration.id, fill, limits, say))
+            outcomes.append(run(db, migration.id, fill, limits, say, watch))
     return outcomes
 
 
@@ -76,7 +154,8 @@ def journal(db: Database, migration_id: str, step: int) -> Journal | None:
     return None if row is None else Journal(row[0], list(row[1]) if row[1] is not None else None, *row[2:])
 
 
-def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, say: Say) -> Outcome:
+def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, say: Say,
+        watch: Watch | None = None) -> Outcome:
     """Run one backfill line to the end, resuming where its journal stopped."""
     label = f"{migration_id} step {fill.step} ({fill.table})"
     started = time.monotonic()
@@ -90,28 +169,39 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
     resumed = found.batches > 0
     if found.state == "done":
         return Outcome(migration_id, fill.step, fill.table, found.rows_done, found.batches, 0.0, resumed)
-    say(f"backfill {label}: " + (f"resuming after {found.rows_scanned:,} rows" if resumed
-                                 else f"starting, ~{found.rows_total:,} rows"))
-    walk = _Walk(db, migration_id, fill, primary_key(db, fill.table), limits)
+    batch_limits = limits.for_phases()  # a batch's row locks hold the application's writes of those rows
+    walk = _Walk(db, migration_id, fill, primary_key(db, fill.table), batch_limits)
     last, size = found.last_key, found.batch_size or FIRST_BATCH
     scanned_here, done, batches = 0, found.rows_done, found.batches
-    next_line = started + PROGRESS_EVERY
+
+    def tick(event: str, reason: str | None = None) -> Tick:
+        return Tick(event, label, found.rows_scanned + scanned_here, found.rows_total, done, scanned_here,
+                    time.monotonic() - started, reason)
+
+    show = watch or (lambda _t: None)
+    say(tick("start").line())
+    show(tick("start"))
+    next_line = started + limits.progress_seconds
     held: str | None = None
+    look_at = 0.0
     while True:
-        reason = walk.held()
-        if reason != held:
-            db.execute(f"UPDATE {history.rel(db, 'backfills')} SET throttled = %s, updated_at = now() WHERE id = %s "
-                       "AND step = %s",
-                       [reason, migration_id, fill.step])
-            say(f"backfill {label}: " + (f"held: {reason}" if reason else "going again"))
-            held = reason
-        if reason is not None:
-            time.sleep(POLL)
-            continue
+        if held is not None or time.monotonic() >= look_at:
+            reason = walk.held()
+            look_at = time.monotonic() + LOOK_EVERY
+            if reason != held:
+                db.execute(f"UPDATE {history.rel(db, 'backfills')} SET throttled = %s, updated_at = now() "
+                           "WHERE id = %s AND step = %s", [reason, migration_id, fill.step])
+                change = tick("held" if reason else "going", reason)
+                say(change.line())
+                show(change)
+                held = reason
+            if reason is not None:
+                time.sleep(POLL)
+                continue
         began = time.monotonic()
         try:
             (last, scanned, done, final), _tries = retrying(
-                db, limits, f"backfill {label}", functools.partial(walk.batch, last, size))
+                db, batch_limits, f"backfill {label}", functools.partial(walk.batch, last, size))
         except LockTimeout as timeout:
             raise LockTimeout(f"{timeout}; the backfill stopped after {done:,} rows, journaled: the next "
                               "inv deploy (or inv dev.migrate) resumes it") from None
@@ -127,12 +217,15 @@ def run(db: Database, migration_id: str, fill: phases.Backfill, limits: Limits, 
         now = time.monotonic()
         if final:
             seconds = now - started
-            rate = scanned_here / seconds if seconds > 0 else 0.0
-            say(f"backfill {label}: done, {done:,} rows changed in {seconds:.1f} s ({rate:,.0f} rows/s)")
+            ended = tick("done")._replace(seconds=seconds)
+            say(ended.line())
+            show(ended)
             return Outcome(migration_id, fill.step, fill.table, done, batches, seconds, resumed)
+        current = tick("batch")
+        show(current)
         if now >= next_line:
-            next_line = now + PROGRESS_EVERY
-            say(progress_line(label, found.rows_scanned + scanned_here, found.rows_total, scanned_here, now - started))
+            next_line = now + limits.progress_seconds
+            say(current.line())
 
 
 def progress_line(label: str, scanned: int, total: int, here: int, seconds: float) -> str:
@@ -185,13 +278,27 @@ class _Walk:
         columns = ", ".join(names)
         self.row = f"({columns})"
         self.after = "(" + ", ".join(f"%s::{t}" for _, t in keys) + ")"
-        self.upto = self.after
-        # The keys come back as text under other names: ORDER BY a name would sort the text otherwise.
-        self.bound = f"SELECT {', '.join(f'{n}::text AS pgshift_k{i}' for i, n in enumerate(names))} FROM {table} "
         self.order = f"ORDER BY {columns} OFFSET %s LIMIT 1"
-        self.table = table
         self.update = f"UPDATE {table} SET {fill.assignments.replace('%', '%%')}"
         self.where = f" AND ({fill.where.replace('%', '%%')})" if fill.where else ""
+        # A batch but the last, in one statement: its upper key (the size-th after the last done, under
+        # names of its own: the table's may be any), its range updated, its journal step. An empty bound
+        # (fewer rows left than the size) updates nothing and journals nothing: the last batch follows.
+        aliases = [f"pgshift_k{i}" for i in range(len(names))]
+        bound = ", ".join(f"{n} AS {a}" for n, a in zip(names, aliases, strict=True))
+        upto = ", ".join(f"(SELECT {a} FROM bound)" for a in aliases)
+        self.steps = {first: (
+            f"WITH bound AS MATERIALIZED (SELECT {bound} FROM {table} "
+            f"{'' if first else f'WHERE {self.row} > {self.after} '}{self.order}), "
+            f"done AS ({self.update} WHERE {'true' if first else f'{self.row} > {self.after}'} "
+            f"AND {self.row} <= ({upto}){self.where} RETURNING 1) "
+            f"UPDATE {history.rel(db, 'backfills')} SET "
+            f"last_key = (SELECT ARRAY[{', '.join(f'{a}::text' for a in aliases)}] FROM bound), "
+            "rows_done = rows_done + (SELECT count(*) FROM done), rows_scanned = rows_scanned + %s, "
+            "batches = batches + 1, batch_size = %s, updated_at = now(), throttled = NULL "
+            "WHERE id = %s AND step = %s AND EXISTS (SELECT FROM bound) RETURNING rows_done, last_key")
+            for first in (True, False)}
+        self.table = table
         # pgshift.backfill marks the batch's writes, for a trigger that has no need to see them (rename's).
         # The commit is asynchronous: a server crash may lose the last batches, but each with its own
         # journal step, so the resume redoes exactly those; no wait on the log flush per batch.
@@ -224,7 +331,8 @@ class _Walk:
         if paused:
             return "paused by inv deploy.pause; inv deploy.resume lets it go on"
         if lag is not None and lag > limits.max_replay_lag:
-            return f"replica {replica or '?'} replays {lag:.1f} s behind, over the {limits.max_replay_lag:g} s limit"
+            return (f"replica lag: {replica or '?'} replays {lag:.1f} s behind, over the "
+                    f"{limits.max_replay_lag:g} s limit")
         if pid is not None:
             return (f"a transaction open {age:.0f} s (pid {pid}, {app or 'no application name'}), over the "
                     f"{limits.max_xact_seconds:g} s limit: it holds back vacuum")
@@ -236,32 +344,15 @@ class _Walk:
         """One batch in its own transaction with its journal step: the last key done, rows in its range
         (as far as known), rows changed in all, and whether it was the last batch."""
         db = self.db
-        start = f"WHERE {self.row} > {self.after} " if last is not None else ""
+        lower = f"{self.row} > {self.after}" if last is not None else "true"
         before: list[Any] = list(last) if last is not None else []
         db.execute(self.begin)
         try:
-            upper = db.one(f"{self.bound}{start}{self.order}", [*before, size - 1])
-            lower = f"{self.row} > {self.after}" if last is not None else "true"
-            if upper is not None:
-                span = f"{lower} AND {self.row} <= {self.upto}"
-                params: list[Any] = [*before, *upper]
-                key: list[str] | None = [str(v) for v in upper]
-            else:
-                span, params, key = lower, before, last
-            # The last batch counts the rows of its range (the others know it: the batch size).
-            seen = f", seen AS (SELECT count(*) AS n FROM {self.table} WHERE {span})" if upper is None else ""
-            row = db.one(
-                f"WITH done AS ({self.update} WHERE {span}{self.where} RETURNING 1){seen} "
-                f"UPDATE {history.rel(db, 'backfills')} SET last_key = %s::text[], "
-                "rows_done = rows_done + (SELECT count(*) FROM done), "
-                f"rows_scanned = rows_scanned + {'%s' if upper is not None else '(SELECT n FROM seen)'}, "
-                "batches = batches + 1, "
-                "batch_size = %s, updated_at = now(), throttled = NULL"
-                + (", state = 'done', finished_at = now()" if upper is None else "")
-                + " WHERE id = %s AND step = %s RETURNING rows_done"
-                + (", (SELECT n FROM seen)" if upper is None else ""),
-                [*params, *(params if upper is None else []), key, *([size] if upper is not None else []), size,
-                 self.id, self.step])
+            row = db.one(self.steps[last is None], [*before, size - 1, *before, size, size, self.id, self.step])
+            if row is not None:
+                db.execute("COMMIT")
+                return [str(v) for v in row[1]], size, int(row[0]), False
+            final = self._last(lower, before, last, size)
             db.execute("COMMIT")
         except SqlFailure as failure:
             if failure.sqlstate == DEADLOCK:  # with the application's own updates: the budget retries it
@@ -270,7 +361,20 @@ class _Walk:
         finally:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+        return final
+
+    def _last(self, lower: str, before: list[Any], last: list[str] | None,
+              size: int) -> tuple[list[str] | None, int, int, bool]:
+        """The last batch: every row after the last key done (those inserted since the bound was read
+        too), counted, and the journal marked done."""
+        row = self.db.one(
+            f"WITH done AS ({self.update} WHERE {lower}{self.where} RETURNING 1), "
+            f"seen AS (SELECT count(*) AS n FROM {self.table} WHERE {lower}) "
+            f"UPDATE {history.rel(self.db, 'backfills')} SET rows_done = rows_done + (SELECT count(*) FROM done), "
+            "rows_scanned = rows_scanned + (SELECT n FROM seen), batches = batches + 1, batch_size = %s, "
+            "updated_at = now(), throttled = NULL, state = 'done', finished_at = now() "
+            "WHERE id = %s AND step = %s RETURNING rows_done, (SELECT n FROM seen)",
+            [*before, *before, size, self.id, self.step])
         if row is None:
             raise MigrationError(f"the backfill journal of {self.id} step {self.step} is gone; see inv deploy.status")
-        scanned = size if upper is not None else int(row[1])
-        return key, scanned, int(row[0]), upper is None
+        return last, int(row[1]), int(row[0]), True

@@ -5,6 +5,11 @@ A statement waiting for a lock holds up every query queued behind it, so the wai
 which the application's queries run. The pause doubles from ``retry_backoff`` up to ``BACKOFF_CAP``
 seconds; the jitter keeps several migrators (or shards of a fleet) from retrying in step. While it
 retries, a watcher names the sessions that block it, for the message when it gives up.
+
+A phased (zero-downtime) migration's statements, its expand, contract and abort sections and its
+backfill batches, run under a tighter budget (``for_phases``: ``phase_lock_timeout``, 100 ms by
+default, and ``phase_lock_retries``): the application's queries that queue behind them then wait at
+most that long, and the retries make up for the shorter tries.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class Limits(NamedTuple):
     max_xact_seconds: float = 60.0
     max_active: int = 0
     concurrent_wait: float = 30.0  # a concurrent index build's wait for older transactions, each try
+    progress_seconds: float = 5.0   # a backfill's progress report this often
+    phase_lock_timeout: float = 0.1
+    phase_lock_retries: int = 20
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -43,7 +51,14 @@ class Limits(NamedTuple):
                    retry_backoff=settings.retry_backoff, batch_seconds=settings.backfill_batch_seconds,
                    max_replay_lag=settings.backfill_max_replay_lag,
                    max_xact_seconds=settings.backfill_max_xact_seconds, max_active=settings.backfill_max_active,
-                   concurrent_wait=settings.concurrent_wait_timeout)
+                   concurrent_wait=settings.concurrent_wait_timeout,
+                   progress_seconds=settings.backfill_progress_seconds,
+                   phase_lock_timeout=settings.phase_lock_timeout, phase_lock_retries=settings.phase_lock_retries)
+
+    def for_phases(self) -> Limits:
+        """The budget of a phased migration's statements: the tighter lock wait, more retries."""
+        return self._replace(lock_timeout=min(self.lock_timeout, self.phase_lock_timeout),
+                             lock_retries=max(self.lock_retries, self.phase_lock_retries))
 
 
 def pause(limits: Limits, tries: int) -> float:
