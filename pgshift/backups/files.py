@@ -126,8 +126,11 @@ def take(settings: Settings, db_url: DatabaseUrl | None = None, reason: str = "m
     return replace(describe(final), swept=tuple(swept), swept_bytes=swept_bytes)
 
 
-def verify(path: Path) -> Backup:
-    """Check a backup thoroughly before it is used: present, whole, checksum and contents readable."""
+def verify(path: Path, *, checksum: bool = True) -> Backup:
+    """Check a backup thoroughly before it is used: present, whole, checksum and contents readable.
+
+    Without ``checksum`` an archive's checksum is left to ``check_checksum`` (a restore reads it beside
+    pg_restore); a plain SQL file's is always read here, in the same pass that refuses ``\\connect``."""
     if path.is_dir() and path.suffix != dump.FORMATS["directory"]:
         raise BackupInvalid(f"{path} is a folder, not a backup file; inv rollback.list shows the backups there are")
     if not (path.is_file() or path.is_dir()):
@@ -135,14 +138,7 @@ def verify(path: Path) -> Backup:
     backup = describe(path)
     if backup.state == "damaged":
         raise BackupInvalid(f"{path.name} is damaged ({backup.note}); pick another backup (inv rollback.list)")
-    try:
-        sha256, _, headers = (directory.check(path), 0, 0) if path.is_dir() else _digest(
-            path, plain=backup.format == "plain")
-    except directory.Mismatch as exc:
-        raise BackupInvalid(f"{path.name} is damaged: {exc}; pick another backup (inv rollback.list)") from None
-    if backup.manifest is not None and sha256 != backup.manifest.sha256:
-        raise BackupInvalid(f"{path.name} does not match its manifest's checksum: the file changed after it "
-                            "was written; pick another backup (inv rollback.list)")
+    headers = check_checksum(backup) if checksum or backup.format == "plain" else 0
     try:
         if backup.format == "plain":
             _plain_complete(path, headers)
@@ -151,6 +147,27 @@ def verify(path: Path) -> Backup:
     except (ToolError, BackupInvalid) as exc:
         raise BackupInvalid(f"{exc}; pick another backup (inv rollback.list)") from None
     return backup
+
+
+def discard(path: Path) -> None:
+    """Remove a backup this command took and its manifest (one that turned out to have no use)."""
+    manifest_path(path).unlink(missing_ok=True)
+    directory.remove(path)
+
+
+def check_checksum(backup: Backup) -> int:
+    """Read the whole backup and compare its checksum with the manifest's; raises BackupInvalid.
+    Returns the object headers counted in a plain SQL file (0 for an archive)."""
+    path = backup.path
+    try:
+        sha256, _, headers = (directory.check(path), 0, 0) if path.is_dir() else _digest(
+            path, plain=backup.format == "plain")
+    except directory.Mismatch as exc:
+        raise BackupInvalid(f"{path.name} is damaged: {exc}; pick another backup (inv rollback.list)") from None
+    if backup.manifest is not None and sha256 != backup.manifest.sha256:
+        raise BackupInvalid(f"{path.name} does not match its manifest's checksum: the file changed after it "
+                            "was written; pick another backup (inv rollback.list)")
+    return headers
 
 
 def _reserve(folder: Path, environment: str, taken: datetime, ext: str) -> tuple[Path, Path]:

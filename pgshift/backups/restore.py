@@ -1,9 +1,12 @@
 """Restoring a backup over the target database, all or nothing.
 
-Order: check the file (inside the backups folder, present, checksum as in its manifest, contents
-readable), confirm, take the migration lock, take a safety backup of the current state (unless
-SKIP_BACKUP), restore into a scratch database shaped like the target, then swap names in one commit
-(see ``pgshift.backups.swap``). Until the swap the target is never written to, so a failure or a kill at any
+Order: check the file (inside the backups folder, present, contents readable), confirm, take the
+migration lock, take a safety backup of the current state (unless SKIP_BACKUP), restore into a scratch
+database shaped like the target, then swap names in one commit (see ``pgshift.backups.swap``). An
+archive's checksum (as in its manifest) is read beside the safety backup and pg_restore, which read
+the same pages, instead of in a pass of its own before them: the swap waits for it, and a mismatch
+drops the scratch database and names the file (a plain SQL file is checked whole first: that pass
+also refuses ``\\connect``). Until the swap the target is never written to, so a failure or a kill at any
 point before it leaves the target exactly as it was.
 
 The replaced database is dropped last, after ``on_restored`` has reported the result: PostgreSQL
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +114,30 @@ def unverified(backup: Backup, database: str, *, force: bool) -> tuple[str, ...]
     return (f"{backup.path.name} is unverified (no manifest) and {where}",)
 
 
+class _Beside:
+    """``work(arg)`` in a thread from now on; ``result()`` waits for it and raises what it raised."""
+
+    def __init__(self, work: Callable[[Backup], object], arg: Backup) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                work(arg)
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="pgshift-checksum", daemon=True)
+        self._thread.start()
+
+    def result(self) -> None:
+        if (error := self.error()) is not None:
+            raise error
+
+    def error(self) -> BaseException | None:
+        self._thread.join()
+        return self._error
+
+
 def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = None,
             progress: dump.OnProgress | None = None, force: bool = False,
             on_restored: Callable[[RestoreResult], None] | None = None) -> RestoreResult:
@@ -117,7 +145,7 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
     manifest that names another database. ``on_restored`` hears the result as soon as the restored
     database is in place, before the replaced one is dropped."""
     started = time.monotonic()
-    backup = files.verify(locate(settings, path))
+    backup = files.verify(locate(settings, path), checksum=False)
     if backup.environment == "production" and not settings.is_production:
         raise Refused(f"{backup.path.name} is a production backup and ENVIRONMENT is {settings.environment}; "
                       "set ENVIRONMENT=production to restore it")
@@ -139,6 +167,7 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
 
     scratch = throwaway.name("new", label=url.dbname)
     safety = None
+    checksum = _Beside(files.check_checksum, backup)
     with target.connect(settings) as db, lock.migration_lock(db, settings.lock_wait):
         server_version = db.server_version
         with throwaway.admin(url, settings.connect_timeout) as admin:
@@ -156,8 +185,14 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
                 head = files.head(restored)
             with throwaway.admin(url, settings.connect_timeout) as admin:
                 swap.copy_extras(admin, scratch, shape)
-        except BaseException:
+            checksum.result()  # a backup that does not match its manifest is never swapped in
+        except BaseException as exc:
             throwaway.drop_quietly(url, scratch, settings.connect_timeout)
+            damaged = checksum.error() if isinstance(exc, PgShiftError) else None
+            if damaged is not None:  # the cause of whatever else failed; the target is as it was
+                if safety is not None:  # nothing to keep it for: this run changed nothing
+                    files.discard(safety.path)
+                raise damaged from None
             raise
     # The lock and our session on the target end here: renaming needs the target free of sessions.
     try:
