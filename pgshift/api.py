@@ -157,10 +157,13 @@ def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, 
         tables = [t for t in rename.table_hints(path.read_text()) if _is_table(db, t.old) and not _is_table(db, t.new)]
         computed = [c for c in rename.computed_hints(path.read_text())
                     if _is_table(db, c.table) and not _has_column(db, c.table, c.column)]
-        if not outstanding and not tables and not computed:
+        splits = [sp for sp in rename.split_hints(path.read_text()) if _has_column(db, sp.table, sp.old)
+                  and not any(_has_column(db, sp.table, p.column) for p in sp.parts)]
+        if not outstanding and not tables and not computed and not splits:
             raise ConfigError(f"{path.name} declares no rename the database still needs: mark the column (or the "
                               "table's CREATE TABLE line) '-- renamed from OLD' while the database still has OLD, "
-                              "or a new NOT NULL column '-- computed from EXPRESSION'")
+                              "a new NOT NULL column '-- computed from EXPRESSION', or columns "
+                              "'-- split from OLD: EXPRESSION' with a line '-- OLD joined from EXPRESSION'")
         render: Callable[[str], tuple[str, str]]
         if outstanding:
             hint = outstanding[0]
@@ -173,6 +176,12 @@ def _migrate_rename(settings: Settings, name: str | None, *, create_only: bool, 
             render = functools.partial(rename.render, rename=hint)
         elif tables:
             render = functools.partial(rename.render_table, rename=tables[0])
+        elif splits:
+            row = db.one("SELECT format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
+                         "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+                         [splits[0].table, splits[0].old.strip('"')])
+            split = splits[0]._replace(old_type=str(row[0]), old_not_null=bool(row[1])) if row else splits[0]
+            render = functools.partial(rename.render_split, split=split)
         else:
             render = functools.partial(rename.render_computed, computed=computed[0])
         created = source.create(settings.migrations_dir, name, existing=migrations, render=render)

@@ -296,3 +296,44 @@ def test_a_new_not_null_column_computed_from_others_is_filled_for_both_releases(
         assert db.one("SELECT count(*) FROM pg_constraint WHERE conrelid = 'people'::regclass "
                       "AND contype = 'c'") == (0,)
         assert db.one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'people'::regclass") == (0,)
+
+
+def test_a_column_split_into_two_keeps_both_releases_working_and_ends_with_the_parts(
+        db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
+    write_migration(migrations_dir, TABLE, "CREATE TABLE people (id bigint PRIMARY KEY, name text NOT NULL);\n"
+                    "INSERT INTO people SELECT g, 'first' || g || ' last' || g FROM generate_series(1, 2000) g;\n",
+                    "DROP TABLE people;\n")
+    (migrations_dir.parent / "schema.sql").write_text(
+        "CREATE TABLE people (\n    id bigint PRIMARY KEY,\n"
+        "    first_name text NOT NULL, -- split from name: split_part(name, ' ', 1)\n"
+        "    last_name text NOT NULL -- split from name: split_part(name, ' ', 2)\n"
+        "    -- name joined from first_name || ' ' || last_name\n);\n")
+    hints = rename.split_hints((migrations_dir.parent / "schema.sql").read_text())
+    assert [(h.old, [p.column for p in h.parts], h.joined) for h in hints] == [
+        ("name", ["first_name", "last_name"], "first_name || ' ' || last_name")]
+    env = cli_env(db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
+    made = inv_here("dev.migrate", "split_name", "--expand-contract", env=env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    with Database.connect(db_url) as db:  # expanded and backfilled: both shapes agree on every row
+        assert db.one("SELECT count(*) FROM people WHERE first_name || ' ' || last_name IS DISTINCT FROM name") == (0,)
+        db.execute("INSERT INTO people (id, name) VALUES (9001, 'Ada Lovelace')")                # the old release
+        db.execute("INSERT INTO people (id, first_name, last_name) VALUES (9002, 'Grace', 'Hopper')")  # the new one
+        db.execute("UPDATE people SET name = 'Alan Turing' WHERE id = 1")                         # the old release
+        db.execute("UPDATE people SET last_name = 'Murray' WHERE id = 2")                          # the new one
+        assert db.rows("SELECT id, name, first_name, last_name FROM people WHERE id IN (1, 2, 9001, 9002) "
+                       "ORDER BY id") == [(1, "Alan Turing", "Alan", "Turing"),
+                                          (2, "first2 Murray", "first2", "Murray"),
+                                          (9001, "Ada Lovelace", "Ada", "Lovelace"),
+                                          (9002, "Grace Hopper", "Grace", "Hopper")]
+    report = api.backward(make_settings(db_url))
+    assert report.ok and [t.phase for t in report.trips if t.phase] == [
+        "abort", "rollback after expand", "rollback after contract"], report.as_json()
+    assert inv_here("deploy.complete", env=env).returncode == 0
+    with Database.connect(db_url) as db:
+        assert db.rows("SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = 'people'::regclass "
+                       "AND attnum > 0 AND NOT attisdropped ORDER BY attnum") == [
+            ("id", True), ("first_name", True), ("last_name", True)]
+        assert db.one("SELECT count(*) FROM pg_constraint WHERE conrelid = 'people'::regclass "
+                      "AND contype = 'c'") == (0,)
+        assert db.one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'people'::regclass") == (0,)
+        assert db.one("SELECT first_name, last_name FROM people WHERE id = 9001") == ("Ada", "Lovelace")

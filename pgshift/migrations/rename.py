@@ -19,6 +19,12 @@ the expand adds the column nullable with a trigger that fills it from the expres
 of the old application, and the check ``NOT VALID``; the backfill fills the rows there were; the
 validate section validates the check, the contract sets ``NOT NULL``, drops the check and the trigger.
 
+A column split into several is the fourth: ``split_hints`` finds ``first_name text NOT NULL, -- split from
+name: split_part(name, ' ', 1)`` on each new column and ``-- name joined from first_name || ' ' ||
+last_name`` in the table; the expand adds the parts and a trigger that keeps both shapes in step (the
+old release writes the one column, the parts follow; the new release writes the parts, the column
+follows), the backfill fills the parts, the contract sets their ``NOT NULL`` and drops the old column.
+
 A table rename is the other case both application versions cannot share with triggers: ``table_hints``
 finds ``CREATE TABLE new ( -- renamed from old``, and ``render_table`` renames the table and puts a view
 with ``security_invoker = true`` (PostgreSQL 15+) under the old name, with the table's grants copied to
@@ -195,6 +201,114 @@ DROP TRIGGER IF EXISTS {fn} ON {t};
 DROP FUNCTION IF EXISTS {fn}();
 ALTER TABLE {t} DROP COLUMN IF EXISTS {c};
 """
+    return forward, rollback
+
+
+_SPLIT = re.compile(r"^\s*(?P<name>[\w\"]+)\s+(?P<type>.+?)\s*,?\s*--\s*split\s+from\s+(?P<old>[\w\"]+)\s*:"
+                    r"\s*(?P<expr>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_JOINED = re.compile(r"^\s*--\s*(?P<old>[\w\"]+)\s+joined\s+from\s+(?P<expr>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+class Part(NamedTuple):
+    column: str
+    type: str        # without its constraints
+    expression: str  # over the old column, as written
+    not_null: bool
+
+
+class Split(NamedTuple):
+    """One column split into several: each part computed from the old column, the old one joined back
+    from the parts (for the old release's reads of what the new release writes)."""
+
+    table: str
+    old: str
+    parts: tuple[Part, ...]
+    joined: str                  # the old column's value from the parts
+    old_type: str = "text"       # as the database has it
+    old_not_null: bool = False
+
+    @property
+    def function(self) -> str:
+        return f"pgshift_split_{self.table.split('.')[-1]}_{self.old}"[:63]
+
+    def check(self, part: Part) -> str:
+        return f"{self.table.split('.')[-1].strip(chr(34))}_{part.column.strip(chr(34))}_not_null"[:63]
+
+
+def split_hints(schema_sql: str) -> list[Split]:
+    """The splits ``schema.sql`` declares: ``first_name text NOT NULL, -- split from name: split_part(name,
+    ' ', 1)`` on each new column, and a line ``-- name joined from first_name || ' ' || last_name``."""
+    found: list[Split] = []
+    for table in _TABLE.finditer(schema_sql):
+        body = table.group("body")
+        parts: dict[str, list[Part]] = {}
+        for column in _SPLIT.finditer(body):
+            declared = column.group("type").rstrip(",")
+            parts.setdefault(column.group("old"), []).append(Part(
+                column.group("name"), _CONSTRAINTS.sub("", declared).strip(), column.group("expr"),
+                _NOT_NULL.search(declared) is not None))
+        joined = {m.group("old"): m.group("expr") for m in _JOINED.finditer(body)}
+        found += [Split(table.group("name"), old, tuple(p), joined[old]) for old, p in parts.items() if old in joined]
+    return found
+
+
+def render_split(ident: str, split: Split) -> tuple[str, str]:
+    """The migration and its rollback for a column split into parts, both releases working meanwhile."""
+    t, old, fn, parts = split.table, split.old, split.function, split.parts
+    names = [p.column for p in parts]
+    fill_parts = (f"SELECT {', '.join(p.expression for p in parts)} INTO {', '.join(f'NEW.{n}' for n in names)} "
+                  "FROM (SELECT NEW.*) AS pgshift_row;")
+    fill_old = f"SELECT {split.joined} INTO NEW.{old} FROM (SELECT NEW.*) AS pgshift_row;"
+    new_written = " OR ".join(f"NEW.{n} IS NOT NULL" for n in names)
+    new_changed = " OR ".join(f"NEW.{n} IS DISTINCT FROM OLD.{n}" for n in names)
+    checked = [p for p in parts if p.not_null]
+    added = "".join(f"ALTER TABLE {t} ADD COLUMN {p.column} {p.type};\n" for p in parts)
+    checks = "".join(f"ALTER TABLE {t} ADD CONSTRAINT {split.check(p)} CHECK ({p.column} IS NOT NULL) NOT VALID;\n"
+                     for p in checked)
+    validate = ("-- pgshift: validate\n" + "".join(f"ALTER TABLE {t} VALIDATE CONSTRAINT {split.check(p)};\n"
+                                                   for p in checked)) if checked else ""
+    not_null = "".join(f"ALTER TABLE {t} ALTER COLUMN {p.column} SET NOT NULL;\n"
+                       f"ALTER TABLE {t} DROP CONSTRAINT {split.check(p)};\n" for p in checked)
+    dropped = "".join(f"ALTER TABLE {t} DROP COLUMN IF EXISTS {n};\n" for n in names)
+    assignments = ", ".join(f"{p.column} = {p.expression}" for p in parts)
+    missing = " OR ".join(f"{n} IS NULL" for n in names)
+    old_not_null = f"ALTER TABLE {t} ALTER COLUMN {old} SET NOT NULL;\n" if split.old_not_null else ""
+    forward = f"""-- {ident}: split {t}.{old} into {', '.join(names)} without downtime (expand, backfill, contract)
+-- pgshift: expand
+{added}-- The old release writes {old}: the parts follow it. The new release writes the parts: {old} follows them.
+CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.{old} IS NULL AND ({new_written}) THEN
+            {fill_old}
+        ELSE
+            {fill_parts}
+        END IF;
+    ELSIF ({new_changed}) AND NEW.{old} IS NOT DISTINCT FROM OLD.{old} THEN
+        {fill_old}
+    ELSE
+        {fill_parts}
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER {fn} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW
+    WHEN (current_setting('pgshift.backfill', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION {fn}();
+{checks}-- pgshift: backfill {t} SET {assignments} WHERE {missing}
+{validate}-- pgshift: contract
+DROP TRIGGER {fn} ON {t};
+DROP FUNCTION {fn}();
+{not_null}ALTER TABLE {t} DROP COLUMN {old};
+-- pgshift: abort
+DROP TRIGGER IF EXISTS {fn} ON {t};
+DROP FUNCTION IF EXISTS {fn}();
+{dropped}"""
+    rollback = f"""-- Rollback of {ident}: {old} back, joined from the parts, expanded or completed.
+DROP TRIGGER IF EXISTS {fn} ON {t};
+DROP FUNCTION IF EXISTS {fn}();
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {old} {split.old_type};
+UPDATE {t} SET {old} = {split.joined} WHERE {old} IS NULL;
+{old_not_null}{dropped}"""
     return forward, rollback
 
 
