@@ -56,7 +56,13 @@ def embedded_folder() -> Iterator[Path]:
     """A private embedded cluster for the test run (never the developer's .pgdata/)."""
     folder = Path(tempfile.mkdtemp(prefix="pgshift-test-", dir="/tmp"))
     folder.chmod(0o755)
-    embedded.ensure_running(folder)
+    info = embedded.ensure_running(folder)
+    # A throwaway cluster for tests: no test crashes the server, so its own durability buys nothing
+    # here, and each test's CREATE and DROP DATABASE would wait on disk flushes.
+    with Database.connect(info.url("postgres")) as admin:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            admin.execute(f"ALTER SYSTEM SET {setting} = off")  # one at a time: never in a transaction
+        admin.execute("SELECT pg_reload_conf()")
     yield folder
     embedded.stop(folder)
     shutil.rmtree(folder, ignore_errors=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from tests import prisma
@@ -15,6 +17,7 @@ def _env(url: DatabaseUrl, migrations_dir: Path) -> dict[str, str]:
     return cli_env(url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_prisma_database_is_adopted_up_to_date_without_drift(db_url: DatabaseUrl, tmp_path: Path,
                                                                migrations_dir: Path) -> None:
     folder = prisma.write_folder(tmp_path)
@@ -47,6 +50,7 @@ def test_a_prisma_database_is_adopted_up_to_date_without_drift(db_url: DatabaseU
     assert again["summary"].startswith("up to date: 21 applied") and again["drift"]["clean"]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_rollbacks_are_generated_and_round_trip(db_url: DatabaseUrl, tmp_path: Path, migrations_dir: Path) -> None:
     folder = prisma.write_folder(tmp_path, prisma.STEPS[:5])
     prisma.deploy(db_url, folder)
@@ -59,6 +63,7 @@ def test_rollbacks_are_generated_and_round_trip(db_url: DatabaseUrl, tmp_path: P
     assert back.returncode == 0, back.stdout + back.stderr
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_failed_and_rolled_back_prisma_rows_are_not_recorded(db_url: DatabaseUrl, tmp_path: Path,
                                                              migrations_dir: Path) -> None:
     folder = prisma.write_folder(tmp_path, prisma.STEPS[:6])

@@ -33,6 +33,7 @@ def test_the_version_is_the_packages() -> None:
     assert pgshift.__version__ == project["version"]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_the_script_in_the_api_document_migrates_and_checks(task_db_url: DatabaseUrl, tmp_path: Path) -> None:
     script = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.DOTALL)
     assert script is not None
@@ -77,6 +78,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counts]:
 
 
 @pytest.mark.parametrize("builds", [1, 3])
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_deploy_opens_three_connections_and_one_watcher_for_its_concurrent_builds_and_reads_the_folder_once(
         task_db_url: DatabaseUrl, tmp_path: Path, counted: Counts, builds: int) -> None:
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")

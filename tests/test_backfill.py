@@ -98,6 +98,7 @@ def test_kill_9_at_random_points_resumes_with_every_row_written_once(task_db_url
     assert resumed, "no run said it resumed a backfill"
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_long_transaction_holds_the_backfill_and_it_says_so(db_url: DatabaseUrl, migrations_dir: Path,
                                                               make_settings: Any) -> None:
     settings = make_settings(db_url, backfill_max_xact_seconds=0.5)

@@ -93,6 +93,7 @@ def test_the_bar_at_a_terminal_shows_share_rate_and_eta_and_takes_the_periodic_l
     assert len(_progress.render(first, 60)) <= 59
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_without_a_terminal_the_output_has_periodic_lines_and_no_bar(task_db_url: DatabaseUrl,
                                                                      migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20250101000000_items", TABLE_SQL)
@@ -112,6 +113,7 @@ def test_without_a_terminal_the_output_has_periodic_lines_and_no_bar(task_db_url
     assert batches is not None and len(periodic) < batches[0], "a line per batch, not per interval"
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_deploy_tells_slack_at_the_start_at_intervals_and_at_the_end(
         task_db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any, stub: SlackStub) -> None:
     settings = make_settings(task_db_url, slack_webhook_url=stub.url, environment="staging", skip_backup=True,

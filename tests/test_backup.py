@@ -46,6 +46,7 @@ backups.take(replace(loaded, url=DatabaseUrl.parse(sys.argv[1])))
 """
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_round_trip_restores_data_schema_and_records(db_url: DatabaseUrl, migrations_dir: Path,
                                                      make_settings: Any) -> None:
     settings = make_settings(db_url)
@@ -74,6 +75,7 @@ def test_round_trip_restores_data_schema_and_records(db_url: DatabaseUrl, migrat
     bystander.close()
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_plain_sql_round_trip(db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     settings = make_settings(db_url, backup_format="plain")
     populate(db_url, migrations_dir, settings)
@@ -88,6 +90,7 @@ def test_plain_sql_round_trip(db_url: DatabaseUrl, migrations_dir: Path, make_se
     assert result.migration_head == HEAD
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_old_bare_sql_file_lists_unverified_and_restores(db_url: DatabaseUrl, migrations_dir: Path,
                                                          make_settings: Any) -> None:
     settings = make_settings(db_url, skip_backup=True)
@@ -105,6 +108,7 @@ def test_old_bare_sql_file_lists_unverified_and_restores(db_url: DatabaseUrl, mi
     assert fingerprint(db_url, schema=False) == before
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_backup_file_and_manifest(pg18: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     with fresh_database(pg18) as url:
         settings = make_settings(url)
@@ -128,6 +132,7 @@ def test_backup_file_and_manifest(pg18: DatabaseUrl, migrations_dir: Path, make_
     assert [p for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no temporary files left
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_progress_reports_bytes_while_pg_dump_runs(pg18: DatabaseUrl, migrations_dir: Path,
                                                    make_settings: Any) -> None:
     with fresh_database(pg18) as url:

@@ -78,6 +78,7 @@ def test_backup_list_and_restore_from_the_command_line(db15: DatabaseUrl, tmp_pa
     assert fingerprint(db_url) == before
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_production_restore_without_a_terminal_refuses_and_names_yes(db18: DatabaseUrl, tmp_path: Path,
                                                                       migrations_dir: Path,
                                                                       make_settings: Any) -> None:

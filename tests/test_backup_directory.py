@@ -35,6 +35,7 @@ backups.take(replace(loaded, url=DatabaseUrl.parse(sys.argv[1])))
 """
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_big_database_round_trips_through_a_directory_backup(db_url: DatabaseUrl, migrations_dir: Path,
                                                               make_settings: Any) -> None:
     settings = make_settings(db_url, backup_parallel_bytes=1)
@@ -101,6 +102,7 @@ def test_a_file_added_to_a_directory_backup_is_refused(task_db_url: DatabaseUrl,
         backups.verify(backup.path)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_killed_directory_backup_leaves_a_hidden_partial_folder_the_cleanup_removes(
         pg18: DatabaseUrl, migrations_dir: Path, make_settings: Any, tmp_path: Path) -> None:
     with fresh_database(pg18) as url:

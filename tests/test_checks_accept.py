@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pgshift.checks import constraints
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
@@ -67,6 +69,7 @@ def test_inv_test_constraints_shows_accepted_findings_and_passes(
     assert "ok: no missing indexes, keys or other schema smells, 1 accepted" in done.stdout
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_deploy_rehearsal_lets_an_accepted_finding_through_and_stops_on_another(
         db_url: DatabaseUrl, migrations_dir: Path) -> None:
     from pgshift.checks.performance import Thresholds
@@ -86,6 +89,7 @@ def test_a_deploy_rehearsal_lets_an_accepted_finding_through_and_stops_on_anothe
     assert [p for p in stopped.problems if "public.logs" in p], (stopped.problems, stopped.checks)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_finding_accepted_in_the_config_is_listed_as_such_and_passes(
         task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20240101000000_events", "CREATE TABLE events (at timestamptz, body text);")

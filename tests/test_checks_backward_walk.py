@@ -27,6 +27,7 @@ def _columns(folder: Path, count: int, broken: set[int], concurrent: set[int] | 
         write_migration(folder, ident, sql, "-- forgot to undo it\n" if n in broken else undo)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_every_broken_rollback_is_found_and_the_others_pass(db_url: DatabaseUrl, migrations_dir: Path) -> None:
     _columns(migrations_dir, 40, broken=set(range(2, 41, 2)))
     report = backward.run(db_url, source.read(migrations_dir), Limits())
@@ -37,6 +38,7 @@ def test_every_broken_rollback_is_found_and_the_others_pass(db_url: DatabaseUrl,
 
 
 @pytest.mark.parametrize("where", [5, 37])
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_broken_concurrent_rollback_goes_on_from_a_saved_copy(
         where: int, db_url: DatabaseUrl, migrations_dir: Path) -> None:
     _columns(migrations_dir, 40, broken={where, 39}, concurrent={where})

@@ -35,6 +35,7 @@ def db_url(task_db_url: DatabaseUrl) -> DatabaseUrl:
     return task_db_url
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_inv_test_passes_and_leaves_the_developer_database_untouched(
         db_url: DatabaseUrl, migrations_dir: Path) -> None:
     good(migrations_dir)
@@ -59,6 +60,7 @@ def test_inv_test_passes_and_leaves_the_developer_database_untouched(
                     if (o := throwaway.owner(n)) and o.pid == pid and o.kind != "test"]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_inv_test_json_fails_with_exit_1_and_names_the_broken_rollback(
         db_url: DatabaseUrl, migrations_dir: Path) -> None:
     rollback_leaves_column(migrations_dir)

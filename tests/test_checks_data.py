@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pgshift.checks import datagen, performance
 from pgshift.databases import snapshot
 from pgshift.databases.db import Database
@@ -94,6 +96,7 @@ def test_rows_that_cannot_be_made_are_left_out_and_the_report_says_why(db_url: D
                                                   "in a cycle of references, not filled yet")
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_performance_reports_lock_rewrite_and_fails_over_the_limit(
         db_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20250101000000_items",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgshift import api
 from pgshift.checks import backward
 from pgshift.databases.db import Database
@@ -74,6 +76,7 @@ def test_deploy_on_failure_rollback_is_refused_over_a_forward_only_migration(
     assert "--on-failure=rollback cannot undo 20240102000000_closed: it is forward-only" in done.stdout
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_forward_only_history_by_config_needs_no_rollback_files(
         task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20240101000000_accounts", "create table accounts (id bigint primary key);")

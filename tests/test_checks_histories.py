@@ -61,6 +61,7 @@ def test_inv_test_json_on_an_up_only_history_names_each_file_without_a_rollback(
     assert untested == []
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_mysql_habits_postgresql_rejects_are_reported_not_crashes(
         task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     histories.write_mysql(migrations_dir)
@@ -78,6 +79,7 @@ def test_mysql_habits_postgresql_rejects_are_reported_not_crashes(
     assert "a deploy would NOT proceed: 20190301120000_backfill.sql, line 1: START is not allowed" in dry.stdout
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_rehearsed_deploy_of_a_real_style_history_applies_it(
         task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     history = histories.write(migrations_dir, 60, forward_only_header=True)

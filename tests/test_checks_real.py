@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pgshift.checks import backward, lint
 from pgshift.dburl import DatabaseUrl
 from pgshift.migrations import source
@@ -21,6 +23,7 @@ def test_lint_treats_a_table_made_earlier_in_the_same_pending_run_as_new(migrati
     assert [f.rule for f in applied_first.findings] == ["require-concurrent-index-creation"]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_backward_accepts_a_rollback_that_re_adds_a_dropped_column_last(
         db_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20240101000000_users", "CREATE TABLE users (id int PRIMARY KEY, nickname text, "

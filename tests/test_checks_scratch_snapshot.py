@@ -68,6 +68,7 @@ def test_snapshot_sees_every_kind_of_change(db_url: DatabaseUrl) -> None:
         assert snapshot.diff(base, snapshot.take(db)) == [], "the tool's own schema is not part of the snapshot"
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_same_statements_give_equal_snapshots_and_a_clone_equals_its_source(server: DatabaseUrl) -> None:
     with throwaway.empty(server) as first, throwaway.empty(server) as second:
         snaps = []

@@ -47,6 +47,7 @@ def _failing(reports: dict[str, api.Report]) -> set[str]:
     return {name for name, report in reports.items() if not report.ok}
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_good_set_passes_every_check(db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     good(migrations_dir)
     reports = _run(db_url, make_settings(db_url, quick_rows=500))
@@ -57,6 +58,7 @@ def test_good_set_passes_every_check(db_url: DatabaseUrl, migrations_dir: Path, 
     assert perf["fill"]["rows"] > 0 and [m["id"] for m in perf["measured"]] == ["20250103000000_tracking"]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_rollback_that_leaves_a_column_fails_backward_only(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     rollback_leaves_column(migrations_dir)
@@ -70,6 +72,7 @@ def test_rollback_that_leaves_a_column_fails_backward_only(
     assert trips["20250102000000_posts"]["state"] == "ok" and trips["20250101000000_users"]["state"] == "ok"
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_missing_rollback_file_fails_backward_only(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     rollback_missing(migrations_dir)
@@ -81,6 +84,7 @@ def test_missing_rollback_file_fails_backward_only(
     assert states == {"20250103000000_tracking": "ok", "20250102000000_posts": "failed", "20250101000000_users": "ok"}
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_migration_failing_halfway_fails_forward_only(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     fails_halfway(migrations_dir)
@@ -93,6 +97,7 @@ def test_migration_failing_halfway_fails_forward_only(
     assert "and later are not tested" in (reports["backward"].as_json()["note"] or "")
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_unindexed_foreign_key_fails_constraints_only(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     unindexed_foreign_key(migrations_dir)
@@ -104,6 +109,7 @@ def test_unindexed_foreign_key_fails_constraints_only(
     assert findings[0]["fix"] == "CREATE INDEX CONCURRENTLY posts_user_id_idx ON public.posts (user_id);"
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_non_concurrent_index_on_a_table_made_earlier_in_the_run_is_clean(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     blocking_index(migrations_dir)  # the target is empty: users is created by the same pending run

@@ -63,6 +63,7 @@ def task_url(task_db_url: DatabaseUrl) -> DatabaseUrl:
     return task_db_url
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_inv_test_over_a_unique_index_data_cannot_fill_prints_the_summary_and_json(
         task_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20240101000000_tables", UNIQUE_INDEXES,

@@ -113,6 +113,7 @@ def test_a_build_behind_an_old_snapshot_is_cancelled_at_its_budget_retried_and_s
         assert history.records(db)[B].state == "applied"
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_build_whose_old_snapshot_never_ends_names_the_blocker_and_leaves_nothing_invalid(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, A, TABLE.format(rows=1000))
@@ -192,6 +193,7 @@ def test_a_reindex_drops_the_ccnew_leftovers_of_a_failed_one_before_it_runs(
     assert valid(db_url, "items_sku") and valid(db_url, "items_pkey")
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_reindex_behind_an_old_snapshot_retries_then_names_the_blocker_and_drops_its_ccnew(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, A, TABLE.format(rows=1000) + "create index items_sku on items (sku);")
@@ -212,6 +214,7 @@ def test_a_reindex_behind_an_old_snapshot_retries_then_names_the_blocker_and_dro
     assert invalid_indexes(db_url) == [] and valid(db_url, "items_sku")
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_progress_lines_come_every_few_seconds_without_a_terminal(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(concurrent, "REPORT_EVERY", 0.2)  # the interval, short for the test

@@ -105,6 +105,7 @@ def test_concurrent_index_runs_outside_a_transaction_and_is_journaled(
     assert (rec.state, rec.statements_done, rec.statements_total) == ("applied", 2, 2)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_non_transactional_failure_resumes_where_it_stopped(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, "20250101000000_a", "CREATE TABLE a (id int, v text);")
@@ -128,6 +129,7 @@ def test_transaction_control_in_a_migration_is_refused(
     assert tables(db_url) == set()
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_lock_timeout_retries_then_names_the_blocker(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, "20250101000000_a", "CREATE TABLE a (id int);")

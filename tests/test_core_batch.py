@@ -88,6 +88,7 @@ def test_each_migration_of_a_batch_records_its_own_duration(
     assert recorded == took
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_lock_timeout_inside_a_batch_retries_that_migration_alone(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, "20250100000000_base", "CREATE TABLE base (id int);")

@@ -43,6 +43,7 @@ def assert_no_secret(*texts: str) -> None:
         assert PASSWORD not in text and TOKEN not in text
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_rehearsed_deploy_applies_backs_up_records_logs_and_tells_slack(
         db_url: DatabaseUrl, make_settings: Any, migrations_dir: Path, stub: SlackStub, own_machine: str) -> None:
     write_set(migrations_dir)
@@ -192,6 +193,7 @@ def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_table_lock_held_longer_than_lock_timeout_fails_the_deploy_cleanly(
         db_url: DatabaseUrl, make_settings: Any, migrations_dir: Path, stub: SlackStub) -> None:
     write_set(migrations_dir)

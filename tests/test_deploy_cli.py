@@ -98,6 +98,7 @@ def test_dry_run_prints_the_plan_changes_nothing_and_its_exit_code_says_go(
         assert PASSWORD not in done.stdout + done.stderr and TOKEN not in done.stdout + done.stderr
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_dry_run_refuses_an_edited_migration_and_a_held_lock(
         db_url: DatabaseUrl, tmp_path: Path, migrations_dir: Path) -> None:
     write_set(migrations_dir)

@@ -127,6 +127,7 @@ def test_a_hand_change_stays_drift_after_the_next_migration(migrated: Any, db_ur
         ("constraint", "public.handmade.handmade_pkey", "unexpected"), ("index", "public.handmade_pkey", "unexpected")}
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_database_without_a_stored_snapshot_is_replayed_once_then_quick(migrated: Any, db_url: DatabaseUrl) -> None:
     forget_snapshots(db_url)
     by_hand(db_url, "ALTER TABLE users ADD COLUMN nickname varchar(40)")
@@ -178,6 +179,7 @@ def test_drift_exits_1_from_a_real_process(migrated: Any, db_url: DatabaseUrl) -
     assert inv_process("status", "--no-drift", env=env).returncode == 0
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_shadow_left_by_a_killed_process_is_dropped_by_the_next(
         migrated: Any, db_url: DatabaseUrl, server: DatabaseUrl, own_machine: str) -> None:
     forget_snapshots(db_url)  # a shadow is made only for a replay

@@ -124,6 +124,7 @@ def test_a_live_backups_partial_file_is_left_alone(task_db_url: DatabaseUrl, tmp
     assert live.exists() and "interrupted backups" not in done.stderr
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_the_lock_report_sees_a_short_access_exclusive_lock_in_every_run(server: DatabaseUrl,
                                                                           migrations_dir: Path) -> None:
     from pgshift.checks import performance
@@ -141,6 +142,7 @@ def test_the_lock_report_sees_a_short_access_exclusive_lock_in_every_run(server:
             ("public.items", "AccessExclusiveLock", "reads and writes")], measured.locks
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_test_performance_shows_the_lock_of_an_added_column(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, "20250101000000_items", "CREATE TABLE items (id int PRIMARY KEY, name text);\n")
     write_migration(migrations_dir, "20250102000000_note", "ALTER TABLE items ADD COLUMN note text;\n")

@@ -99,6 +99,7 @@ def test_a_tenant_target_keeps_its_record_in_its_own_schema(tmp_path: Path) -> N
         fleet_targets.load(file, env={})
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_fleet_deploy_gives_each_tenant_of_one_database_its_own_record(tenants: Tenants) -> None:
     code, out = tenants.inv("fleet.deploy", "--yes")  # the first target rehearses on a clone
     assert code == 0, out
@@ -132,6 +133,7 @@ def test_a_poisoned_tenant_fails_alone_and_status_shows_each_tenants_head(tenant
     assert any("failed" in p for p in by_name["t2"]["problems"]) and by_name["t1"]["problems"] == []
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_tenants_deploy_while_another_tenant_holds_its_lock(tenants: Tenants) -> None:
     """t3's lock is held (as by a deploy of t3 in progress), and so is the single-database one: t1 and t2
     deploy all the same, and only t3 waits (lock_wait 1 s) and gives up naming the holder."""

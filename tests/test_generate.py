@@ -68,6 +68,7 @@ def fresh(server: DatabaseUrl) -> DatabaseUrl:
     return server.with_dbname(name)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_models_import_cleanly_and_round_trip(db_url: DatabaseUrl, server: DatabaseUrl, tmp_path: Path) -> None:
     with Database.connect(db_url) as db:
         db.execute(SCHEMA)
@@ -105,6 +106,7 @@ def test_generated_module_is_typed_for_mypy_strict(pg18: DatabaseUrl, tmp_path: 
     assert done.returncode == 0, done.stdout[-2000:]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_cli_generates_and_migrate_refreshes_an_existing_module(
         db_url: DatabaseUrl, make_settings: Any, tmp_path: Path) -> None:
     settings = make_settings(db_url)

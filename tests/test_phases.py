@@ -181,6 +181,7 @@ def test_progress_lines_say_rows_rate_and_eta() -> None:
         "backfill m step 1 (users): 250,000 of ~1,000,000 rows (25%), 100,000 rows/s, ETA 8 s")
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_deploy_rehearses_and_runs_the_expand_and_backfill(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     _setup(migrations_dir)
     env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir), SKIP_BACKUP="1",
@@ -220,6 +221,7 @@ def api_windows(url: DatabaseUrl, folder: Path) -> list[Any]:
     return api.deploy_status(loaded, drift=False).windows
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_no_drift_after_complete_or_abort_stored_or_replayed(task_db_url: DatabaseUrl, migrations_dir: Path,
                                                              make_settings: Any) -> None:
     settings = make_settings(task_db_url)

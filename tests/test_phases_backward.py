@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgshift import api
 from pgshift.dburl import DatabaseUrl
 from pgshift.migrations import rename
@@ -40,6 +42,7 @@ def test_backward_round_trips_each_phase_of_a_phased_migration(db_url: DatabaseU
     assert report.summary().startswith("3 migration(s) round-trip (up, down, up) exactly, 2 phased one(s) by phase")
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_broken_abort_section_fails_its_phase_with_the_difference(db_url: DatabaseUrl, migrations_dir: Path,
                                                                     make_settings: Any) -> None:
     _setup(migrations_dir)
@@ -54,6 +57,7 @@ def test_a_broken_abort_section_fails_its_phase_with_the_difference(db_url: Data
     assert [t.state for t in report.trips if t.id == TABLE_RENAME] == ["ok"] * 3  # the walk went on
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_broken_rollback_after_contract_fails_that_phase(task_db_url: DatabaseUrl, migrations_dir: Path,
                                                            make_settings: Any) -> None:
     _setup(migrations_dir)
@@ -66,6 +70,7 @@ def test_a_broken_rollback_after_contract_fails_that_phase(task_db_url: Database
     assert "(rollback after contract)" in report.summary()
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_the_tasks_show_each_phase(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     _setup(migrations_dir)
     env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))

@@ -264,6 +264,7 @@ def test_a_file_that_validates_what_it_adds_not_valid_runs_statement_by_statemen
     assert txmode.of(sql.replace('"Users_fk";', "users_fk;"), "m.sql").transactional  # another name
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_new_not_null_column_computed_from_others_is_filled_for_both_releases(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, TABLE, "CREATE TABLE people (id bigint PRIMARY KEY, first_name text NOT NULL, "
@@ -298,6 +299,7 @@ def test_a_new_not_null_column_computed_from_others_is_filled_for_both_releases(
         assert db.one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'people'::regclass") == (0,)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_column_split_into_two_keeps_both_releases_working_and_ends_with_the_parts(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, TABLE, "CREATE TABLE people (id bigint PRIMARY KEY, name text NOT NULL);\n"

@@ -23,6 +23,7 @@ def env(url: DatabaseUrl, folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("stats_user", [True, False], ids=["mode-read", "mode-hidden"])
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_transaction_pooling_is_refused_in_one_line_and_nothing_is_applied(
         db_url: DatabaseUrl, migrations_dir: Path, stats_user: bool) -> None:
     write_migration(migrations_dir, ID, "create table accounts (id int);")

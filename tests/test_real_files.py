@@ -135,6 +135,7 @@ def hold_table(url: DatabaseUrl, table: str, seconds: float, ready: threading.Ev
     return thread
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_concurrent_index_build_retries_behind_a_long_transaction_and_leaves_no_invalid_index(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, A, "create table items (id int primary key, sku text);"
@@ -152,6 +153,7 @@ def test_a_concurrent_index_build_retries_behind_a_long_transaction_and_leaves_n
         assert history.records(db)[B].state == "applied"
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_concurrent_index_build_that_never_gets_its_turn_names_the_blocker_and_drops_its_leftover(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, A, "create table items (id int primary key, sku text);")
@@ -176,6 +178,7 @@ def test_a_concurrent_index_build_that_never_gets_its_turn_names_the_blocker_and
         assert db.rows("SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_sku'::regclass") == [(True,)]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_no_application_query_waits_longer_than_the_lock_budget_while_a_migration_retries(
         db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     write_migration(migrations_dir, A, "create table orders (id int primary key, total int);"

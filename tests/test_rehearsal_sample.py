@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgshift import api
 from pgshift.databases import throwaway
 from pgshift.databases.db import Database
@@ -40,6 +42,7 @@ def counts(db: Database, *tables: str) -> dict[str, int]:
     return {t: int((db.one(f"SELECT count(*) FROM {t}") or (0,))[0]) for t in tables}
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_database_in_use_is_cloned_as_its_schema_and_a_sample(db_url: DatabaseUrl, migrations_dir: Path,
                                                                  make_settings: Any) -> None:
     settings = make_settings(db_url)
@@ -75,6 +78,7 @@ def test_a_database_nobody_uses_is_still_copied_whole(task_db_url: DatabaseUrl) 
         assert made.sample_rows == 0 and counts(clone, "t") == {"t": 300}
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_deploy_with_the_application_connected_rehearses_on_a_sample_and_says_so(
         db_url: DatabaseUrl, make_settings: Any, migrations_dir: Path, stub: SlackStub) -> None:
     write_set(migrations_dir)

@@ -80,6 +80,7 @@ def test_reset_cli_refuses_staging_and_a_missing_yes_without_a_terminal(task_db_
     assert count(db_url, "SELECT count(*) FROM made_by_hand") == 1
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_python_seed_runs_and_a_broken_sql_seed_names_its_line(make_settings: Any, db_url: DatabaseUrl) -> None:
     settings = make_settings(db_url)
     folder = settings.migrations_dir

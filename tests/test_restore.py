@@ -124,6 +124,7 @@ BAD: dict[str, tuple[Callable[[Path], str], str]] = {
 
 
 @pytest.mark.parametrize("kind", list(BAD))
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_bad_backup_is_refused_and_target_untouched(kind: str, db_url: DatabaseUrl, migrations_dir: Path,
                                                     make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, path = prepared(db_url, migrations_dir, make_settings)
@@ -204,6 +205,7 @@ def test_killed_restore_leaves_target_as_before(db_url: DatabaseUrl, migrations_
     assert 0 < restoring[-1].done <= (restoring[-1].total or 0)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_restore_waits_for_the_migration_lock(pg18: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     with fresh_database(pg18) as url:
         settings, path = prepared(url, migrations_dir, make_settings, lock_wait=0.3)
@@ -213,6 +215,7 @@ def test_restore_waits_for_the_migration_lock(pg18: DatabaseUrl, migrations_dir:
         assert fingerprint(url) == before
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_production_guards(pg18: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     with fresh_database(pg18) as url:
         settings, dev_backup = prepared(url, migrations_dir, make_settings)

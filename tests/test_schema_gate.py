@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgshift import api
 from pgshift.dburl import DatabaseUrl
 from tests.commands import cli_env, inv_here
@@ -41,6 +43,7 @@ def _env(url: DatabaseUrl, folder: Path) -> dict[str, str]:
     return cli_env(url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(folder))
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_equal_schemas_pass_and_a_differing_column_is_named(db_url: DatabaseUrl, migrations_dir: Path,
                                                              make_settings: Any) -> None:
     _history(migrations_dir)
@@ -57,6 +60,7 @@ def test_equal_schemas_pass_and_a_differing_column_is_named(db_url: DatabaseUrl,
     assert "view app.paid_accounts: differs: definition differs" in named  # what depends on it, too
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_task_exits_1_naming_each_difference_and_0_when_equal(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     _history(migrations_dir)
     declared = migrations_dir.parent / "schema.sql"
@@ -79,6 +83,7 @@ def test_without_schema_sql_it_is_skipped_and_says_so(task_db_url: DatabaseUrl, 
     assert "ok: skipped: no schema.sql beside the migrations folder" in done.stdout
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_inv_test_includes_it(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     _history(migrations_dir)
     (migrations_dir.parent / "schema.sql").write_text(SCHEMA.replace("'free', 'paid'", "'free', 'paid', 'team'"))

@@ -87,6 +87,7 @@ def declare(settings: Any, sql: str) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(CHANGES))
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_each_object_kind_migrates_rediffs_clean_and_rolls_back_exactly(
         kind: str, db_url: DatabaseUrl, make_settings: Any) -> None:
     settings = make_settings(db_url)

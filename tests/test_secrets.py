@@ -84,6 +84,7 @@ PRODUCTION = [
 ]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_no_task_shows_writes_or_posts_a_password(world: dict[str, str], tmp_path: Path,
                                                    stub: SlackStub) -> None:
     said: list[str] = []

@@ -132,6 +132,7 @@ def test_a_lock_held_for_a_dead_client_of_ours_is_taken_back(db_url: DatabaseUrl
         holder.conn.close()
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_lock_held_for_a_live_client_is_waited_for_not_taken(db_url: DatabaseUrl, migrations_dir: Path) -> None:
     write_migration(migrations_dir, FIRST, "CREATE TABLE first_t (id int);\n")
     with subprocess.Popen(["sleep", "60"]) as alive:

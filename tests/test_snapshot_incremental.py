@@ -164,6 +164,7 @@ CHANGES: list[tuple[str, str | None]] = [
 ]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_renames_of_what_other_definitions_print(db_url: DatabaseUrl) -> None:
     track = tracker.Tracker()
     with Database.connect(db_url) as db:
@@ -219,6 +220,7 @@ def test_objects_that_hide_others_on_the_search_path(db_url: DatabaseUrl) -> Non
         assert "pg_catalog.lower" in found["index app.people_nick"]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_many_versions_of_one_row_committed_and_in_a_transaction(db_url: DatabaseUrl) -> None:
     track = tracker.Tracker()
     with Database.connect(db_url) as db:

@@ -76,6 +76,7 @@ def _status(settings: Any) -> Any:
     return api.status(settings)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_squash_keeps_old_databases_working_and_gives_new_ones_the_same_schema(
         db_url: DatabaseUrl, server: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     _write_history(migrations_dir)
@@ -141,6 +142,7 @@ def test_squash_keeps_old_databases_working_and_gives_new_ones_the_same_schema(
         assert _objects(fresh_url) == _objects(other_url)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_the_squash_rolls_back_to_an_empty_schema(db_url: DatabaseUrl, migrations_dir: Path,
                                                   make_settings: Any, task_db_url: DatabaseUrl) -> None:
     _write_history(migrations_dir)
@@ -157,6 +159,7 @@ def test_the_squash_rolls_back_to_an_empty_schema(db_url: DatabaseUrl, migration
     assert drift.differ(drift.EMPTY, _objects(db_url)) == []
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_squash_refusals_are_one_line_with_exit_2(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     _write_history(migrations_dir)
     env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
@@ -180,6 +183,7 @@ def test_squash_refusals_are_one_line_with_exit_2(task_db_url: DatabaseUrl, migr
     assert [m["id"] for m in status["migrations"]] == [SQUASH, HISTORY[8][0], HISTORY[9][0]]
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_inv_test_passes_on_a_squashed_history(task_db_url: DatabaseUrl, migrations_dir: Path) -> None:
     _write_history(migrations_dir)
     env = cli_env(task_db_url, INVOKE_PGSHIFT_MIGRATIONS_DIR=str(migrations_dir))
@@ -194,6 +198,7 @@ def test_inv_test_passes_on_a_squashed_history(task_db_url: DatabaseUrl, migrati
     assert trips[SQUASH] == "ok"
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_database_part_way_through_the_squashed_history_is_told_what_to_do(
         task_db_url: DatabaseUrl, migrations_dir: Path, make_settings: Any) -> None:
     _write_history(migrations_dir)
@@ -218,6 +223,7 @@ def test_a_database_part_way_through_the_squashed_history_is_told_what_to_do(
         assert db.one("SELECT count(*) FROM pgshift.migrations") == (5,)
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_a_squash_of_a_squash_still_maps_the_oldest_records(task_db_url: DatabaseUrl, migrations_dir: Path,
                                                             make_settings: Any) -> None:
     _write_history(migrations_dir)
@@ -257,6 +263,7 @@ def test_rollback_to_on_the_old_records_settles_them_first(task_db_url: Database
     assert found.drift is not None and not found.drift.items
 
 
+@pytest.mark.slow  # a second or more: left out of the fast tier
 def test_the_order_check_accepts_a_squash_of_main_s_migrations(tmp_path: Path, task_db_url: DatabaseUrl,
                                                                make_settings: Any) -> None:
     repo = tmp_path
