@@ -48,6 +48,16 @@ _TABLE_HINT = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>[\
                          r"--\s*renamed\s+from\s+(?P<old>[\w.\"]+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
+def _trigger_function(kind: str, table: str, column: str) -> str:
+    """The name of the function (and its trigger) that keeps ``column``'s shapes in step."""
+    return f"pgshift_{kind}_{table.split('.')[-1]}_{column}"[:63]
+
+
+def _not_null_check(table: str, column: str) -> str:
+    """The name of the ``CHECK (column IS NOT NULL) NOT VALID`` that stands for NOT NULL until the contract."""
+    return f"{table.split('.')[-1].strip(chr(34))}_{column.strip(chr(34))}_not_null"[:63]
+
+
 class Rename(NamedTuple):
     table: str
     old: str
@@ -59,11 +69,11 @@ class Rename(NamedTuple):
 
     @property
     def function(self) -> str:
-        return f"pgshift_sync_{self.table.split('.')[-1]}_{self.new}"[:63]
+        return _trigger_function("sync", self.table, self.new)
 
     @property
     def check(self) -> str:
-        return f"{self.table.split('.')[-1].strip(chr(34))}_{self.new.strip(chr(34))}_not_null"[:63]
+        return _not_null_check(self.table, self.new)
 
 
 def hints(schema_sql: str) -> list[Rename]:
@@ -148,11 +158,11 @@ class Computed(NamedTuple):
 
     @property
     def function(self) -> str:
-        return f"pgshift_fill_{self.table.split('.')[-1]}_{self.column}"[:63]
+        return _trigger_function("fill", self.table, self.column)
 
     @property
     def check(self) -> str:
-        return f"{self.table.split('.')[-1].strip(chr(34))}_{self.column.strip(chr(34))}_not_null"[:63]
+        return _not_null_check(self.table, self.column)
 
 
 def computed_hints(schema_sql: str) -> list[Computed]:
@@ -229,10 +239,10 @@ class Split(NamedTuple):
 
     @property
     def function(self) -> str:
-        return f"pgshift_split_{self.table.split('.')[-1]}_{self.old}"[:63]
+        return _trigger_function("split", self.table, self.old)
 
     def check(self, part: Part) -> str:
-        return f"{self.table.split('.')[-1].strip(chr(34))}_{part.column.strip(chr(34))}_not_null"[:63]
+        return _not_null_check(self.table, part.column)
 
 
 def split_hints(schema_sql: str) -> list[Split]:
