@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from pgshift import api
 from pgshift.databases import pgbin, target, throwaway
@@ -120,10 +117,4 @@ def table_locked(url: DatabaseUrl, table: str) -> Iterator[None]:
         db.execute("ROLLBACK")
 
 
-def wait_for(condition: Any, what: str, limit: float = 30) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
 

@@ -18,6 +18,7 @@ from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from tests.commands import INV, ROOT, cli_env, full_url, inv_process
 from tests.conftest import write_migration
+from tests.helpers import wait_for
 
 # Every write to a row counts itself: a row backfilled twice would show writes = 2.
 TABLE_SQL = """
@@ -46,16 +47,6 @@ def _journal(url: DatabaseUrl, ident: str) -> tuple[Any, ...] | None:
                       [ident])
 
 
-def _wait(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.process
 @pytest.mark.slow
 def test_kill_9_at_random_points_resumes_with_every_row_written_once(task_db_url: DatabaseUrl,
@@ -75,8 +66,8 @@ def test_kill_9_at_random_points_resumes_with_every_row_written_once(task_db_url
             child = subprocess.Popen([INV, "dev.migrate"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                started = _wait("the first batch", lambda ident=ident, child=child: child.poll() is not None or (
-                    (_journal(task_db_url, ident) or ("", 0, 0))[2] > 0))
+                started = wait_for(lambda ident=ident, child=child: child.poll() is not None or (
+                    (_journal(task_db_url, ident) or ("", 0, 0))[2] > 0), "the first batch", timeout=60)
                 assert started
                 time.sleep(chance.uniform(0.0, 0.4))
                 if child.poll() is None:
@@ -121,7 +112,7 @@ def test_a_long_transaction_holds_the_backfill_and_it_says_so(db_url: DatabaseUr
         time.sleep(0.7)
         runner = threading.Thread(target=migrate)
         runner.start()
-        held = _wait("the throttle", lambda: [line for line in said if "held:" in line])
+        held = wait_for(lambda: [line for line in said if "held:" in line], "the throttle", timeout=60)
         assert "a transaction open" in held[0] and "nightly report" in held[0] and "0.5 s limit" in held[0], held
         journal = _journal(db_url, ident)
         assert journal is not None and journal[1] == 0 and "a transaction open" in journal[4]
@@ -150,10 +141,10 @@ def test_pause_and_resume_from_another_terminal(task_db_url: DatabaseUrl, migrat
     said: list[str] = []
     runner = threading.Thread(target=lambda: api.migrate(settings, progress=said.append))
     runner.start()
-    _wait("the first batch", lambda: (_journal(task_db_url, ident) or ("", 0, 0))[2] > 0)
+    wait_for(lambda: (_journal(task_db_url, ident) or ("", 0, 0))[2] > 0, "the first batch", timeout=60)
     paused = inv_process("deploy.pause", env=env)
     assert paused.returncode == 0 and "paused 1 backfill(s)" in paused.stdout, paused.stderr
-    _wait("the pause", lambda: any("held: paused by inv deploy.pause" in line for line in said))
+    wait_for(lambda: any("held: paused by inv deploy.pause" in line for line in said), "the pause", timeout=60)
     before = _journal(task_db_url, ident)
     time.sleep(0.5)
     after = _journal(task_db_url, ident)
@@ -191,7 +182,7 @@ def test_the_load_ceiling_holds_the_backfill_while_other_sessions_are_busy(task_
     try:
         runner = threading.Thread(target=lambda: api.migrate(settings, progress=said.append))
         runner.start()
-        held = _wait("the ceiling", lambda: [line for line in said if "held:" in line])
+        held = wait_for(lambda: [line for line in said if "held:" in line], "the ceiling", timeout=60)
         assert "1 active sessions, at the ceiling of 1" in held[0], held
     finally:
         release.set()

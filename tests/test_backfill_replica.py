@@ -15,6 +15,7 @@ from pgshift.databases import throwaway
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from tests.conftest import write_migration
+from tests.helpers import wait_for
 from tests.replica import STANDBY_NAME, Pair, streaming_pair
 
 ROWS = 200_000
@@ -28,16 +29,6 @@ ALTER TABLE items ADD COLUMN b bigint;
 -- pgshift: abort
 ALTER TABLE items DROP COLUMN b;
 """
-
-
-def _wait(what: str, check: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _throttled(url: DatabaseUrl) -> tuple[Any, ...] | None:
@@ -67,8 +58,8 @@ def test_replay_lag_over_the_ceiling_holds_the_backfill_until_the_replica_replay
     write_migration(migrations_dir, "20250101000000_items", TABLE_SQL)
     api.migrate(settings)
     with Database.connect(replica.standby) as standby:
-        _wait("the standby to have the table", lambda: standby.one(
-            "SELECT count(*) FROM pg_database WHERE datname = %s", [name]) == (1,))
+        wait_for(lambda: standby.one("SELECT count(*) FROM pg_database WHERE datname = %s", [name]) == (1,),
+                 "the standby to have the table", timeout=90)
         standby.execute("SELECT pg_wal_replay_pause()")
         ident = "20250102000000_fill_b"
         write_migration(migrations_dir, ident, FILL)
@@ -84,7 +75,8 @@ def test_replay_lag_over_the_ceiling_holds_the_backfill_until_the_replica_replay
         runner = threading.Thread(target=migrate)
         runner.start()
         try:
-            held = _wait("the lag to hold the backfill", lambda: [line for line in said if "held:" in line])
+            held = wait_for(lambda: [line for line in said if "held:" in line], "the lag to hold the backfill",
+                            timeout=90)
             assert "replica lag" in held[0] and STANDBY_NAME in held[0] and "0.5 s limit" in held[0], held
             journal = _throttled(url)
             assert journal is not None and journal[0] == "running" and journal[1] < ROWS, journal

@@ -30,9 +30,9 @@ from tests.backups import (
     populate,
     scratch_databases,
     table_locked,
-    wait_for,
 )
 from tests.conftest import ROOT, write_migration
+from tests.helpers import wait_for
 
 TAKE = """
 import sys

@@ -21,8 +21,9 @@ from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Refused
 from tasks import _prompts
-from tests.backups import HEAD, fingerprint, fresh_database, populate, table_locked, wait_for
+from tests.backups import HEAD, fingerprint, fresh_database, populate, table_locked
 from tests.commands import INV, ROOT, cli_env, inv_here
+from tests.helpers import wait_for
 
 
 def inv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

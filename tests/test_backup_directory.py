@@ -19,9 +19,9 @@ from pgshift.backups.files import BackupInvalid
 from pgshift.databases import dump
 from pgshift.databases.db import Database
 from pgshift.dburl import DatabaseUrl
-from tests.backups import HEAD, fingerprint, fresh_database, populate, scratch_databases, table_locked, wait_for
+from tests.backups import HEAD, fingerprint, fresh_database, populate, scratch_databases, table_locked
 from tests.conftest import ROOT
-from tests.helpers import dead_pid
+from tests.helpers import dead_pid, wait_for
 
 TAKE = """
 import sys

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from pgshift.errors import LockTimeout, MigrationError
 from pgshift.migrations import history
 from tests.conftest import write_migration
 from tests.deploys import BAD, M1, M2, PASSWORD, apply_first, production, run_deploy, write_set
-from tests.helpers import dead_pid
+from tests.helpers import dead_pid, wait_for
 from tests.slack import TOKEN, SlackStub
 
 
@@ -182,15 +181,6 @@ def test_a_rollback_that_leaves_something_behind_fails_the_rehearsal(
     assert f"on a copy of the target, {M2}.rollback.sql: after the rollback the schema differs" in message
     assert "+ column public.prices.id" in message and "the target was not touched" in message
     assert "price" not in columns(db_url) and [m["text"][-6:] for m in stub.received] == ["FAILED"]
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow  # a second or more: left out of the fast tier

@@ -24,8 +24,9 @@ from pgshift.dburl import DatabaseUrl
 from pgshift.errors import Aborted, LockTimeout, PgShiftError, Refused
 from pgshift.migrations import lock
 from pgshift.settings import Settings
-from tests.backups import HEAD, fingerprint, fresh_database, populate, scratch_databases, wait_for
+from tests.backups import HEAD, fingerprint, fresh_database, populate, scratch_databases
 from tests.conftest import ROOT
+from tests.helpers import wait_for
 
 RESTORE = """
 import sys
