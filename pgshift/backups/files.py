@@ -21,6 +21,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,22 +215,35 @@ def _digest(path: Path, plain: bool) -> tuple[str, int, int]:
 
 def _synced_digest(path: Path, plain: bool) -> tuple[str, int, int]:
     """fsync ``path`` in a thread while reading it back for the checksum: disk and CPU work together."""
-    failure: list[OSError] = []
-
-    def sync() -> None:
-        try:
-            directory.fsync(path)
-        except OSError as exc:
-            failure.append(exc)
-
-    syncer = threading.Thread(target=sync, daemon=True)
-    syncer.start()
+    syncer = Beside(lambda: directory.fsync(path))
     try:
         return _digest(path, plain)
     finally:
-        syncer.join()
-        if failure:
-            raise failure[0]
+        syncer.result()
+
+
+class Beside:
+    """``work()`` in a thread from now on; ``result()`` waits for it and raises what it raised."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def result(self) -> None:
+        if (error := self.error()) is not None:
+            raise error
+
+    def error(self) -> BaseException | None:
+        self._thread.join()
+        return self._error
 
 
 def _plain_complete(path: Path, headers: int) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,30 +113,6 @@ def unverified(backup: Backup, database: str, *, force: bool) -> tuple[str, ...]
     return (f"{backup.path.name} is unverified (no manifest) and {where}",)
 
 
-class _Beside:
-    """``work(arg)`` in a thread from now on; ``result()`` waits for it and raises what it raised."""
-
-    def __init__(self, work: Callable[[Backup], object], arg: Backup) -> None:
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                work(arg)
-            except BaseException as exc:  # handed to result()
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="pgshift-checksum", daemon=True)
-        self._thread.start()
-
-    def result(self) -> None:
-        if (error := self.error()) is not None:
-            raise error
-
-    def error(self) -> BaseException | None:
-        self._thread.join()
-        return self._error
-
-
 def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = None,
             progress: dump.OnProgress | None = None, force: bool = False,
             on_restored: Callable[[RestoreResult], None] | None = None) -> RestoreResult:
@@ -167,7 +142,7 @@ def restore(settings: Settings, path: str | Path, *, confirm: Confirm | None = N
 
     scratch = throwaway.name("new", label=url.dbname)
     safety = None
-    checksum = _Beside(files.check_checksum, backup)
+    checksum = files.Beside(lambda: files.check_checksum(backup))
     with target.connect(settings) as db, lock.migration_lock(db, settings.lock_wait):
         server_version = db.server_version
         with throwaway.admin(url, settings.connect_timeout) as admin:
